@@ -1,0 +1,26 @@
+"""User-facing errors: bad input or a missing resource, never a bug.
+
+The CLI prints the message of a `NasError` and exits with code 2; anything else is
+a bug and keeps its traceback. Messages name the offending value, where it came
+from (file, key path) and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class NasError(Exception):
+    """A problem the user can fix; the CLI exits 2 with this message."""
+
+    exit_code = 2
+
+
+class ConfigError(NasError):
+    """An invalid architecture, recipe or search-space value."""
+
+
+class DataError(NasError):
+    """The dataset is missing, unreadable or fails verification."""
+
+
+class StoreError(NasError):
+    """The database URL is unusable or the store is in an unexpected state."""
