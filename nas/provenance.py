@@ -1,0 +1,59 @@
+"""What reproduces a result: the code version and the device it ran on."""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+import nas
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """``0.1.0+g1a2b3c4`` (``-dirty`` with uncommitted changes), or the bare version
+    when nas is not running from a git checkout."""
+    version = nas.__version__
+    repo = Path(__file__).resolve().parent.parent
+    if not (repo / ".git").exists():
+        return version
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short=7", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return version
+    return f"{version}+g{sha}{'-dirty' if dirty else ''}"
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def device_name(device: torch.device | str, threads: int | None = None) -> str:
+    """A human-readable name that tells timings apart: GPU model, or CPU model and threads."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    threads = threads or torch.get_num_threads()
+    return f"cpu: {_cpu_model()} x{threads} threads"
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or os.name
