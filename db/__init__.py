@@ -1,0 +1,34 @@
+"""The SQL store of nas: schema, migrations, engines and the `Store` that writes it.
+
+Open it with ``Store.open(resolve_db_url(cli_value))``; see `nas.db.store` for the
+methods and `nas.db.schema` for the tables.
+"""
+
+from __future__ import annotations
+
+from nas.db.engine import make_engine, mask_url, resolve_db_url, upgrade
+from nas.db.schema import (
+    Architecture,
+    EpochResult,
+    Experiment,
+    ExperimentStatus,
+    Phase,
+    Trial,
+    TrialStatus,
+)
+from nas.db.store import Store
+
+__all__ = [
+    "Architecture",
+    "EpochResult",
+    "Experiment",
+    "ExperimentStatus",
+    "Phase",
+    "Store",
+    "Trial",
+    "TrialStatus",
+    "make_engine",
+    "mask_url",
+    "resolve_db_url",
+    "upgrade",
+]

@@ -1,0 +1,194 @@
+"""The tables of the nas store: experiments, architectures, trials and their epochs.
+
+Optuna's own tables (`studies`, `trials`, `alembic_version`, ...) live in the same
+database, so every table here starts with ``nas_`` and our Alembic version table is
+``nas_alembic_version``: without the prefix our `trials` would collide with Optuna's.
+
+Times are timezone-aware UTC datetimes on both SQLite (which stores naive text, so
+`UTCDateTime` re-attaches UTC on read) and PostgreSQL (``timestamp with time zone``).
+Accuracies are fractions in [0, 1]; seconds are wall-clock seconds.
+
+A change here needs a new revision under ``db/migrations/versions/``; the test
+`test_migrations_match_the_schema` fails until the two agree.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# ---- constants other code imports ---------------------------------------------------
+
+
+class ExperimentStatus(enum.StrEnum):
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # Ctrl-C or a lost driver; the rows so far are kept
+
+
+class TrialStatus(enum.StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"  # trained for all planned epochs
+    PRUNED = "pruned"  # stopped early by the Optuna pruner
+    FAILED = "failed"  # raised; the message is in `error`
+    DIVERGED = "diverged"  # loss became NaN/inf
+    INTERRUPTED = "interrupted"  # the driver stopped while it ran; no result, re-run it
+
+
+class Phase(enum.StrEnum):
+    TRAIN = "train"  # a single `nas train` run outside any search
+    SEARCH = "search"  # one seed per architecture, pruned
+    CONFIRM = "confirm"  # top-K re-run with several seeds, unpruned
+    ABLATION = "ablation"  # leave-one-component-out variants of the winner
+
+
+# Optuna's RDB storage keeps its own `alembic_version` in the same database.
+ALEMBIC_VERSION_TABLE = "nas_alembic_version"
+
+
+# ---- column types -------------------------------------------------------------------
+
+
+def utcnow() -> datetime:
+    """The current time as an aware UTC datetime (the only kind stored here)."""
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime on every backend.
+
+    SQLite keeps no offset, so values are converted to UTC before writing and tagged
+    as UTC after reading; PostgreSQL returns them in the session time zone, which is
+    converted back to UTC so both backends give equal values.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}; store aware UTC datetimes only.")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+# Named constraints: SQLite batch migrations (table copy) can only drop or alter a
+# constraint that has a name, and the names are the same on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+# ---- tables -------------------------------------------------------------------------
+
+
+class Experiment(Base):
+    """One `nas launch` (or `nas train`/`nas ablate`) run, found again by its name."""
+
+    __tablename__ = "nas_experiments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    status: Mapped[str] = mapped_column(
+        String(16), default=ExperimentStatus.RUNNING.value, server_default="running"
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    config_json: Mapped[str | None] = mapped_column(Text)  # resolved experiment config
+    space_yaml: Mapped[str | None] = mapped_column(Text)  # the search-space YAML as given
+    code_version: Mapped[str | None] = mapped_column(String(64))  # e.g. git describe
+
+
+class Architecture(Base):
+    """One network of the family, keyed by the hash of its canonical config."""
+
+    __tablename__ = "nas_architectures"
+
+    hash: Mapped[str] = mapped_column(String(16), primary_key=True)
+    config_json: Mapped[str] = mapped_column(Text)  # canonical JSON (ArchConfig.to_json)
+    short_name: Mapped[str] = mapped_column(String(200))  # e.g. "R:L1+L3 w=0.5"
+    params: Mapped[int] = mapped_column(BigInteger)  # trainable parameters
+    flops: Mapped[int] = mapped_column(BigInteger)  # forward FLOPs per 32x32 image
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Trial(Base):
+    """One training run of (architecture, seed) in one phase of an experiment."""
+
+    __tablename__ = "nas_trials"
+    __table_args__ = (
+        Index("ix_nas_trials_experiment_phase_status", "experiment_id", "phase", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(
+        ForeignKey("nas_experiments.id", ondelete="CASCADE")
+    )
+    arch_hash: Mapped[str] = mapped_column(ForeignKey("nas_architectures.hash"), index=True)
+    seed: Mapped[int] = mapped_column(Integer)
+    phase: Mapped[str] = mapped_column(String(16))  # a Phase value
+    status: Mapped[str] = mapped_column(
+        String(16), default=TrialStatus.RUNNING.value, server_default="running"
+    )
+    epochs_planned: Mapped[int] = mapped_column(Integer)
+    epochs_done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    final_train_loss: Mapped[float | None] = mapped_column(Float)  # of the last epoch
+    final_train_acc: Mapped[float | None] = mapped_column(Float)
+    final_val_acc: Mapped[float | None] = mapped_column(Float)
+    final_test_acc: Mapped[float | None] = mapped_column(Float)
+    best_val_acc: Mapped[float | None] = mapped_column(Float)  # max over recorded epochs
+    train_seconds: Mapped[float | None] = mapped_column(Float)  # wall s, excluding eval
+    device: Mapped[str] = mapped_column(String(100))  # e.g. "NVIDIA H100 80GB HBM3"
+    recipe_json: Mapped[str] = mapped_column(Text)  # training recipe + data config
+    code_version: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)  # why it failed/diverged
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class EpochResult(Base):
+    """The metrics of one epoch of one trial; epochs count from 0."""
+
+    __tablename__ = "nas_epoch_results"
+
+    trial_id: Mapped[int] = mapped_column(
+        ForeignKey("nas_trials.id", ondelete="CASCADE"), primary_key=True
+    )
+    epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
+    train_loss: Mapped[float] = mapped_column(Float)  # mean over the epoch's batches
+    train_acc: Mapped[float] = mapped_column(Float)
+    val_acc: Mapped[float | None] = mapped_column(Float)  # None when not evaluated
+    test_acc: Mapped[float | None] = mapped_column(Float)
+    epoch_seconds: Mapped[float] = mapped_column(Float)  # train wall s, excluding eval
+    cumulative_seconds: Mapped[float] = mapped_column(Float)  # sum up to this epoch

@@ -1,0 +1,386 @@
+"""`Store`: the one writer of experiments, architectures, trials and epoch results.
+
+Each method is one short transaction, committed before it returns, so a killed driver
+loses at most the epoch in flight and a reader never waits long. Reads return ORM
+rows (`Experiment`, `Architecture`, `Trial`, `EpochResult`) detached from any session:
+their columns are loaded and plain attribute access works, but changing an attribute
+writes nothing; all writes go through the methods here.
+
+    with Store.open(resolve_db_url(args.db)) as store:
+        exp = store.ensure_experiment("cifar-fast-0", space_yaml=text)
+        store.upsert_architecture(arch.hash, arch.to_json(), arch.short_name(), p, f)
+        trial = store.start_trial(exp, arch.hash, seed=0, phase=Phase.SEARCH, ...)
+        store.record_epoch(trial, 0, train_loss=1.2, train_acc=0.6, ...)
+        store.finish_trial(trial, TrialStatus.COMPLETED)
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator, TypeVar
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from nas.db.engine import check_schema, make_engine, mask_url, upgrade
+from nas.db.schema import (
+    Architecture,
+    EpochResult,
+    Experiment,
+    ExperimentStatus,
+    Phase,
+    Trial,
+    TrialStatus,
+    utcnow,
+)
+from nas.errors import StoreError
+
+_E = TypeVar("_E", ExperimentStatus, TrialStatus, Phase)
+
+
+class Store:
+    """Reads and writes the nas tables of one database.
+
+    Build it with `Store.open`; use it as a context manager or call `close`.
+    """
+
+    def __init__(self, engine: Engine, *, read_only: bool = False) -> None:
+        self.engine = engine
+        self.read_only = read_only
+        # expire_on_commit=False: returned rows stay readable after their session ends.
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str, *, read_only: bool = False) -> Store:
+        """Open the store at `url`, upgrading its schema unless `read_only`.
+
+        Args:
+            url: a database URL (see `nas.db.resolve_db_url`).
+            read_only: never write: for the dashboard and reports. The schema must
+                already be this code's (a read-only open cannot upgrade it).
+
+        Raises:
+            StoreError: the URL is unusable, the database cannot be opened, it is
+                newer than this code, or (read-only) missing or not yet upgraded.
+        """
+        engine = make_engine(url, read_only=read_only)
+        try:
+            if read_only:
+                check_schema(engine)
+            else:
+                upgrade(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine, read_only=read_only)
+
+    @property
+    def url(self) -> str:
+        """The database URL with its password masked."""
+        return mask_url(self.engine.url)
+
+    def close(self) -> None:
+        """Close every pooled connection; the store must not be used afterwards."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mode = "read-only" if self.read_only else "read-write"
+        return f"Store({self.url!r}, {mode})"
+
+    # ---- experiments ----------------------------------------------------------------
+
+    def ensure_experiment(
+        self,
+        name: str,
+        *,
+        config_json: str | None = None,
+        space_yaml: str | None = None,
+        code_version: str | None = None,
+    ) -> int:
+        """The id of the experiment called `name`, created (status running) if new.
+
+        An existing experiment is returned unchanged: its config and status are kept.
+        """
+        with self._write() as session:
+            session.execute(
+                self._insert(Experiment)
+                .values(
+                    name=name,
+                    config_json=config_json,
+                    space_yaml=space_yaml,
+                    code_version=code_version,
+                )
+                .on_conflict_do_nothing(index_elements=["name"])
+            )
+            return session.scalars(select(Experiment.id).where(Experiment.name == name)).one()
+
+    def finish_experiment(self, experiment_id: int, status: ExperimentStatus | str) -> None:
+        """Set the final status and the finish time (cleared again for ``running``)."""
+        status = _member(ExperimentStatus, status)
+        with self._write() as session:
+            experiment = _get(session, Experiment, experiment_id)
+            experiment.status = status.value
+            experiment.finished_at = None if status is ExperimentStatus.RUNNING else utcnow()
+
+    # ---- architectures --------------------------------------------------------------
+
+    def upsert_architecture(
+        self, hash: str, config_json: str, short_name: str, params: int, flops: int
+    ) -> None:
+        """Store an architecture unless its hash is already there.
+
+        Raises:
+            StoreError: the hash is stored with a different config (a hash collision,
+                or a change to the canonical JSON form).
+        """
+        with self._write() as session:
+            session.execute(
+                self._insert(Architecture)
+                .values(
+                    hash=hash,
+                    config_json=config_json,
+                    short_name=short_name,
+                    params=params,
+                    flops=flops,
+                )
+                .on_conflict_do_nothing(index_elements=["hash"])
+            )
+            stored = session.scalars(
+                select(Architecture.config_json).where(Architecture.hash == hash)
+            ).one()
+        if stored != config_json:
+            raise StoreError(
+                f"architecture hash {hash} is already stored in {self.url} with config "
+                f"{stored}, not {config_json}: a hash collision or a changed canonical "
+                "form. Use a new database, or report this as a bug."
+            )
+
+    # ---- trials ---------------------------------------------------------------------
+
+    def start_trial(
+        self,
+        experiment_id: int,
+        arch_hash: str,
+        seed: int,
+        phase: Phase | str,
+        *,
+        epochs_planned: int,
+        recipe_json: str,
+        device: str,
+        code_version: str | None,
+    ) -> int:
+        """Record a new running trial of (architecture, seed) and return its id.
+
+        The experiment and the architecture (`upsert_architecture`) must exist.
+        """
+        phase = _member(Phase, phase)
+        with self._write() as session:
+            _get(session, Experiment, experiment_id)
+            _get(session, Architecture, arch_hash)
+            trial = Trial(
+                experiment_id=experiment_id,
+                arch_hash=arch_hash,
+                seed=seed,
+                phase=phase.value,
+                status=TrialStatus.RUNNING.value,
+                epochs_planned=epochs_planned,
+                epochs_done=0,
+                recipe_json=recipe_json,
+                device=device,
+                code_version=code_version,
+            )
+            session.add(trial)
+            session.flush()
+            return trial.id
+
+    def record_epoch(
+        self,
+        trial_id: int,
+        epoch: int,
+        *,
+        train_loss: float,
+        train_acc: float,
+        val_acc: float | None,
+        test_acc: float | None,
+        epoch_seconds: float,
+        cumulative_seconds: float,
+    ) -> None:
+        """Record the metrics of epoch `epoch` (from 0) of a trial.
+
+        Sets the trial's ``epochs_done`` to ``epoch + 1`` and ``best_val_acc`` to the
+        best over epochs 0..epoch. Recording an epoch again (a resumed trial
+        re-reporting) overwrites it, and drops any later epochs: those came from the
+        run that was abandoned, and the resumed run will record them again.
+        """
+        if epoch < 0:
+            raise ValueError(f"epoch counts from 0, but got {epoch=}.")
+        metrics = dict(
+            train_loss=train_loss,
+            train_acc=train_acc,
+            val_acc=val_acc,
+            test_acc=test_acc,
+            epoch_seconds=epoch_seconds,
+            cumulative_seconds=cumulative_seconds,
+        )
+        with self._write() as session:
+            _get(session, Trial, trial_id)
+            session.execute(
+                self._insert(EpochResult)
+                .values(trial_id=trial_id, epoch=epoch, **metrics)
+                .on_conflict_do_update(index_elements=["trial_id", "epoch"], set_=metrics)
+            )
+            session.execute(
+                delete(EpochResult).where(
+                    EpochResult.trial_id == trial_id, EpochResult.epoch > epoch
+                )
+            )
+            best = session.scalar(
+                select(func.max(EpochResult.val_acc)).where(EpochResult.trial_id == trial_id)
+            )
+            session.execute(
+                update(Trial)
+                .where(Trial.id == trial_id)
+                .values(epochs_done=epoch + 1, best_val_acc=best)
+            )
+
+    def finish_trial(
+        self,
+        trial_id: int,
+        status: TrialStatus | str,
+        *,
+        train_seconds: float | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Set a trial's final status, copying the last epoch's metrics to final_*.
+
+        Args:
+            trial_id: the id from `start_trial`.
+            status: any status but ``running``.
+            train_seconds: training wall seconds, excluding evaluation; by default the
+                last recorded epoch's ``cumulative_seconds``.
+            error: why it failed or diverged, e.g. the exception's message.
+        """
+        status = _member(TrialStatus, status)
+        if status is TrialStatus.RUNNING:
+            raise ValueError("finish_trial needs a final status, but got 'running'.")
+        with self._write() as session:
+            trial = _get(session, Trial, trial_id)
+            last = session.scalars(
+                select(EpochResult)
+                .where(EpochResult.trial_id == trial_id)
+                .order_by(EpochResult.epoch.desc())
+                .limit(1)
+            ).first()
+            if last is not None:
+                trial.final_train_loss = last.train_loss
+                trial.final_train_acc = last.train_acc
+                trial.final_val_acc = last.val_acc
+                trial.final_test_acc = last.test_acc
+                if train_seconds is None:
+                    train_seconds = last.cumulative_seconds
+            trial.status = status.value
+            trial.train_seconds = train_seconds
+            trial.error = error
+            trial.finished_at = utcnow()
+
+    # ---- reads ----------------------------------------------------------------------
+
+    def get_experiment(self, name: str) -> Experiment | None:
+        """The experiment called `name`, or None."""
+        with self._read() as session:
+            return session.scalars(select(Experiment).where(Experiment.name == name)).first()
+
+    def experiments(self) -> list[Experiment]:
+        """Every experiment, oldest first."""
+        with self._read() as session:
+            return list(session.scalars(select(Experiment).order_by(Experiment.id)))
+
+    def get_architecture(self, hash: str) -> Architecture | None:
+        """The architecture with this hash, or None."""
+        with self._read() as session:
+            return session.get(Architecture, hash)
+
+    def architectures(self) -> list[Architecture]:
+        """Every stored architecture, in hash order."""
+        with self._read() as session:
+            return list(session.scalars(select(Architecture).order_by(Architecture.hash)))
+
+    def get_trial(self, trial_id: int) -> Trial | None:
+        """The trial with this id, or None."""
+        with self._read() as session:
+            return session.get(Trial, trial_id)
+
+    def trials(
+        self,
+        experiment_id: int | None = None,
+        phase: Phase | str | None = None,
+        status: TrialStatus | str | None = None,
+    ) -> list[Trial]:
+        """Trials matching every filter given, in the order they were started."""
+        query = select(Trial).order_by(Trial.id)
+        if experiment_id is not None:
+            query = query.where(Trial.experiment_id == experiment_id)
+        if phase is not None:
+            query = query.where(Trial.phase == _member(Phase, phase).value)
+        if status is not None:
+            query = query.where(Trial.status == _member(TrialStatus, status).value)
+        with self._read() as session:
+            return list(session.scalars(query))
+
+    def epochs(self, trial_id: int) -> list[EpochResult]:
+        """The recorded epochs of a trial, epoch 0 first."""
+        with self._read() as session:
+            query = (
+                select(EpochResult)
+                .where(EpochResult.trial_id == trial_id)
+                .order_by(EpochResult.epoch)
+            )
+            return list(session.scalars(query))
+
+    # ---- helpers --------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        """One committed transaction; rolled back if the block raises."""
+        if self.read_only:
+            raise StoreError(
+                f"{self.url} was opened read-only; open it with read_only=False to write."
+            )
+        with self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    def _insert(self, entity: type[Any]) -> Any:
+        """An INSERT that supports ON CONFLICT (SQLite and PostgreSQL spell it alike)."""
+        if self.engine.dialect.name == "postgresql":
+            return pg_insert(entity)
+        return sqlite_insert(entity)
+
+
+def _member(kind: type[_E], value: _E | str) -> _E:
+    """`value` as a member of the enum `kind`; a typo fails before anything is written."""
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(member.value for member in kind)
+        raise ValueError(f"{kind.__name__} must be one of {allowed}, but got {value!r}.") from None
+
+
+def _get(session: Session, entity: type[Any], key: Any) -> Any:
+    row = session.get(entity, key)
+    if row is None:
+        raise KeyError(f"no {entity.__tablename__} row with key {key!r}.")
+    return row
