@@ -1,0 +1,437 @@
+"""Experiment YAML: validation, budgets, sampling, enumeration, samplers and pruners."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import warnings
+from pathlib import Path
+
+import optuna
+import pytest
+
+from nas.errors import ConfigError
+from nas.models import ArchConfig
+from nas.space import (
+    PrunerSpec,
+    SearchSettings,
+    SearchSpace,
+    list_budgets,
+    load_experiment,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+CIFAR_FAST = REPO / "search_spaces" / "cifar_fast.yaml"
+INVALID = Path(__file__).resolve().parent / "invalid_spaces"
+BINARY_KEYS = ["L1.extra", "L1.residual", "L2.extra", "L2.residual", "L3.extra", "L3.residual"]
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _write(tmp_path: Path, text: str, name: str = "exp.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def _space(tmp_path: Path, space_yaml: str, extra: str = "") -> SearchSpace:
+    path = _write(tmp_path, "space:\n" + textwrap.indent(textwrap.dedent(space_yaml), "  ") + extra)
+    return load_experiment(path).space
+
+
+CONDITIONAL = """\
+    L1.residual: {choice: [0, 1]}
+    L2.extra: {choice: [0, 1], when: {L1.residual: [1]}}
+"""
+
+
+# ---- invalid files: each names the file and the key path -------------------------------
+
+# (file, --budget, key path the message must name, a word of the rule)
+INVALID_CASES = [
+    ("unknown_top_level_key.yaml", None, "serach", "unknown top-level key"),
+    ("unknown_recipe_key.yaml", None, "recipe.epoch", "unknown key"),
+    ("unknown_dataset_key.yaml", None, "dataset.val_szie", "unknown key"),
+    ("unknown_search_key.yaml", None, "search.ntrials", "unknown key"),
+    ("unknown_confirm_key.yaml", None, "confirm.topk", "unknown key"),
+    ("unknown_resources_key.yaml", None, "resources.gpus", "unknown key"),
+    ("recipe_epochs_string.yaml", None, "recipe.epochs", "must be an integer"),
+    ("empty_choice.yaml", None, "space.L1.residual.choice", "must not be empty"),
+    ("duplicate_choices.yaml", None, "space.L1.residual.choice", "more than once"),
+    ("int_low_above_high.yaml", None, "space.L1.extra.int", "low must be <= high"),
+    ("float_low_above_high.yaml", None, "space.width.float", "low must be <= high"),
+    ("float_log_nonpositive_low.yaml", None, "space.width.float", "log scale needs low > 0"),
+    ("two_kinds.yaml", None, "space.L1.residual", "exactly one of"),
+    ("no_kind.yaml", None, "space.L1.residual", "exactly one of"),
+    ("unknown_stage.yaml", None, "space.L4.residual", "not an architecture field"),
+    ("misspelt_arch_field.yaml", None, "space.L1.residul", "Did you mean 'L1.residual'"),
+    ("unbuildable_value.yaml", None, "space.L1.residual.choice", "does not give a valid architecture"),
+    ("when_unknown_key.yaml", None, "space.L2.extra.when.L3.residual", "not a key of the space"),
+    ("when_impossible_value.yaml", None, "space.L2.extra.when.L1.residual", "not a possible value"),
+    ("cyclic_conditions.yaml", None, "space.L2.extra.when.L1.residual", "cycle"),
+    ("self_condition.yaml", None, "space.L1.residual.when.L1.residual", "itself"),
+    ("unknown_sampler.yaml", None, "search.sampler", "must be one of tpe"),
+    ("unknown_pruner_kind.yaml", None, "search.pruner.kind", "Did you mean 'median'"),
+    ("pruner_option_typo.yaml", None, "search.pruner.n_startup_trail", "not an option"),
+    ("pruner_option_wrong_type.yaml", None, "search.pruner.n_warmup_steps", "must be an integer"),
+    ("patient_without_patience.yaml", None, "search.pruner.patience", "missing"),
+    ("percentile_out_of_range.yaml", None, "search.pruner.percentile", "between 0 and 100"),
+    ("unknown_objective_metric.yaml", None, "search.objectives[0].metric", "must be one of val_acc"),
+    ("unknown_objective_direction.yaml", None, "search.objectives[0].direction", "maximize, minimize"),
+    ("grid_continuous_float.yaml", None, "space.width.float", "grid sampler"),
+    ("unknown_budget.yaml", "gpu", "budgets.gpu", "available budgets: cpu"),
+    ("budget_unknown_section.yaml", "cpu", "budgets.cpu.optimizer", "cannot override"),
+    ("budget_invalid_value.yaml", "cpu", "budgets.cpu.recipe.epochs", "at least 1"),
+    ("yaml_syntax_error.yaml", None, "line 5", "invalid YAML"),
+    ("duplicate_yaml_key.yaml", None, "line 4", "duplicate key 'L1.residual'"),
+    ("top_level_list.yaml", None, "top level", "must be a mapping"),
+    ("n_trials_zero.yaml", None, "search.n_trials", ">= 1"),
+    ("confirm_repeats_zero.yaml", None, "confirm.repeats", ">= 1"),
+    ("dataset_not_cifar10.yaml", None, "dataset.name", "only cifar10"),
+    ("missing_space.yaml", None, "space", "missing"),
+]
+
+
+@pytest.mark.parametrize(("name", "budget", "key_path", "rule"), INVALID_CASES, ids=[c[0] for c in INVALID_CASES])
+def test_invalid_file_raises_config_error_naming_file_and_key_path(name, budget, key_path, rule):
+    path = INVALID / name
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path, budget)
+    message = str(info.value)
+    assert message.startswith(f"{path}: "), message
+    assert key_path in message, message
+    assert rule in message, message
+
+
+def test_every_invalid_file_has_a_case():
+    assert sorted(p.name for p in INVALID.glob("*.yaml")) == sorted(c[0] for c in INVALID_CASES)
+
+
+def test_invalid_config_errors_exit_with_code_2():
+    with pytest.raises(ConfigError) as info:
+        load_experiment(INVALID / "empty_choice.yaml")
+    assert info.value.exit_code == 2
+
+
+def test_missing_file_is_a_config_error_naming_it(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml: cannot read"):
+        load_experiment(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ({"int": [0, 3], "step": 2}, r"space.L1.extra.step: high - low must be a multiple of step"),
+        ({"int": [0, 2], "step": 0}, r"space.L1.extra.step: must be a positive integer"),
+        ({"int": [1, 4], "log": True, "step": 2}, r"space.L1.extra.step: a log scale cannot have a step"),
+        ({"int": [0.0, 2]}, r"space.L1.extra.int: expected \[low, high\] with an integer"),
+        ({"choice": [0, [1]]}, r"space.L1.extra.choice\[1\]: must be a single value"),
+        ({"choice": [0, 1], "when": "L1.residual"}, r"space.L1.extra.when: expected a mapping"),
+        ({"choice": [0, 1], "step": 1}, r"space.L1.extra.step: not an option of a choice entry"),
+        (3, r"space.L1.extra: expected an entry such as"),
+    ],
+)
+def test_space_entry_rules(entry, problem):
+    with pytest.raises(ConfigError, match=problem):
+        SearchSpace.from_dict({"L1.residual": {"choice": [0, 1]}, "L1.extra": entry}, source="x.yaml")
+
+
+def test_check_buildable_names_the_source_and_the_entry():
+    space = SearchSpace.from_dict({"width": {"float": [0.5, 9.0]}})
+    with pytest.raises(ConfigError, match=r"^mine.yaml: space.width.float: 9.0 does not give a valid architecture"):
+        space.check_buildable("mine.yaml")
+
+
+def test_a_bad_value_from_a_budget_is_named_by_its_path_in_the_budget(tmp_path):
+    path = _write(tmp_path, """\
+        space: {width: {fixed: 1.0}}
+        budgets:
+          huge: {space: {width: {fixed: 16}}}
+    """)
+    load_experiment(path)  # the file alone is fine
+    with pytest.raises(ConfigError, match=r"budgets.huge.space.width.fixed: 16 does not give"):
+        load_experiment(path, "huge")
+
+
+# ---- the shipped experiment and its budget -----------------------------------------------
+
+
+def test_cifar_fast_loads_with_the_values_written():
+    spec = load_experiment(CIFAR_FAST)
+    assert spec.name == "cifar_fast" and spec.budget is None
+    assert spec.recipe.epochs == 24 and spec.recipe.batch_size == 512
+    assert spec.dataset == {
+        "name": "cifar10", "root": None, "train_subset": None, "val_size": 5000,
+        "split_seed": 0, "crop_padding": 4, "flip": True, "cutout": 0,
+    }
+    assert [p.key for p in spec.space.params] == ["width", *BINARY_KEYS]
+    assert spec.search.sampler == "tpe" and spec.search.n_trials == 40
+    assert spec.search.directions == ["maximize", "minimize"]
+    assert spec.search.pruner == PrunerSpec("median", (("n_startup_trials", 5), ("n_warmup_steps", 2)))
+    assert (spec.confirm.top_k, spec.confirm.repeats) == (3, 5)
+    assert spec.resources.max_concurrent == 1 and spec.resources.max_failures == 2
+    assert spec.source_text == CIFAR_FAST.read_text()
+
+
+def test_cpu_budget_is_deep_merged_over_the_file():
+    spec = load_experiment(CIFAR_FAST, budget="cpu")
+    assert spec.budget == "cpu"
+    assert spec.dataset["train_subset"] == 5000 and spec.dataset["val_size"] == 1000
+    assert spec.dataset["flip"] is True  # untouched keys keep their value
+    assert spec.recipe.epochs == 4 and spec.recipe.lr == 0.4
+    assert spec.search.n_trials == 12 and spec.search.sampler == "tpe"
+    assert dict(spec.search.pruner.options) == {"n_startup_trials": 3, "n_warmup_steps": 1}
+    assert (spec.confirm.top_k, spec.confirm.repeats) == (2, 3)
+    assert spec.resources.cpus_per_trial == 2.0
+
+
+def test_budget_replaces_a_space_entry_whole(tmp_path):
+    path = _write(tmp_path, """\
+        space:
+          width: {fixed: 1.0}
+          L1.residual: {choice: [0, 1]}
+        budgets:
+          small:
+            space: {width: {choice: [0.25, 0.5]}}
+    """)
+    width = load_experiment(path, "small").space.params[0]
+    assert (width.kind, width.choices) == ("choice", (0.25, 0.5))
+    assert load_experiment(CIFAR_FAST, "cpu").space.params[0].value == 0.25
+
+
+def test_list_budgets_names_them_in_order():
+    assert list_budgets(CIFAR_FAST) == ["cpu"]
+
+
+def test_resolved_is_json_and_reloads_to_the_same_space(tmp_path):
+    resolved = load_experiment(CIFAR_FAST, "cpu").resolved()
+    assert json.loads(json.dumps(resolved)) == resolved
+    assert resolved["budget"] == "cpu" and resolved["recipe"]["epochs"] == 4
+    path = _write(tmp_path, json.dumps({k: v for k, v in resolved.items() if k != "budget"}))
+    assert load_experiment(path).resolved() == {**resolved, "budget": None}
+
+
+def test_name_defaults_to_the_file_stem(tmp_path):
+    path = _write(tmp_path, "space: {L1.residual: {choice: [0, 1]}}\n", name="my_search.yaml")
+    assert load_experiment(path).name == "my_search"
+
+
+def test_relative_data_root_is_taken_relative_to_the_yaml_file(tmp_path):
+    path = _write(tmp_path, "dataset: {root: data}\nspace: {L1.residual: {choice: [0, 1]}}\n")
+    assert load_experiment(path).dataset["root"] == str(tmp_path.resolve() / "data")
+
+
+def test_exponent_floats_are_numbers_not_strings(tmp_path):
+    path = _write(tmp_path, "recipe: {lr: 4e-1, weight_decay: 5.0e-4}\nspace: {L1.residual: {fixed: 1}}\n")
+    recipe = load_experiment(path).recipe
+    assert (recipe.lr, recipe.weight_decay) == (0.4, 5e-4)
+
+
+def test_selecting_on_test_acc_warns_but_loads(tmp_path):
+    path = _write(tmp_path, """\
+        space: {L1.residual: {choice: [0, 1]}}
+        search: {objectives: [{metric: test_acc, direction: maximize}]}
+    """)
+    with pytest.warns(UserWarning, match=r"search.objectives\[0\].metric: selecting on test_acc"):
+        spec = load_experiment(path)
+    assert spec.search.objectives[0].metric == "test_acc"
+
+
+def test_defaults_fill_absent_sections(tmp_path):
+    spec = load_experiment(_write(tmp_path, "space: {L1.residual: {choice: [0, 1]}}\n"))
+    assert spec.search == SearchSettings()
+    assert spec.search.objectives[0].metric == "val_acc"
+    assert spec.recipe.epochs == 24 and spec.resources.max_concurrent is None
+
+
+# ---- sampling --------------------------------------------------------------------------
+
+
+def test_suggest_asks_for_the_conditional_param_only_when_its_condition_holds(tmp_path):
+    space = _space(tmp_path, CONDITIONAL)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(30):
+        trial = study.ask()
+        arch = space.suggest(trial)
+        study.tell(trial, 0.0)
+        if trial.params["L1.residual"] == 1:
+            assert set(trial.params) == {"L1.residual", "L2.extra"}
+            assert arch.L2.extra == trial.params["L2.extra"]
+        else:
+            assert set(trial.params) == {"L1.residual"}
+            assert arch.L2.extra == 0  # the ArchConfig default
+        seen.add(tuple(sorted(trial.params.items())))
+    assert len(seen) == 3  # (0), (1, 0), (1, 1)
+
+
+def test_conditions_are_sampled_after_their_targets_whatever_the_order_written(tmp_path):
+    space = _space(tmp_path, """\
+        L2.extra: {choice: [0, 1], when: {L1.residual: [1]}}
+        L1.residual: {choice: [0, 1]}
+    """)
+    assert [p.key for p in space.params] == ["L1.residual", "L2.extra"]
+    arch = space.suggest(optuna.trial.FixedTrial({"L1.residual": 1, "L2.extra": 1}))
+    assert arch == ArchConfig.from_dict({"L1": {"residual": 1}, "L2": {"extra": 1}})
+
+
+def test_suggest_applies_fixed_values_without_asking_optuna():
+    spec = load_experiment(CIFAR_FAST, "cpu")
+    params = dict.fromkeys(BINARY_KEYS, 1)
+    arch = spec.space.suggest(optuna.trial.FixedTrial(params))
+    assert arch.width == 0.25 and arch.L3.residual == 1
+
+
+def test_suggest_int_and_float_ranges(tmp_path):
+    space = _space(tmp_path, """\
+        width: {float: [0.25, 1.0], log: true}
+        L1.extra: {int: [0, 4], step: 2}
+    """)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(10):
+        trial = study.ask()
+        arch = space.suggest(trial)
+        study.tell(trial, 0.0)
+        assert 0.25 <= arch.width <= 1.0 and arch.L1.extra in (0, 2, 4)
+
+
+# ---- enumeration -----------------------------------------------------------------------
+
+
+def test_grid_of_cifar_fast_has_64_unique_points_without_fixed_keys():
+    points = load_experiment(CIFAR_FAST).space.grid()
+    assert len(points) == 64
+    assert len({tuple(sorted(p.items())) for p in points}) == 64
+    assert all(sorted(p) == sorted(BINARY_KEYS) for p in points)
+
+
+def test_grid_counts_a_conditional_space(tmp_path):
+    assert _space(tmp_path, CONDITIONAL).grid() == [
+        {"L1.residual": 0},
+        {"L1.residual": 1, "L2.extra": 0},
+        {"L1.residual": 1, "L2.extra": 1},
+    ]
+
+
+def test_grid_counts_a_chain_of_conditions(tmp_path):
+    # L3.residual in {0,1,2}; L3.extra only at L3.residual 2; L2.extra only at L3.extra 1
+    space = _space(tmp_path, """\
+        L3.residual: {int: [0, 2]}
+        L3.extra: {choice: [0, 1], when: {L3.residual: [2]}}
+        L2.extra: {choice: [0, 1, 2], when: {L3.extra: [1]}}
+        width: {float: [0.25, 1.0], step: 0.25}
+    """)
+    # (0, 1, 2 with L3.extra 0, 2 with L3.extra 1 x 3) = 2 + 1 + 3 = 6 points, x 4 widths
+    assert len(space.grid()) == 24
+
+
+def test_grid_sampler_sets_n_trials_to_the_grid_size(tmp_path):
+    path = _write(tmp_path, "space:\n" + textwrap.indent(CONDITIONAL, "  ") + "search: {sampler: grid, n_trials: 1}\n")
+    assert load_experiment(path).search.n_trials == 3
+
+
+def test_grid_int_ranges_include_both_ends(tmp_path):
+    path = _write(tmp_path, "space: {L1.residual: {int: [0, 8]}, L1.extra: {int: [0, 8]}}\nsearch: {sampler: grid}\n")
+    assert load_experiment(path).search.n_trials == 81
+
+
+def test_arch_from_params_round_trips_every_grid_point():
+    space = load_experiment(CIFAR_FAST).space
+    for point in space.grid():
+        arch = space.arch_from_params(point)
+        assert arch == space.suggest(optuna.trial.FixedTrial(point))
+        assert {key: getattr(getattr(arch, key[:2]), key[3:]) for key in BINARY_KEYS} == point
+
+
+def test_arch_from_params_accepts_fixed_values_and_ignores_inactive_ones(tmp_path):
+    space = _space(tmp_path, CONDITIONAL + "    width: {fixed: 0.5}\n")
+    arch = space.arch_from_params({"L1.residual": 0, "L2.extra": 1, "width": 0.5})
+    assert arch == ArchConfig(width=0.5)
+
+
+@pytest.mark.parametrize(
+    ("params", "problem"),
+    [
+        ({"L1.residual": 1}, "params.L2.extra: missing"),
+        ({"L1.residual": 2}, "params.L1.residual: 2 is not a value"),
+        ({"L1.residual": 0, "L9.x": 1}, "params.L9.x: not a key"),
+    ],
+)
+def test_arch_from_params_rejects_params_the_space_cannot_give(tmp_path, params, problem):
+    space = _space(tmp_path, CONDITIONAL)
+    with pytest.raises(ConfigError, match=problem):
+        space.arch_from_params(params)
+
+
+# ---- pruners and samplers ----------------------------------------------------------------
+
+
+def test_pruner_kinds_build_their_optuna_classes():
+    assert isinstance(PrunerSpec("none").build(), optuna.pruners.NopPruner)
+    assert isinstance(PrunerSpec("median").build(), optuna.pruners.MedianPruner)
+    assert isinstance(PrunerSpec("percentile", (("percentile", 25.0),)).build(), optuna.pruners.PercentilePruner)
+    assert isinstance(PrunerSpec("successive_halving").build(), optuna.pruners.SuccessiveHalvingPruner)
+    assert isinstance(PrunerSpec("hyperband").build(), optuna.pruners.HyperbandPruner)
+
+
+def test_patient_pruner_wraps_the_median_pruner_from_yaml(tmp_path):
+    path = _write(tmp_path, """\
+        space: {L1.residual: {choice: [0, 1]}}
+        search:
+          pruner: {kind: patient, patience: 2, wrapped: {kind: median, n_startup_trials: 3}}
+    """)
+    spec = load_experiment(path).search.pruner
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # building must not warn (PatientPruner is experimental)
+        pruner = spec.build()
+    assert isinstance(pruner, optuna.pruners.PatientPruner)
+    assert isinstance(pruner._wrapped_pruner, optuna.pruners.MedianPruner)
+    assert spec.to_dict() == {"kind": "patient", "patience": 2, "wrapped": {"kind": "median", "n_startup_trials": 3}}
+
+
+def test_pruner_spec_rejects_options_optuna_rejects():
+    with pytest.raises(ConfigError, match="MedianPruner"):
+        PrunerSpec("median", (("n_startup_trials", -1),))
+
+
+@pytest.mark.parametrize(
+    ("sampler", "cls"),
+    [
+        ("tpe", optuna.samplers.TPESampler),
+        ("random", optuna.samplers.RandomSampler),
+        ("nsga2", optuna.samplers.NSGAIISampler),
+        ("grid", optuna.samplers.BruteForceSampler),
+    ],
+)
+def test_build_sampler_gives_the_named_optuna_sampler(sampler, cls):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # building one must not warn (grid is experimental)
+        assert isinstance(SearchSettings(sampler=sampler, seed=3).build_sampler(), cls)
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "nsga2"])
+def test_build_sampler_is_seeded(sampler):
+    spec = load_experiment(CIFAR_FAST, "cpu")
+
+    def first_archs(seed: int) -> list[str]:
+        settings = SearchSettings(sampler=sampler, seed=seed, objectives=spec.search.objectives)
+        study = optuna.create_study(directions=settings.directions, sampler=settings.build_sampler())
+        out = []
+        for i in range(12):
+            trial = study.ask()
+            out.append(spec.space.suggest(trial).hash)
+            study.tell(trial, [i % 3, i % 5])
+        return out
+
+    assert first_archs(7) == first_archs(7)
+    assert first_archs(7) != first_archs(8)
+
+
+def test_grid_sampler_runs_every_point_of_a_conditional_space_once(tmp_path):
+    path = _write(tmp_path, "space:\n" + textwrap.indent(CONDITIONAL, "  ") + "search: {sampler: grid}\n")
+    spec = load_experiment(path)
+    study = optuna.create_study(sampler=spec.search.build_sampler())
+    study.optimize(lambda t: float(spec.space.suggest(t).L2.extra), n_trials=10)
+    assert sorted(tuple(sorted(t.params.items())) for t in study.trials) == sorted(
+        tuple(sorted(p.items())) for p in spec.space.grid()
+    )
