@@ -579,7 +579,16 @@ def make_splits(raw: RawCifar, cfg: DataConfig, device: torch.device | str = "cp
 
 
 def load_data(cfg: DataConfig, device: torch.device | str = "cpu") -> CifarSplits:
-    """Resolves the data root, loads CIFAR-10 (downloading it if needed) and splits it."""
+    """Resolves the data root, loads CIFAR-10 (downloading it if needed) and splits it.
+
+    The splits are cached per (config, device): a Ray worker reused across trials
+    normalises the data once, not once per trial.
+    """
+    return _cached_splits(cfg, str(torch.device(device)))
+
+
+@functools.lru_cache(maxsize=2)  # a full normalised split is ~700 MB: keep few
+def _cached_splits(cfg: DataConfig, device: str) -> CifarSplits:
     return make_splits(load_cifar10(resolve_data_root(cfg.root)), cfg, device)
 
 

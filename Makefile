@@ -1,0 +1,37 @@
+# Set-up, the main job and the tests. Everything runs from the project's .venv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch lies on the CI/dev machines' disk; on a GPU machine use e.g.
+# `make install TORCH=torch==2.13.0 TORCH_INDEX=https://download.pytorch.org/whl/cu128`.
+TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
+
+.PHONY: install demo test test-fast bench clean
+
+install: $(BIN)/nas
+
+$(BIN)/nas: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+# The main job on the embedded default (SQLite ./nas.db, data in $NAS_DATA_DIR or the cache).
+demo: install
+	$(BIN)/nas train --arch R:L1+L3 --width 0.25 --epochs 4 --train-subset 10000
+
+# Every test, slow ones included (real CIFAR-10, PostgreSQL when NAS_TEST_POSTGRES_URL is set).
+test: install
+	$(BIN)/pytest -q
+
+# The quick loop while developing: skips tests marked slow.
+test-fast: install
+	$(BIN)/pytest -q -m 'not slow'
+
+bench: install
+	$(BIN)/python benchmarks/trainer_throughput.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,470 @@
+"""The `nas` command line.
+
+Every command validates all of its input before it touches data or the database; a
+problem the user can fix prints one message naming it and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from contextlib import contextmanager
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Annotated, Any, Iterator
+
+import typer
+import yaml
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from nas.errors import ConfigError, NasError
+
+app = typer.Typer(
+    name="nas",
+    help=(
+        "Neural-architecture search and ablations for fast residual CNNs on CIFAR-10.\n\n"
+        "Results go to an SQL store: a SQLite file ./nas.db by default, or any SQLAlchemy "
+        "URL given with --db or NAS_DB (PostgreSQL for a cluster)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+# Piped or captured output (CI logs, tests) has no terminal width: keep lines whole.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+DbOption = Annotated[
+    str | None,
+    typer.Option("--db", help="SQLAlchemy URL or SQLite file path of the store. [default: $NAS_DB, else ./nas.db]"),
+]
+DataRootOption = Annotated[
+    str | None,
+    typer.Option(
+        "--data-root",
+        help="Folder holding cifar-10-batches-py/ or cifar-10-python.tar.gz. "
+        "[default: $NAS_DATA_DIR, else ~/.cache/nas/data, downloaded on first use]",
+    ),
+]
+
+
+@contextmanager
+def _exit_on_user_error() -> Iterator[None]:
+    """Turn a `NasError` into one red line on stderr and exit code 2."""
+    try:
+        yield
+    except NasError as err:
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}")
+        raise typer.Exit(err.exit_code) from None
+
+
+# ----------------------------------------------------------------------------- nas train
+
+
+@app.command()
+def train(
+    arch: Annotated[
+        str,
+        typer.Option(
+            "--arch",
+            help="The architecture: a YAML/JSON file (a bare arch mapping, or a config.yaml from "
+            "`nas export` with arch/recipe/dataset sections), inline JSON such as "
+            "'{\"L1\": {\"residual\": 1}, \"L3\": {\"residual\": 1}}', or the short form 'R:L1+L3 X:L2'.",
+        ),
+    ],
+    epochs: Annotated[int | None, typer.Option(help="Passes over the training split. [default: 24]")] = None,
+    seed: Annotated[int, typer.Option(help="Draws the weights, batch order and augmentation.")] = 0,
+    width: Annotated[float | None, typer.Option(help="Channel multiplier; overrides the architecture's.")] = None,
+    train_subset: Annotated[
+        int | None, typer.Option(help="Train on this many images (class-balanced). [default: all]")
+    ] = None,
+    val_size: Annotated[
+        int | None, typer.Option(help="Images held out of train for validation. [default: 5000]")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per SGD step. [default: 512]")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate. [default: 0.4]")] = None,
+    experiment: Annotated[str, typer.Option(help="Experiment the trial is recorded under.")] = "train",
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads for torch. [default: all cores]", min=1)
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda. [default: cuda when present]")] = None,
+    db: DbOption = None,
+    data_root: DataRootOption = None,
+) -> None:
+    """Train one architecture on CIFAR-10 and record it in the store.
+
+    Prints each epoch (loss, accuracy, seconds) and a summary. The trial, its epochs and
+    the architecture (canonical config, params, FLOPs) are written to the store as they
+    happen, so an interrupted run keeps what it finished.
+
+    Example: nas train --arch R:L1+L3 --width 0.25 --epochs 4 --train-subset 10000
+    """
+    with _exit_on_user_error():
+        _train_command(
+            arch_text=arch, epochs=epochs, seed=seed, width=width, train_subset=train_subset,
+            val_size=val_size, batch_size=batch_size, lr=lr, experiment=experiment,
+            threads=threads, device_name=device, db=db, data_root=data_root,
+        )
+
+
+def _train_command(
+    *, arch_text, epochs, seed, width, train_subset, val_size, batch_size, lr, experiment,
+    threads, device_name, db, data_root,
+) -> None:
+    # Imported here so `nas --help` stays fast (torch takes seconds to import).
+    import torch
+
+    from nas.data import DataConfig, load_data
+    from nas.db import Store, resolve_db_url
+    from nas.models import build_model, count_flops, count_params
+    from nas.provenance import code_version, default_device
+    from nas.train import Recipe, train as train_model
+
+    # 1. Validate everything before touching data or the database.
+    spec = read_arch_spec(arch_text)
+    arch_cfg = spec.arch if width is None else spec.arch.replace(width=width)
+    recipe = Recipe.from_dict(
+        {**spec.recipe, **_given(epochs=epochs, batch_size=batch_size, lr=lr)}, source=spec.source + "recipe"
+    )
+    data_fields = {**spec.dataset, **_given(train_subset=train_subset, val_size=val_size)}
+    yaml_root = data_fields.pop("root", None)
+    data_cfg = _data_config(data_fields, source=spec.source + "dataset")
+    device = torch.device(device_name) if device_name else default_device()
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available here; use --device cpu.")
+    db_url = resolve_db_url(db)
+
+    # 2. Data (may download, or fail with a message saying where to put it).
+    from nas.data import resolve_data_root
+
+    data_cfg = replace(data_cfg, root=str(resolve_data_root(data_root, yaml_root)))
+    console.print(f"loading CIFAR-10 from {escape(data_cfg.root)}")
+    data = load_data(data_cfg, device=device)
+
+    # 3. Record the architecture and the trial, then train.
+    model = build_model(arch_cfg)
+    params, flops = count_params(model), count_flops(model)
+    store = Store.open(db_url)
+    with store:
+        experiment_id = store.ensure_experiment(experiment, code_version=code_version())
+        store.upsert_architecture(arch_cfg.hash, arch_cfg.to_json(), arch_cfg.short_name(), params, flops)
+        recipe_json = json.dumps({"recipe": asdict(recipe), "dataset": asdict(data_cfg)}, sort_keys=True)
+        from nas.provenance import device_name as describe_device
+
+        trial_id = store.start_trial(
+            experiment_id, arch_cfg.hash, seed, "train", epochs_planned=recipe.epochs,
+            recipe_json=recipe_json, device=describe_device(device, threads), code_version=code_version(),
+        )
+        console.print(
+            f"trial {trial_id}: [bold]{escape(arch_cfg.short_name())}[/] ({arch_cfg.hash}) "
+            f"{params / 1e6:.2f}M params, {flops / 1e6:.1f} MFLOPs/image, seed {seed}, "
+            f"{len(data.train_y)} train / {len(data.val_y)} val / {len(data.test_y)} test images"
+        )
+        progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[last]}"), console=console, transient=False,
+        )
+        task = progress.add_task("epochs", total=recipe.epochs, last="")
+
+        def on_epoch(m) -> None:
+            store.record_epoch(
+                trial_id, m.epoch, train_loss=m.train_loss, train_acc=m.train_acc, val_acc=m.val_acc,
+                test_acc=m.test_acc, epoch_seconds=m.epoch_seconds, cumulative_seconds=m.cumulative_seconds,
+            )
+            progress.update(task, advance=1, last=_epoch_line(m))
+            progress.console.print(_epoch_line(m))
+
+        try:
+            with progress:
+                result = train_model(arch_cfg, recipe, data, data_cfg, seed=seed, device=device,
+                                     threads=threads, on_epoch=on_epoch)
+        except KeyboardInterrupt:
+            store.finish_trial(trial_id, "failed", error="interrupted (Ctrl-C)")
+            err_console.print(f"interrupted: trial {trial_id} recorded as failed with the epochs it finished")
+            raise typer.Exit(130) from None
+        except Exception:
+            store.finish_trial(trial_id, "failed", error=traceback.format_exc())
+            raise
+        status = "diverged" if result.status == "diverged" else "completed"
+        store.finish_trial(trial_id, status, train_seconds=result.train_seconds)
+
+    _print_summary(trial_id, arch_cfg, result, params, flops, db_url)
+    if status == "diverged":
+        err_console.print(
+            f"[yellow]diverged:[/] the training loss became non-finite at epoch {result.final.epoch + 1}; "
+            "try a lower --lr."
+        )
+
+
+def _epoch_line(m) -> str:
+    val = "" if m.val_acc is None else f"val {m.val_acc:.2%}  "
+    test = "" if m.test_acc is None else f"test {m.test_acc:.2%}  "
+    return f"epoch {m.epoch + 1}: loss {m.train_loss:.3f}  {val}{test}{m.epoch_seconds:.1f} s"
+
+
+def _print_summary(trial_id, arch_cfg, result, params, flops, db_url) -> None:
+    final = result.final
+    table = Table(title=f"trial {trial_id}: {arch_cfg.short_name()}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("architecture", f"{arch_cfg.short_name()}  (hash {arch_cfg.hash})"),
+        ("status", result.status),
+        ("epochs", str(len(result.epochs))),
+        ("val accuracy", "-" if final.val_acc is None else f"{final.val_acc:.2%}"),
+        ("test accuracy", "-" if final.test_acc is None else f"{final.test_acc:.2%}"),
+        ("train seconds", f"{result.train_seconds:.1f} (evaluation excluded)"),
+        ("params", f"{params:,}"),
+        ("FLOPs / image", f"{flops:,}"),
+        ("device", result.device),
+        ("store", _mask_url(db_url)),
+    ]
+    for key, value in rows:
+        table.add_row(key, escape(value))
+    console.print(table)
+
+
+# ----------------------------------------------------------------------------- nas launch
+
+
+@app.command()
+def launch(
+    space: Annotated[Path, typer.Argument(help="Experiment YAML, e.g. search_spaces/cifar_fast.yaml.")],
+    budget: Annotated[
+        str | None,
+        typer.Option(help="A named budget of the YAML (its `budgets:` section), e.g. cpu. Without a GPU the "
+                     "`cpu` budget is chosen automatically; pass --budget none to run the full space anyway."),
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Join an existing Ray cluster (e.g. ray://head:10001 or auto). [default: local Ray]")
+    ] = None,
+    db: DbOption = None,
+    data_root: DataRootOption = None,
+) -> None:
+    """Search the YAML's architecture space, then confirm the best with repeated seeds.
+
+    Optuna samples architectures (in this process) and its pruner stops poor trials
+    early; Ray Tune runs the trials. Every trial and epoch is written to the store as it
+    happens. Running the same command again resumes: finished trials are kept, trials
+    interrupted by a crash run again, and the confirm phase picks up where it stopped.
+    Prints a line per finished trial and, at the end, the Pareto front with 95% CIs.
+    """
+    with _exit_on_user_error():
+        _launch_command(space, budget, address, db, data_root)
+
+
+def _launch_command(space: Path, budget: str | None, address: str | None, db: str | None, data_root: str | None) -> None:
+    import torch
+
+    from nas.data import ensure_cifar10, resolve_data_root
+    from nas.db import Store, resolve_db_url
+    from nas.space import list_budgets, load_experiment
+
+    if not space.is_file():
+        raise ConfigError(f"{space}: no such file; pass an experiment YAML such as search_spaces/cifar_fast.yaml.")
+    if budget is None and not torch.cuda.is_available() and "cpu" in list_budgets(space):
+        budget = "cpu"
+        console.print(f"no GPU found: using the `cpu` budget of {escape(str(space))} (--budget none for the full space)")
+    spec = load_experiment(space, None if budget == "none" else budget)
+    db_url = resolve_db_url(db)
+    root = resolve_data_root(data_root, spec.dataset.get("root"))
+    ensure_cifar10(root)  # download (or fail with where to put it) before any trial starts
+
+    _start_ray(address)
+    from nas.search import launch as run_launch
+
+    with Store.open(db_url) as store:
+        console.print(f"experiment {escape(spec.name)!s} -> {escape(_mask_url(db_url))}")
+        run_launch(spec, store=store, db_url=db_url, data_root=str(root), log=lambda line: console.print(escape(line)))
+        _print_front(store, spec.name)
+
+
+def _start_ray(address: str | None) -> None:
+    import logging
+    import os
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard files per trial
+    import ray
+
+    if ray.is_initialized():
+        return
+    # Trial errors reach the store (trials.error); Ray's own chatter stays in its logs.
+    ray.init(address=address, include_dashboard=False, configure_logging=True,
+             logging_level=logging.ERROR, log_to_driver=False)
+    for name in ("ray", "ray.tune", "ray.train"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _print_front(store, experiment: str) -> None:
+    from nas.results import arch_results
+
+    rows = arch_results(store, experiment, "confirm") or arch_results(store, experiment, "search")
+    if not rows:
+        console.print("no completed trials yet")
+        return
+    phase = rows[0].phase
+    table = Table(title=f"{experiment}: {phase} results (Pareto front first)")
+    for column in ("rank", "architecture", "hash", "seeds", "accuracy (mean ± 95% CI)", "train s", "params", "MFLOPs"):
+        table.add_column(column, justify="left" if column in ("architecture", "hash") else "right")
+    for row in rows:
+        acc = row.accuracy
+        ci = "" if acc.n < 2 else f" ± {acc.half_width:.2%}"
+        table.add_row(
+            "front" if row.rank == 0 else str(row.rank), escape(row.short_name), row.arch_hash, str(row.seeds),
+            f"{acc.mean:.2%}{ci}", f"{row.train_seconds.mean:.1f}", f"{row.params / 1e6:.2f}M", f"{row.flops / 1e6:.1f}",
+        )
+    console.print(table)
+
+
+# ----------------------------------------------------------------------------- nas status / list
+
+
+@app.command()
+def status(
+    experiment: Annotated[str | None, typer.Argument(help="Experiment name. [default: list them all]")] = None,
+    db: DbOption = None,
+) -> None:
+    """Show an experiment's trial counts and its architectures ranked by Pareto front.
+
+    Without an experiment name, lists the experiments in the store (like `nas list`).
+    Reads the store only; safe while a search is running.
+    """
+    with _exit_on_user_error():
+        from nas.db import Store, resolve_db_url
+
+        with Store.open(resolve_db_url(db), read_only=True) as store:
+            if experiment is None:
+                _print_experiments(store)
+                return
+            found = store.get_experiment(experiment)
+            if found is None:
+                names = ", ".join(e.name for e in store.experiments()) or "none yet"
+                raise ConfigError(f"no experiment named {experiment!r} in the store; experiments: {names}.")
+            counts: dict[tuple[str, str], int] = {}
+            for trial in store.trials(experiment_id=found.id):
+                key = (str(trial.phase), str(trial.status))
+                counts[key] = counts.get(key, 0) + 1
+            console.print(f"[bold]{escape(experiment)}[/] ({found.status}), started {found.created_at:%Y-%m-%d %H:%M}")
+            for (phase, state), n in sorted(counts.items()):
+                console.print(f"  {phase:<8} {state:<11} {n}")
+            _print_front(store, experiment)
+
+
+@app.command(name="list")
+def list_experiments(db: DbOption = None) -> None:
+    """List the experiments in the store with their trial counts and best accuracy."""
+    with _exit_on_user_error():
+        from nas.db import Store, resolve_db_url
+
+        with Store.open(resolve_db_url(db), read_only=True) as store:
+            _print_experiments(store)
+
+
+def _print_experiments(store) -> None:
+    table = Table(title="experiments")
+    for column in ("name", "status", "trials", "completed", "pruned", "failed", "best accuracy", "started"):
+        table.add_column(column)
+    for exp in store.experiments():
+        trials = store.trials(experiment_id=exp.id)
+        by_status = {s: sum(1 for t in trials if str(t.status) == s) for s in ("completed", "pruned", "failed")}
+        accs = [t.final_val_acc if t.final_val_acc is not None else t.final_test_acc
+                for t in trials if str(t.status) == "completed"]
+        accs = [a for a in accs if a is not None]
+        table.add_row(
+            escape(exp.name), str(exp.status), str(len(trials)), str(by_status["completed"]),
+            str(by_status["pruned"]), str(by_status["failed"]), f"{max(accs):.2%}" if accs else "-",
+            f"{exp.created_at:%Y-%m-%d %H:%M}",
+        )
+    console.print(table)
+
+
+# ----------------------------------------------------------------------------- arch input
+
+
+class ArchSpec:
+    """What `--arch` named: the architecture, plus recipe/dataset sections from a file."""
+
+    def __init__(self, arch, recipe: dict[str, Any], dataset: dict[str, Any], source: str) -> None:
+        self.arch = arch
+        self.recipe = recipe
+        self.dataset = dataset
+        self.source = source  # prefix of key paths in error messages, e.g. "config.yaml: "
+
+
+def read_arch_spec(text: str) -> ArchSpec:
+    """Read `--arch`: a file, inline JSON/YAML mapping, or a short form like ``R:L1+L3``."""
+    from nas.models import ArchConfig, parse_short_name
+
+    path = Path(text)
+    if text.strip().startswith(("{", "[")) or not (path.suffix in {".yaml", ".yml", ".json"} or path.exists()):
+        if text.strip().startswith("{"):
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise ConfigError(f"--arch: not valid JSON ({err}); quote the whole mapping.") from None
+            return ArchSpec(ArchConfig.from_dict(data, source="--arch"), {}, {}, "--arch ")
+        return ArchSpec(parse_short_name(text), {}, {}, "--arch ")
+    if not path.is_file():
+        raise ConfigError(f"--arch {text}: no such file.")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML/JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level.")
+    if "arch" not in data:
+        return ArchSpec(ArchConfig.from_dict(data, source=f"{path}: arch"), {}, {}, f"{path}: ")
+    known = {"arch", "recipe", "dataset", "metrics", "experiment", "code_version", "hash", "short_name"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{path}: {unknown[0]}: unknown top-level key; expected arch, recipe, dataset.")
+    sections = {}
+    for name in ("recipe", "dataset"):
+        section = data.get(name) or {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"{path}: {name}: expected a mapping.")
+        sections[name] = section
+    arch_cfg = ArchConfig.from_dict(data["arch"] or {}, source=f"{path}: arch")
+    return ArchSpec(arch_cfg, sections["recipe"], sections["dataset"], f"{path}: ")
+
+
+def _data_config(fields: dict[str, Any], *, source: str):
+    from dataclasses import fields as dc_fields
+
+    from nas.data import DataConfig
+
+    allowed = {f.name for f in dc_fields(DataConfig)}
+    unknown = sorted(set(fields) - allowed)
+    if unknown:
+        raise ConfigError(f"{source}.{unknown[0]}: unknown key; allowed keys are {', '.join(sorted(allowed))}.")
+    try:
+        return DataConfig(**fields)
+    except (ConfigError, TypeError) as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The options the user actually passed (None means not given)."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _mask_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - display only
+        return url
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,482 @@
+"""`nas launch`: Ray Tune runs the trials; Optuna, in the driver, samples and prunes them.
+
+    YAML -> ExperimentSpec -> Optuna ask (driver) -> TrialPlan (architecture, seed)
+         -> Ray Tune trial (worker): build, train, tune.report per epoch
+         -> driver: store rows + Optuna report/should_prune -> STOP when pruned
+         -> confirm: the top-K architectures again with fresh seeds, unpruned
+
+Only the driver writes: the store rows and the Optuna study (same database). Ray's stock
+OptunaSearch cannot be used: it hard-codes NopPruner, and a trial stopped by a scheduler
+reaches it as COMPLETE with a truncated value.
+
+Pruning rule: Optuna's pruners are single-objective, so they watch one curve, the first
+objective that is an accuracy (val_acc or test_acc), reported at steps 0, 1, ... (epochs).
+In a multi-objective search every trial has a twin in a companion study named
+``<experiment>:pruning`` that holds that curve; its pruner decides, and the main study
+records the trial as PRUNED while its sampler optimises all objectives.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from nas.db import Store
+from nas.errors import ConfigError
+from nas.models import ArchConfig, build_model, count_flops, count_params
+from nas.provenance import code_version
+from nas.space import ExperimentSpec
+from nas.stats import pareto_ranks
+
+CURVE_METRICS = ("val_acc", "test_acc")  # metrics reported every epoch, so prunable
+CONFIRM_SEED_BASE = 10_000  # confirm seeds differ from search seeds: the search seed helped select the winner
+FINISHED = ("completed", "pruned", "diverged", "failed")  # a search trial that counts as done
+
+
+# ----------------------------------------------------------------------------- the trainable
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """The Ray Tune trainable: train one (architecture, seed) and report every epoch."""
+    import torch
+    from ray import tune
+
+    from nas.data import DataConfig, load_data
+    from nas.provenance import device_name
+    from nas.train import Recipe, train
+
+    device = torch.device("cuda" if config["gpus"] > 0 and torch.cuda.is_available() else "cpu")
+    data_cfg = DataConfig(**config["dataset"])
+    data = load_data(data_cfg, device=device)  # cached per worker process
+    threads = max(1, int(config["cpus"])) if device.type == "cpu" else None
+    described = device_name(device, threads)
+
+    def on_epoch(m) -> None:
+        tune.report({**m.to_dict(), "diverged": not math.isfinite(m.train_loss), "device": described})
+
+    train(ArchConfig.from_json(config["arch"]), Recipe(**config["recipe"]), data, data_cfg,
+          seed=config["seed"], device=device, threads=threads, on_epoch=on_epoch)
+
+
+# ----------------------------------------------------------------------------- plans
+
+
+@dataclass
+class TrialPlan:
+    """One (architecture, seed) run that the driver hands to Ray Tune."""
+
+    arch: ArchConfig
+    seed: int
+    phase: str  # search | confirm
+    optuna_trial: optuna.Trial | None = None  # main study trial (search phase)
+    prune_trial: optuna.Trial | None = None  # the trial whose curve the pruner watches
+    store_id: int | None = None
+    pruned: bool = False
+    last: dict[str, Any] = field(default_factory=dict)  # last reported metrics
+
+
+class Driver:
+    """Everything the driver knows about one experiment while it runs."""
+
+    def __init__(self, spec: ExperimentSpec, store: Store, db_url: str, data_root: str,
+                 log: Callable[[str], None] = print) -> None:
+        self.spec = spec
+        self.store = store
+        self.data_root = data_root
+        self.log = log
+        self.plans: dict[str, TrialPlan] = {}
+        self._costs: dict[str, tuple[int, int]] = {}
+        self.experiment_id = self._open_experiment()
+        self.study, self.prune_study = self._open_studies(db_url)
+        self.used_seeds: dict[str, set[int]] = defaultdict(set)
+        for trial in store.trials(experiment_id=self.experiment_id, phase="search"):
+            if trial.status != "interrupted":
+                self.used_seeds[trial.arch_hash].add(trial.seed)
+        self._recover_interrupted()
+
+    # -- opening / resuming --
+
+    def _open_experiment(self) -> int:
+        import json
+
+        resolved = json.dumps(self.spec.resolved(), sort_keys=True)
+        existing = self.store.get_experiment(self.spec.name)
+        if existing is not None and existing.config_json and existing.config_json != resolved:
+            raise ConfigError(
+                f"{self.spec.path}: experiment {self.spec.name!r} already exists in the store with a different "
+                "configuration. Run the original YAML to resume it, or set another `name:` to start a new one."
+            )
+        return self.store.ensure_experiment(
+            self.spec.name, config_json=resolved, space_yaml=self.spec.source_text, code_version=code_version()
+        )
+
+    def _open_studies(self, db_url: str) -> tuple[optuna.Study, optuna.Study | None]:
+        search = self.spec.search
+        storage = _optuna_storage(db_url)
+        directions = [o.direction for o in search.objectives]
+        study = optuna.create_study(
+            study_name=self.spec.name, storage=storage, directions=directions,
+            sampler=search.build_sampler(), pruner=search.pruner.build(), load_if_exists=True,
+        )
+        self.prune_metric = next((o for o in search.objectives if o.metric in CURVE_METRICS), None)
+        prune_study = None
+        if len(directions) > 1 and self.prune_metric is not None and search.pruner.kind != "none":
+            prune_study = optuna.create_study(
+                study_name=f"{self.spec.name}:pruning", storage=storage,
+                direction=self.prune_metric.direction, pruner=search.pruner.build(), load_if_exists=True,
+            )
+        return study, prune_study
+
+    def _recover_interrupted(self) -> None:
+        """After a driver death: rows and Optuna trials still 'running' are re-run."""
+        stale = self.store.trials(experiment_id=self.experiment_id, status="running")
+        for trial in stale:
+            self.store.finish_trial(trial.id, "interrupted", error="the driver stopped while this trial ran; re-run")
+        for study in (self.study, self.prune_study):
+            if study is None:
+                continue
+            for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                study.tell(trial.number, state=TrialState.FAIL)
+                if study is self.study and trial.params:
+                    study.enqueue_trial(trial.params, user_attrs={"seed": trial.user_attrs.get("seed")})
+        if stale:
+            self.log(f"resuming {self.spec.name!r}: {len(stale)} interrupted trial(s) will run again")
+
+    # -- the search phase --
+
+    def search_trials_left(self) -> int:
+        done = [t for t in self.store.trials(experiment_id=self.experiment_id, phase="search") if t.status in FINISHED]
+        return max(0, self.search_target() - len(done))
+
+    def search_target(self) -> int:
+        search = self.spec.search
+        if search.sampler == "grid":
+            return len(self.spec.space.grid()) * search.repeats
+        return search.n_trials * search.repeats
+
+    def enqueue_grid(self) -> None:
+        """Put every grid point (x repeats) in the study once; on resume they are there already."""
+        if self.spec.search.sampler != "grid" or self.study.trials:
+            return
+        for point in self.spec.space.grid():
+            for _ in range(self.spec.search.repeats):
+                self.study.enqueue_trial(point)
+
+    def ask_search(self) -> TrialPlan:
+        trial = self.study.ask()
+        arch = self.spec.space.suggest(trial)
+        seed = trial.user_attrs.get("seed")
+        if seed is None:
+            seed = self._next_seed(arch)
+        self.used_seeds[arch.hash].add(seed)
+        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("arch_hash", arch.hash)
+        prune_trial = trial if len(self.spec.search.objectives) == 1 else None
+        if self.prune_study is not None:
+            prune_trial = self.prune_study.ask()
+            prune_trial.set_user_attr("main_trial", trial.number)
+        return TrialPlan(arch=arch, seed=seed, phase="search", optuna_trial=trial, prune_trial=prune_trial)
+
+    def _next_seed(self, arch: ArchConfig) -> int:
+        # A re-sampled architecture gets a fresh seed: every trial is a distinct (arch, seed).
+        seed = self.spec.search.seed
+        while seed in self.used_seeds[arch.hash]:
+            seed += 1
+        return seed
+
+    def should_prune(self, plan: TrialPlan, result: dict[str, Any]) -> bool:
+        if plan.phase != "search" or plan.prune_trial is None or self.prune_metric is None:
+            return False
+        if int(result["epoch"]) >= self.spec.recipe.epochs - 1:
+            return False  # the last epoch is done: stopping now would save nothing
+        value = result.get(self.prune_metric.metric)
+        if value is None or not math.isfinite(value):
+            return False
+        plan.prune_trial.report(value, step=int(result["epoch"]))
+        return plan.prune_trial.should_prune()
+
+    def tell(self, plan: TrialPlan, status: str) -> None:
+        """Close the plan's Optuna trial(s) with the state the store row got."""
+        if plan.optuna_trial is None:
+            return
+        if status == "completed":
+            values = self.objective_values(plan)
+            self.study.tell(plan.optuna_trial, values if len(values) > 1 else values[0])
+            if self.prune_study is not None:
+                self.prune_study.tell(plan.prune_trial, plan.last.get(self.prune_metric.metric))
+        else:
+            state = TrialState.PRUNED if status == "pruned" else TrialState.FAIL
+            self.study.tell(plan.optuna_trial, state=state)
+            if self.prune_study is not None:
+                self.prune_study.tell(plan.prune_trial, state=state)
+
+    def objective_values(self, plan: TrialPlan) -> list[float]:
+        params, flops = self.costs(plan.arch)
+        last = plan.last
+        accuracy = last.get("val_acc") if last.get("val_acc") is not None else last.get("test_acc")
+        source = {
+            "val_acc": accuracy, "test_acc": last.get("test_acc"),
+            "train_seconds": last.get("cumulative_seconds"), "params": params, "flops": flops,
+        }
+        return [float(source[o.metric]) for o in self.spec.search.objectives]
+
+    # -- the confirm phase --
+
+    def confirm_plans(self) -> list[TrialPlan]:
+        """Top-K architectures (non-dominated first) x repeats fresh seeds, minus those done."""
+        top = self.top_architectures(self.spec.confirm.top_k)
+        done = {
+            (t.arch_hash, t.seed) for t in self.store.trials(experiment_id=self.experiment_id, phase="confirm")
+            if t.status in ("completed", "diverged")
+        }
+        plans = []
+        for arch in top:
+            for i in range(self.spec.confirm.repeats):
+                seed = CONFIRM_SEED_BASE + i
+                if (arch.hash, seed) not in done:
+                    plans.append(TrialPlan(arch=arch, seed=seed, phase="confirm"))
+        return plans
+
+    def top_architectures(self, k: int) -> list[ArchConfig]:
+        by_arch: dict[str, list[list[float]]] = defaultdict(list)
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            by_arch[trial.user_attrs["arch_hash"]].append(list(trial.values))
+        if not by_arch:
+            return []
+        hashes = sorted(by_arch)
+        means = [[sum(col) / len(col) for col in zip(*by_arch[h])] for h in hashes]
+        directions = [o.direction for o in self.spec.search.objectives]
+        ranks = pareto_ranks(means, directions)
+        sign = -1.0 if directions[0] == "maximize" else 1.0
+        order = sorted(range(len(hashes)), key=lambda i: (ranks[i], sign * means[i][0], hashes[i]))
+        return [ArchConfig.from_json(self.store.get_architecture(hashes[i]).config_json) for i in order[:k]]
+
+    # -- shared --
+
+    def costs(self, arch: ArchConfig) -> tuple[int, int]:
+        if arch.hash not in self._costs:
+            model = build_model(arch)
+            self._costs[arch.hash] = (count_params(model), count_flops(model))
+        return self._costs[arch.hash]
+
+    def trial_config(self, plan: TrialPlan) -> dict[str, Any]:
+        res = self.spec.resources
+        dataset = {k: v for k, v in self.spec.dataset.items() if k != "name"}
+        return {
+            "arch": plan.arch.to_json(), "seed": plan.seed, "phase": plan.phase,
+            "recipe": asdict(self.spec.recipe), "dataset": {**dataset, "root": self.data_root},
+            "cpus": res.cpus_per_trial, "gpus": res.gpus_per_trial,
+        }
+
+    def start_row(self, plan: TrialPlan, device: str) -> None:
+        import json
+
+        params, flops = self.costs(plan.arch)
+        self.store.upsert_architecture(plan.arch.hash, plan.arch.to_json(), plan.arch.short_name(), params, flops)
+        config = self.trial_config(plan)
+        plan.store_id = self.store.start_trial(
+            self.experiment_id, plan.arch.hash, plan.seed, plan.phase,
+            epochs_planned=self.spec.recipe.epochs,
+            recipe_json=json.dumps({"recipe": config["recipe"], "dataset": config["dataset"]}, sort_keys=True),
+            device=device, code_version=code_version(),
+        )
+
+
+def _optuna_storage(db_url: str) -> optuna.storages.RDBStorage:
+    from nas.db import resolve_db_url
+
+    url = resolve_db_url(db_url)
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        engine_kwargs = {"connect_args": {"timeout": 30}}
+    elif url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+
+
+# ----------------------------------------------------------------------------- Ray Tune glue
+
+
+def _ray_classes():
+    """Ray Tune subclasses, defined lazily so importing nas does not import Ray."""
+    from ray import tune
+    from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+    from ray.tune.search import Searcher
+
+    class _InProcess:
+        """Ray pickles the Tuner's parts for its own restore; ours hold the live driver
+        (store, Optuna study) and only ever run in this process, so they pickle empty."""
+
+        def __getstate__(self):
+            return {}
+
+    class PlanSearcher(_InProcess, Searcher):
+        """Hands Ray Tune the driver's plans, one per suggested trial."""
+
+        def __init__(self, driver: Driver, next_plan: Callable[[], TrialPlan | None]) -> None:
+            super().__init__()
+            self.driver = driver
+            self.next_plan = next_plan
+
+        def set_search_properties(self, metric, mode, config, **spec) -> bool:
+            return True
+
+        def suggest(self, trial_id: str):
+            plan = self.next_plan()
+            if plan is None:
+                return Searcher.FINISHED
+            self.driver.plans[trial_id] = plan
+            return self.driver.trial_config(plan)
+
+        def on_trial_complete(self, trial_id, result=None, error=False) -> None:
+            pass  # the StoreCallback closes trials: it sees pruning, divergence and errors
+
+        def save(self, checkpoint_path: str) -> None:
+            pass  # the store and the Optuna study are the checkpoint; resume reads them
+
+        def restore(self, checkpoint_path: str) -> None:
+            pass
+
+    class OptunaPruningScheduler(_InProcess, FIFOScheduler):
+        """Reports each epoch to Optuna and stops the trial when Optuna's pruner says so."""
+
+        def __init__(self, driver: Driver) -> None:
+            super().__init__()
+            self.driver = driver
+
+        def on_trial_result(self, tune_controller, trial, result):
+            plan = self.driver.plans.get(trial.trial_id)
+            if plan is not None and self.driver.should_prune(plan, result):
+                plan.pruned = True
+                return TrialScheduler.STOP
+            return TrialScheduler.CONTINUE
+
+    class StoreCallback(_InProcess, tune.Callback):
+        """Writes every trial and epoch to the store as it happens, and tells Optuna."""
+
+        def __init__(self, driver: Driver, progress: Callable[[TrialPlan, str], None]) -> None:
+            self.driver = driver
+            self.progress = progress
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            plan = self.driver.plans[trial.trial_id]
+            if plan.store_id is None:
+                self.driver.start_row(plan, device=result.get("device", ""))
+            plan.last = result
+            self.driver.store.record_epoch(
+                plan.store_id, int(result["epoch"]), train_loss=result["train_loss"], train_acc=result["train_acc"],
+                val_acc=result.get("val_acc"), test_acc=result.get("test_acc"),
+                epoch_seconds=result["epoch_seconds"], cumulative_seconds=result["cumulative_seconds"],
+            )
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            plan = self.driver.plans[trial.trial_id]
+            if plan.store_id is None:  # finished without reporting an epoch
+                self.driver.start_row(plan, device="")
+            status = "pruned" if plan.pruned else "diverged" if plan.last.get("diverged") else "completed"
+            self.driver.store.finish_trial(plan.store_id, status, train_seconds=plan.last.get("cumulative_seconds"))
+            self.driver.tell(plan, status)
+            self.progress(plan, status)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            plan = self.driver.plans[trial.trial_id]
+            if plan.store_id is None:
+                self.driver.start_row(plan, device="")
+            error = _read_error(trial)
+            self.driver.store.finish_trial(plan.store_id, "failed", error=error)
+            self.driver.tell(plan, "failed")
+            self.progress(plan, "failed")
+
+    return PlanSearcher, OptunaPruningScheduler, StoreCallback
+
+
+def _read_error(trial) -> str:
+    path = getattr(trial, "error_file", None)
+    try:
+        if path and os.path.exists(path):
+            with open(path) as f:
+                return f.read()[-4000:]
+    except OSError:
+        pass
+    return "the trial raised an error (see the Ray logs)"
+
+
+def run_phase(driver: Driver, next_plan: Callable[[], TrialPlan | None], num_samples: int, *,
+              prune: bool, progress: Callable[[TrialPlan, str], None]) -> None:
+    """Run up to `num_samples` plans through one Ray Tune Tuner."""
+    from ray import tune
+
+    if num_samples <= 0:
+        return
+    PlanSearcher, OptunaPruningScheduler, StoreCallback = _ray_classes()
+    res = driver.spec.resources
+    resources = {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}
+    storage = tempfile.mkdtemp(prefix="nas-ray-")  # Ray's own bookkeeping; the store is the record
+    try:
+        tuner = tune.Tuner(
+            tune.with_resources(run_trial, resources),
+            tune_config=tune.TuneConfig(
+                search_alg=PlanSearcher(driver, next_plan),
+                scheduler=OptunaPruningScheduler(driver) if prune else None,
+                num_samples=num_samples,
+                max_concurrent_trials=res.max_concurrent,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                storage_path=storage, name=driver.spec.name.replace(":", "_"),
+                failure_config=tune.FailureConfig(max_failures=res.max_failures),
+                callbacks=[StoreCallback(driver, progress)], verbose=0,
+            ),
+        )
+        tuner.fit()
+    finally:
+        shutil.rmtree(storage, ignore_errors=True)
+
+
+def launch(spec: ExperimentSpec, *, store: Store, db_url: str, data_root: str,
+           log: Callable[[str], None] = print) -> Driver:
+    """Search, then confirm. Safe to call again on the same experiment: it resumes."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    driver = Driver(spec, store, db_url, data_root, log=log)
+    driver.enqueue_grid()
+    target = driver.search_target()
+    left = driver.search_trials_left()
+    counter = {"n": target - left}
+    started = time.perf_counter()
+
+    def progress(plan: TrialPlan, status: str) -> None:
+        if plan.phase == "search":
+            counter["n"] += 1
+            where = f"search {counter['n']:>3}/{target}"
+        else:
+            where = "confirm"
+        last = plan.last
+        acc = last.get("val_acc") if last.get("val_acc") is not None else last.get("test_acc")
+        acc_text = "   -   " if acc is None else f"{acc:6.2%}"
+        epochs = int(last.get("epoch", -1)) + 1
+        log(f"[{where}] {plan.arch.short_name():<24} seed {plan.seed:<5} epoch {epochs:>2}/{spec.recipe.epochs}"
+            f"  acc {acc_text}  {status:<9} {last.get('cumulative_seconds', 0.0):6.1f} s")
+
+    if left:
+        log(f"search: {left} of {target} trials to run ({spec.search.sampler} sampler, "
+            f"{spec.search.pruner.kind} pruner)")
+        prune = spec.search.pruner.kind != "none"
+        run_phase(driver, driver.ask_search, left, prune=prune, progress=progress)
+    confirm = driver.confirm_plans()
+    if confirm:
+        log(f"confirm: {len(confirm)} runs ({spec.confirm.top_k} architectures x {spec.confirm.repeats} seeds)")
+        queue = list(confirm)
+        run_phase(driver, lambda: queue.pop(0) if queue else None, len(confirm), prune=False, progress=progress)
+    store.finish_experiment(driver.experiment_id, "finished")
+    log(f"done in {time.perf_counter() - started:.0f} s")
+    return driver
