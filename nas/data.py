@@ -137,7 +137,7 @@ def _where_to_put(root: Path) -> str:
 
 
 def ensure_cifar10(
-    root: Path | str, *, download: bool = True, url: str = CIFAR10_URL, md5: str = CIFAR10_MD5
+    root: Path | str, *, download: bool = True, url: str | None = None, md5: str = CIFAR10_MD5
 ) -> Path:
     """Makes sure CIFAR-10 is extracted and returns its `cifar-10-batches-py` folder.
 
@@ -152,7 +152,8 @@ def ensure_cifar10(
     Args:
         root: the data folder the user named.
         download: whether to fetch the archive when neither the folder nor the tarball exists.
-        url: where to download the archive from.
+        url: where to download the archive from; default `$NAS_CIFAR10_URL` (a mirror),
+            else the official `CIFAR10_URL`. The MD5 is checked either way.
         md5: hex MD5 the downloaded archive must have.
 
     Returns:
@@ -162,6 +163,7 @@ def ensure_cifar10(
         DataError: nothing usable in `root` and download is off or fails, the download
             fails verification, or the archive is corrupt.
     """
+    url = url or os.environ.get("NAS_CIFAR10_URL") or CIFAR10_URL
     root = Path(root).expanduser()
     if root.exists() and not root.is_dir():
         raise DataError(f"data root {root} is not a folder; {_where_to_put(root.parent)}.")

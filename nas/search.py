@@ -41,6 +41,7 @@ from nas.stats import pareto_ranks
 CURVE_METRICS = ("val_acc", "test_acc")  # metrics reported every epoch, so prunable
 CONFIRM_SEED_BASE = 10_000  # confirm seeds differ from search seeds: the search seed helped select the winner
 FINISHED = ("completed", "pruned", "diverged", "failed")  # a search trial that counts as done
+DEFINING_SECTIONS = ("dataset", "recipe", "space", "search")  # must match to resume an experiment
 
 
 # ----------------------------------------------------------------------------- the trainable
@@ -109,13 +110,19 @@ class Driver:
     def _open_experiment(self) -> int:
         import json
 
-        resolved = json.dumps(self.spec.resolved(), sort_keys=True)
+        resolved = self.spec.resolved()
         existing = self.store.get_experiment(self.spec.name)
-        if existing is not None and existing.config_json and existing.config_json != resolved:
-            raise ConfigError(
-                f"{self.spec.path}: experiment {self.spec.name!r} already exists in the store with a different "
-                "configuration. Run the original YAML to resume it, or set another `name:` to start a new one."
-            )
+        if existing is not None and existing.config_json:
+            # What defines the results must match to resume; resources and confirm may change.
+            stored = json.loads(existing.config_json)
+            changed = [k for k in DEFINING_SECTIONS if stored.get(k) != json.loads(json.dumps(resolved[k]))]
+            if changed:
+                raise ConfigError(
+                    f"{self.spec.path}: experiment {self.spec.name!r} already exists in the store with a different "
+                    f"{', '.join(changed)} section. Run the original YAML (and --budget) to resume it, or set "
+                    "another `name:` to start a new experiment."
+                )
+        resolved = json.dumps(resolved, sort_keys=True)
         return self.store.ensure_experiment(
             self.spec.name, config_json=resolved, space_yaml=self.spec.source_text, code_version=code_version()
         )
@@ -270,13 +277,17 @@ class Driver:
         return self._costs[arch.hash]
 
     def trial_config(self, plan: TrialPlan) -> dict[str, Any]:
-        res = self.spec.resources
         dataset = {k: v for k, v in self.spec.dataset.items() if k != "name"}
+        cpus, gpus = self.trial_resources()
         return {
             "arch": plan.arch.to_json(), "seed": plan.seed, "phase": plan.phase,
             "recipe": asdict(self.spec.recipe), "dataset": {**dataset, "root": self.data_root},
-            "cpus": res.cpus_per_trial, "gpus": res.gpus_per_trial,
+            "cpus": cpus, "gpus": gpus,
         }
+
+    def trial_resources(self) -> tuple[float, float]:
+        res = self.spec.resources
+        return res.cpus_per_trial or float(os.cpu_count() or 1), res.gpus_per_trial
 
     def start_row(self, plan: TrialPlan, device: str) -> None:
         import json
@@ -420,7 +431,8 @@ def run_phase(driver: Driver, next_plan: Callable[[], TrialPlan | None], num_sam
         return
     PlanSearcher, OptunaPruningScheduler, StoreCallback = _ray_classes()
     res = driver.spec.resources
-    resources = {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}
+    cpus, gpus = driver.trial_resources()
+    resources = {"cpu": cpus, "gpu": gpus}
     storage = tempfile.mkdtemp(prefix="nas-ray-")  # Ray's own bookkeeping; the store is the record
     try:
         tuner = tune.Tuner(

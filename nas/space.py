@@ -358,17 +358,18 @@ class SearchSettings:
         return [o.direction for o in self.objectives]
 
     def build_sampler(self) -> optuna.samplers.BaseSampler:
-        """The seeded Optuna sampler. Grid is Optuna's brute-force sampler, which unlike
-        GridSampler handles conditional spaces; it stops the study when every point ran."""
+        """The seeded Optuna sampler.
+
+        For grid, the driver enqueues every point of `SearchSpace.grid()` (x repeats) and
+        Optuna serves enqueued params first; the random sampler behind them is never
+        consulted. (Optuna's GridSampler cannot do conditional spaces, and its
+        BruteForceSampler calls `study.stop()`, which only works inside `optimize`.)
+        """
         if self.sampler == "tpe":
             return optuna.samplers.TPESampler(seed=self.seed)
-        if self.sampler == "random":
-            return optuna.samplers.RandomSampler(seed=self.seed)
         if self.sampler == "nsga2":
             return optuna.samplers.NSGAIISampler(seed=self.seed)
-        with warnings.catch_warnings():  # experimental since 3.1; its interface is ours to pin
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.BruteForceSampler(seed=self.seed, avoid_premature_stop=True)
+        return optuna.samplers.RandomSampler(seed=self.seed)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -397,13 +398,13 @@ class ConfirmSettings:
 class Resources:
     """What one trial gets, and how many run at once."""
 
-    cpus_per_trial: float = 1.0  # CPU cores per trial (torch threads on CPU)
+    cpus_per_trial: float | None = None  # CPU cores per trial (torch threads); None: every core of the driver's machine
     gpus_per_trial: float = 0.0  # GPUs per trial; fractions share a GPU
     max_concurrent: int | None = None  # trials at once; None: as many as resources allow
     max_failures: int = 0  # retries of a crashed trial before it is recorded as failed
 
     def __post_init__(self) -> None:
-        if not self.cpus_per_trial > 0:
+        if self.cpus_per_trial is not None and not self.cpus_per_trial > 0:
             raise ConfigError(f"cpus_per_trial must be positive, but got {self.cpus_per_trial!r}.")
         if not self.gpus_per_trial >= 0:
             raise ConfigError(f"gpus_per_trial must be >= 0, but got {self.gpus_per_trial!r}.")
@@ -411,7 +412,8 @@ class Resources:
             _check_int("max_concurrent", self.max_concurrent, 1)
         _check_int("max_failures", self.max_failures, 0)
         # YAML `2` and `2.0` are the same request: store floats
-        object.__setattr__(self, "cpus_per_trial", float(self.cpus_per_trial))
+        if self.cpus_per_trial is not None:
+            object.__setattr__(self, "cpus_per_trial", float(self.cpus_per_trial))
         object.__setattr__(self, "gpus_per_trial", float(self.gpus_per_trial))
 
 

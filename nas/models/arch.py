@@ -1,9 +1,17 @@
 """Architecture configs: one validated, frozen value per network, with a canonical form.
 
 An architecture is the fast CIFAR-10 ResNet backbone (Page, "How to train your ResNet",
-2018; the ResNet-9 of DAWNBench) plus what is inserted at each stage L1..L3. The
-canonical JSON leaves out every field at its default, so adding a new search dimension
-later (with a neutral default) keeps the hash of every stored architecture unchanged.
+2018; the ResNet-9 of DAWNBench) plus what is inserted at each stage L1..L3, how blocks
+are dropped in training (`DropConfig`), which stages use deformable convolutions and how
+the channels grow (`width_schedule`). The canonical JSON leaves out every field at its
+default, so adding a new search dimension later (with a neutral default) keeps the hash
+of every stored architecture unchanged.
+
+Settings that build the same network are stored the same way, so they share one hash: a
+drop of kind ``none`` has rate 0, a drop that cannot drop anything (rate 0, except depth
+dropout, whose 1x1 shortcut changes the network) is kind ``none``, ``global_share`` is 0
+unless the kind is ``drop_path``, and ``deformable_mask`` is false when no stage is
+deformable. The search spaces rely on this: they sample each key on its own.
 """
 
 from __future__ import annotations
@@ -17,6 +25,15 @@ from nas.errors import ConfigError
 
 STAGES = ("L1", "L2", "L3")
 MAX_LAYERS_PER_STAGE = 8  # more than this is a typo, not a search
+MAX_FRACTAL_COLUMNS = 4  # a 4-column fractal block is 15 convs deep; more is a typo
+DROP_KINDS = ("none", "stochastic_depth", "depth_dropout", "drop_path", "width_dropout")
+WIDTH_SCHEDULES = ("double", "pyramid")
+_DROP_TOKENS = {  # short-name token of each drop kind
+    "stochastic_depth": "sd",
+    "depth_dropout": "dd",
+    "drop_path": "dp",
+    "width_dropout": "wd",
+}
 
 
 @dataclass(frozen=True)
@@ -25,6 +42,8 @@ class StageConfig:
 
     extra: int = 0  # additional conv-BN-ReLU layers after the pool
     residual: int = 0  # residual blocks (two conv-BN-ReLU, identity shortcut) after the extras
+    fractal: int = 0  # columns of one FractalNet block after the residual blocks; 0 = none
+    deformable: bool = False  # every 3x3 conv of the stage is deformable (offsets start at 0)
 
     def __post_init__(self) -> None:
         for name in ("extra", "residual"):
@@ -35,6 +54,52 @@ class StageConfig:
                 raise ConfigError(
                     f"{name} must be between 0 and {MAX_LAYERS_PER_STAGE}, but got {value}."
                 )
+        if isinstance(self.fractal, bool) or not isinstance(self.fractal, int):
+            raise ConfigError(f"fractal must be an integer (columns; 0 = none), but got {self.fractal!r}.")
+        if not 0 <= self.fractal <= MAX_FRACTAL_COLUMNS:
+            raise ConfigError(
+                f"fractal must be between 0 and {MAX_FRACTAL_COLUMNS} columns (0 = none), but got {self.fractal}."
+            )
+        if not isinstance(self.deformable, bool):
+            raise ConfigError(f"deformable must be true or false, but got {self.deformable!r}.")
+
+
+@dataclass(frozen=True)
+class DropConfig:
+    """How depth or width is dropped in training; at eval every block runs, unscaled.
+
+    Kinds (see `nas.models.drop` for the exact rules and the papers):
+      - ``stochastic_depth``: residual block l of L (counted over the whole net) keeps its
+        branch per image with probability p_l = 1 - l/L * rate (rate = 1 - p_L).
+      - ``depth_dropout``: every residual branch is bypassed per image with probability
+        rate; each residual block gains a trainable 1x1 conv shortcut.
+      - ``drop_path``: at each join (the residual sum, the fractal joins) each input is
+        dropped per image with probability rate, keeping at least one (local); in a share
+        ``global_share`` of batches each block keeps one column for the whole batch.
+      - ``width_dropout``: channel dropout with probability rate in every residual branch.
+    """
+
+    kind: str = "none"  # none | stochastic_depth | depth_dropout | drop_path | width_dropout
+    rate: float = 0.0  # probability in [0, 1]; its meaning depends on kind (see above)
+    global_share: float = 0.0  # drop_path only: share of batches dropped globally (FractalNet: 0.5)
+
+    def __post_init__(self) -> None:
+        if self.kind not in DROP_KINDS:
+            raise ConfigError(f"kind must be one of {', '.join(DROP_KINDS)}, but got {self.kind!r}.")
+        for name in ("rate", "global_share"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{name} must be a number in [0, 1], but got {value!r}.")
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1], but got {value}.")
+            object.__setattr__(self, name, float(value))
+        # One network, one canonical form (see the module docstring).
+        if self.kind != "drop_path":
+            object.__setattr__(self, "global_share", 0.0)
+        if self.rate == 0.0 and self.global_share == 0.0 and self.kind != "depth_dropout":
+            object.__setattr__(self, "kind", "none")
+        if self.kind == "none":
+            object.__setattr__(self, "rate", 0.0)
 
 
 @dataclass(frozen=True)
@@ -45,6 +110,12 @@ class ArchConfig:
     L1: StageConfig = field(default_factory=StageConfig)
     L2: StageConfig = field(default_factory=StageConfig)
     L3: StageConfig = field(default_factory=StageConfig)
+    drop: DropConfig = field(default_factory=DropConfig)  # depth/width dropping in training
+    # double: every unit of a stage has the stage's width (64w, 128w, 256w, 512w);
+    # pyramid: each unit after prep (stage conv, extra, residual or fractal block) adds the
+    # same number of channels, from 64w after prep to 512w at the last unit (PyramidNet).
+    width_schedule: str = "double"
+    deformable_mask: bool = False  # deformable stages use v2 modulation (a 2*sigmoid mask per tap)
 
     def __post_init__(self) -> None:
         if isinstance(self.width, bool) or not isinstance(self.width, (int, float)):
@@ -53,18 +124,34 @@ class ArchConfig:
             raise ConfigError(f"width must be in (0, 8], but got {self.width}.")
         # ints and floats that are equal must hash the same: store width as float.
         object.__setattr__(self, "width", float(self.width))
+        for name, cls in _NESTED.items():
+            if not isinstance(getattr(self, name), cls):
+                raise ConfigError(
+                    f"{name} must be a {cls.__name__} (ArchConfig.from_dict reads mappings), "
+                    f"but got {getattr(self, name)!r}."
+                )
+        if self.width_schedule not in WIDTH_SCHEDULES:
+            raise ConfigError(
+                f"width_schedule must be one of {', '.join(WIDTH_SCHEDULES)}, but got {self.width_schedule!r}."
+            )
+        if not isinstance(self.deformable_mask, bool):
+            raise ConfigError(f"deformable_mask must be true or false, but got {self.deformable_mask!r}.")
+        if not any(getattr(self, stage).deformable for stage in STAGES):
+            object.__setattr__(self, "deformable_mask", False)  # no deformable conv to modulate
 
     # ---- canonical form -------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical dict: fields at their default value are left out."""
         out: dict[str, Any] = {}
-        if self.width != 1.0:
-            out["width"] = self.width
-        for stage in STAGES:
-            stage_dict = _non_default(getattr(self, stage))
-            if stage_dict:
-                out[stage] = stage_dict
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _NESTED:
+                nested = _non_default(value)
+                if nested:
+                    out[f.name] = nested
+            elif value != f.default:
+                out[f.name] = value
         return out
 
     def to_json(self) -> str:
@@ -91,15 +178,14 @@ class ArchConfig:
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
             path = f"{source}.{key}"
-            if key in STAGES:
+            if key in _NESTED:
                 if value is None:
                     value = {}
                 if not isinstance(value, dict):
-                    raise ConfigError(
-                        f"{path}: expected a mapping such as {{residual: 1}}, but got {value!r}."
-                    )
-                _reject_unknown(value, {f.name for f in fields(StageConfig)}, path)
-                kwargs[key] = _build(StageConfig, value, path)
+                    example = "{kind: stochastic_depth, rate: 0.2}" if key == "drop" else "{residual: 1}"
+                    raise ConfigError(f"{path}: expected a mapping such as {example}, but got {value!r}.")
+                _reject_unknown(value, {f.name for f in fields(_NESTED[key])}, path)
+                kwargs[key] = _build(_NESTED[key], value, path)
             else:
                 kwargs[key] = value
         return _build(cls, kwargs, source)
@@ -114,7 +200,11 @@ class ArchConfig:
         """Compact form for tables and logs, e.g. ``R:L1+L3 X:L2 w=0.25``.
 
         ``R`` lists stages with residual blocks and ``X`` stages with extra layers; a
-        count above one is written as ``L1x2``. ``base`` is the plain backbone.
+        count above one is written as ``L1x2``. ``F3:L2`` is a 3-column fractal block at
+        L2; ``D:L2`` makes L2's convs deformable (``Dm:L2`` with the v2 modulation mask).
+        Drops are ``sd=0.2`` (stochastic depth), ``dd=0.5`` (depth dropout), ``dp=0.1``
+        (drop-path; ``dpg=0.5`` its global share) and ``wd=0.1`` (width dropout); ``pyr``
+        is the pyramid width schedule. ``base`` is the plain backbone.
         """
         parts = []
         for letter, attr in (("R", "residual"), ("X", "extra")):
@@ -125,10 +215,24 @@ class ArchConfig:
                     stages.append(stage if count == 1 else f"{stage}x{count}")
             if stages:
                 parts.append(f"{letter}:{'+'.join(stages)}")
+        for columns in range(1, MAX_FRACTAL_COLUMNS + 1):
+            stages = [stage for stage in STAGES if getattr(self, stage).fractal == columns]
+            if stages:
+                parts.append(f"F{columns}:{'+'.join(stages)}")
+        deformable = [stage for stage in STAGES if getattr(self, stage).deformable]
+        if deformable:
+            parts.append(f"{'Dm' if self.deformable_mask else 'D'}:{'+'.join(deformable)}")
         if not parts:
             parts.append("base")
+        if self.drop.kind != "none":
+            token = _DROP_TOKENS[self.drop.kind]
+            parts.append(f"{token}={_number(self.drop.rate)}")
+            if self.drop.global_share:  # drop_path only
+                parts.append(f"dpg={_number(self.drop.global_share)}")
+        if self.width_schedule == "pyramid":
+            parts.append("pyr")
         if self.width != 1.0:
-            parts.append(f"w={self.width:g}")
+            parts.append(f"w={_number(self.width)}")
         return " ".join(parts)
 
     def replace(self, **changes: Any) -> ArchConfig:
@@ -139,33 +243,77 @@ class ArchConfig:
 
 
 def parse_short_name(text: str) -> ArchConfig:
-    """Inverse of `ArchConfig.short_name`: ``"R:L1+L3 X:L2 w=0.25"`` -> config."""
-    stages: dict[str, dict[str, int]] = {s: {} for s in STAGES}
-    width = 1.0
+    """Inverse of `ArchConfig.short_name`: ``"R:L1+L3 X:L2 F3:L2 D:L2 sd=0.2 pyr w=0.25"`` -> config."""
+    stages: dict[str, dict[str, Any]] = {s: {} for s in STAGES}
+    top: dict[str, Any] = {}
+    drop: dict[str, Any] = {}
+    kinds = {token: kind for kind, token in _DROP_TOKENS.items()}
     for token in text.split():
+        name, eq, value = token.partition("=")
         if token == "base":
             continue
-        if token.startswith("w="):
-            try:
-                width = float(token[2:])
-            except ValueError:
-                raise ConfigError(f"width in {text!r}: {token!r} is not a number.") from None
+        if token == "pyr":
+            top["width_schedule"] = "pyramid"
+            continue
+        if eq and name == "w":
+            top["width"] = _read_number(value, token, text)
+            continue
+        if eq and name in kinds:
+            if "kind" in drop:
+                raise ConfigError(f"cannot read {token!r} in architecture {text!r}: it names two drop kinds; keep one.")
+            drop.update(kind=kinds[name], rate=_read_number(value, token, text))
+            continue
+        if eq and name == "dpg":
+            drop["global_share"] = _read_number(value, token, text)
             continue
         letter, sep, rest = token.partition(":")
-        attr = {"R": "residual", "X": "extra"}.get(letter)
+        attr, attr_value = _STAGE_LETTERS.get(letter, (None, None))
+        if letter.startswith("F") and letter[1:].isdigit():
+            attr, attr_value = "fractal", int(letter[1:])
         if not sep or attr is None:
             raise ConfigError(
-                f"cannot read {token!r} in architecture {text!r}: expected R:L1+L3, X:L2 or w=0.5."
+                f"cannot read {token!r} in architecture {text!r}: expected R:L1+L3, X:L2, F3:L2, D:L2,"
+                " Dm:L2, sd=0.2, dd=0.5, dp=0.1, dpg=0.5, wd=0.1, pyr or w=0.5."
             )
+        if letter == "Dm":
+            top["deformable_mask"] = True
         for item in rest.split("+"):
             stage, _, count = item.partition("x")
-            if stage not in STAGES or (count and not count.isdigit()):
+            counted = attr in ("residual", "extra")
+            if stage not in STAGES or (count and not (counted and count.isdigit())):
                 raise ConfigError(
                     f"cannot read {item!r} in architecture {text!r}: stages are L1, L2, L3,"
-                    " optionally with a count such as L1x2."
+                    " optionally with a count such as L1x2 (R and X only)."
                 )
-            stages[stage][attr] = int(count or 1)
-    return ArchConfig.from_dict({"width": width, **stages})
+            stages[stage][attr] = int(count) if count else attr_value
+    if "global_share" in drop and drop.get("kind") != "drop_path":
+        raise ConfigError(f"cannot read architecture {text!r}: dpg= (drop-path global share) needs dp= too.")
+    data: dict[str, Any] = {**top, **stages}
+    if drop:
+        data["drop"] = drop
+    return ArchConfig.from_dict(data)
+
+
+_NESTED: dict[str, type] = {"L1": StageConfig, "L2": StageConfig, "L3": StageConfig, "drop": DropConfig}
+_STAGE_LETTERS: dict[str, tuple[str, Any]] = {  # short-name letter -> (stage field, value of a bare stage)
+    "R": ("residual", 1),
+    "X": ("extra", 1),
+    "D": ("deformable", True),
+    "Dm": ("deformable", True),
+}
+
+
+def _number(value: float) -> str:
+    """Shortest text that reads back as exactly `value` (0.25, not 0.250000)."""
+    text = f"{value:g}"
+    return text if float(text) == value else repr(value)
+
+
+def _read_number(text: str, token: str, name: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"cannot read {token!r} in architecture {name!r}: {text!r} is not a number.") from None
 
 
 def _non_default(obj: Any) -> dict[str, Any]:

@@ -1,0 +1,276 @@
+"""Plotly figures of the dashboard: plain functions from the query module's frames to
+`go.Figure`, with units in every axis title. Accuracies arrive as fractions and are
+drawn in percent; costs are scaled to readable units (M params, MFLOPs, seconds).
+
+Every point that stands for an architecture carries ``customdata[0] = arch hash`` so a
+selection on the chart opens that architecture.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+WEBGL_ABOVE = 2_000  # points; WebGL scatter beyond this (SVG is slow), SVG below (works without a GPU)
+STATUS_COLORS = {
+    "completed": "#1f77b4", "pruned": "#ff7f0e", "failed": "#d62728", "diverged": "#9467bd",
+    "running": "#2ca02c", "interrupted": "#7f7f7f",
+}
+PHASE_DASH = {"search": "solid", "confirm": "solid", "train": "solid", "ablation": "dot"}
+ACCURACY_TITLE = "Accuracy (%)"
+FRONT_COLOR = "#d62728"
+CONFIRM_COLOR = "#2ca02c"
+
+
+@dataclass(frozen=True)
+class Axis:
+    title: str  # with the unit
+    scale: float  # stored value x scale = plotted value
+    hover: str  # d3 format of the hover value
+
+
+COSTS = {
+    "train_seconds": Axis("Train time per run (s)", 1.0, ".1f"),
+    "params": Axis("Parameters (millions)", 1e-6, ".3f"),
+    "flops": Axis("FLOPs per image (MFLOPs)", 1e-6, ".1f"),
+}
+CURVE_METRICS = {
+    "val_acc": Axis("Validation accuracy (%)", 100.0, ".2f"),
+    "test_acc": Axis("Test accuracy (%)", 100.0, ".2f"),
+    "train_acc": Axis("Train accuracy (%)", 100.0, ".2f"),
+    "train_loss": Axis("Train loss (cross-entropy, nats)", 1.0, ".3f"),
+    "cumulative_seconds": Axis("Train time so far (s)", 1.0, ".1f"),
+}
+
+
+def _layout(fig: go.Figure, *, x: str, y: str, height: int = 480) -> go.Figure:
+    fig.update_layout(
+        height=height, margin=dict(l=10, r=10, t=40, b=10), hovermode="closest",
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0),
+        xaxis_title=x, yaxis_title=y,
+    )
+    return fig
+
+
+def _scatter(n: int):
+    return go.Scattergl if n > WEBGL_ABOVE else go.Scatter
+
+
+# ---- Pareto front -----------------------------------------------------------------------
+
+
+def pareto_figure(points: pd.DataFrame, confirmed: pd.DataFrame, cost: str, *, log_x: bool = False) -> go.Figure:
+    """Accuracy against `cost` per architecture, the front highlighted and joined, and
+    the confirmed architectures with 95% CI error bars over their seeds.
+
+    Args:
+        points: `queries.pareto_points` (one row per architecture, with ``on_front``).
+        confirmed: `queries.seed_summary` of the confirm phase (may be empty).
+        cost: ``train_seconds``, ``params`` or ``flops``.
+    """
+    axis = COSTS[cost]
+    hover = ("<b>%{customdata[1]}</b><br>hash %{customdata[0]}<br>accuracy %{y:.2f}%<br>"
+             f"{axis.title} %{{x:{axis.hover}}}<br>seeds %{{customdata[2]}}<extra>%{{fullData.name}}</extra>")
+    fig = go.Figure()
+    others = points[~points["on_front"]]
+    fig.add_trace(_scatter(len(others))(
+        x=others[cost] * axis.scale, y=others["accuracy"] * 100, mode="markers", name="architectures",
+        marker=dict(color="#8c96a0", size=7, opacity=0.55), customdata=_custom(others),
+        hovertemplate=hover,
+    ))
+    front = points[points["on_front"]].sort_values(cost)
+    fig.add_trace(go.Scatter(
+        x=front[cost] * axis.scale, y=front["accuracy"] * 100, mode="lines+markers", name="Pareto front",
+        line=dict(color=FRONT_COLOR, width=2), marker=dict(color=FRONT_COLOR, size=10),
+        customdata=_custom(front), hovertemplate=hover,
+    ))
+    if not confirmed.empty:
+        error_x = None
+        if cost == "train_seconds":
+            error_x = _error_bar(confirmed, "train_seconds", 1.0)
+        fig.add_trace(go.Scatter(
+            x=confirmed[cost] * axis.scale, y=confirmed["accuracy"] * 100, mode="markers",
+            name="confirmed (mean ± 95% CI)",
+            marker=dict(color=CONFIRM_COLOR, size=12, symbol="diamond", line=dict(color="white", width=1)),
+            error_y=_error_bar(confirmed, "accuracy", 100.0), error_x=error_x,
+            customdata=_custom(confirmed), hovertemplate=hover,
+        ))
+    _layout(fig, x=axis.title, y=ACCURACY_TITLE, height=520)
+    if log_x:
+        fig.update_xaxes(type="log")
+    return fig
+
+
+def _custom(frame: pd.DataFrame) -> np.ndarray:
+    return np.stack([frame["arch_hash"].astype(str), frame["short_name"].astype(str),
+                     frame["seeds"].astype(int).astype(str)], axis=-1) if len(frame) else np.empty((0, 3))
+
+
+def _error_bar(frame: pd.DataFrame, metric: str, scale: float) -> dict:
+    """Asymmetric error bars from CI columns; a single seed (NaN CI) draws no bar."""
+    plus = ((frame[f"{metric}_ci_high"] - frame[metric]) * scale).fillna(0.0)
+    minus = ((frame[metric] - frame[f"{metric}_ci_low"]) * scale).fillna(0.0)
+    return dict(type="data", symmetric=False, array=plus.tolist(), arrayminus=minus.tolist(),
+                thickness=1.5, width=4, color=CONFIRM_COLOR)
+
+
+# ---- learning curves --------------------------------------------------------------------
+
+
+def curves_figure(epochs: pd.DataFrame, trials: pd.DataFrame, metric: str = "val_acc", *,
+                  band: pd.DataFrame | None = None, color_by: str = "status") -> go.Figure:
+    """Overlaid learning curves, one line per trial; a trial that stopped early (pruned,
+    failed, diverged) ends in an ``x`` where it stopped.
+
+    Args:
+        epochs: `queries.epochs` rows (trial_id, epoch, metrics).
+        trials: the trials drawn (id, short_name, seed, phase, status, epochs_planned).
+        metric: a column of `epochs` (see `CURVE_METRICS`).
+        band: optional per-epoch ``mean`` and ``std`` (from `mean_std_band`), drawn as
+            mean ± std behind the curves.
+        color_by: ``status`` or ``seed`` (one colour per seed, for one architecture).
+    """
+    axis = CURVE_METRICS[metric]
+    fig = go.Figure()
+    if band is not None and not band.empty:
+        x = (band["epoch"] + 1).tolist()
+        upper = ((band["mean"] + band["std"].fillna(0)) * axis.scale).tolist()
+        lower = ((band["mean"] - band["std"].fillna(0)) * axis.scale).tolist()
+        fig.add_trace(go.Scatter(x=x + x[::-1], y=upper + lower[::-1], fill="toself", name="mean ± std",
+                                 fillcolor="rgba(31,119,180,0.15)", line=dict(width=0), hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=x, y=(band["mean"] * axis.scale).tolist(), mode="lines", name="mean",
+                                 line=dict(color="black", width=3),
+                                 hovertemplate=f"epoch %{{x}}<br>mean %{{y:{axis.hover}}}<extra></extra>"))
+    by_trial = {tid: group for tid, group in epochs.groupby("trial_id", sort=False)}
+    legend_shown: set[str] = set()
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
+    stops_x, stops_y, stops_text = [], [], []
+    for k, trial in enumerate(trials.itertuples(index=False)):
+        group = by_trial.get(trial.id)
+        if group is None or group.empty:
+            continue
+        values = group[metric] * axis.scale
+        if color_by == "seed":
+            color, legend = palette[k % len(palette)], f"seed {trial.seed} ({trial.phase})"
+        else:
+            color, legend = STATUS_COLORS.get(trial.status, "#7f7f7f"), trial.status
+        label = f"#{trial.id} {trial.short_name} seed {trial.seed} ({trial.phase}, {trial.status})"
+        fig.add_trace(go.Scatter(
+            x=group["epoch"] + 1, y=values, mode="lines", name=legend, legendgroup=legend,
+            showlegend=legend not in legend_shown, opacity=0.8 if color_by == "seed" else 0.6,
+            line=dict(color=color, width=1.5, dash=PHASE_DASH.get(trial.phase, "solid")),
+            hovertemplate=f"{label}<br>epoch %{{x}}<br>%{{y:{axis.hover}}}<extra></extra>",
+        ))
+        legend_shown.add(legend)
+        if trial.status in ("pruned", "failed", "diverged") and len(group) < trial.epochs_planned:
+            stops_x.append(int(group["epoch"].iloc[-1]) + 1)
+            stops_y.append(float(values.iloc[-1]))
+            stops_text.append(f"{label}<br>stopped after epoch {int(group['epoch'].iloc[-1]) + 1}"
+                              f" of {trial.epochs_planned}")
+    if stops_x:
+        fig.add_trace(go.Scatter(
+            x=stops_x, y=stops_y, mode="markers", name="stopped here (pruned/failed)",
+            marker=dict(symbol="x", size=11, color="black", line=dict(width=1)),
+            text=stops_text, hovertemplate="%{text}<extra></extra>",
+        ))
+    return _layout(fig, x="Epoch", y=axis.title, height=440)
+
+
+def mean_std_band(epochs: pd.DataFrame, trial_ids: list[int], metric: str) -> pd.DataFrame:
+    """Per epoch, the mean and sample std of `metric` over the given trials."""
+    rows = epochs[epochs["trial_id"].isin(trial_ids)]
+    if rows.empty:
+        return pd.DataFrame(columns=["epoch", "mean", "std", "n"])
+    grouped = rows.groupby("epoch")[metric]
+    return pd.DataFrame({"mean": grouped.mean(), "std": grouped.std(ddof=1), "n": grouped.count()}).reset_index()
+
+
+# ---- search insight ---------------------------------------------------------------------
+
+
+def importance_figure(importances: dict[str, float]) -> go.Figure:
+    """Horizontal bars of Optuna parameter importances (shares of the total, %)."""
+    names = list(importances)[::-1]
+    values = [importances[n] * 100 for n in names]
+    fig = go.Figure(go.Bar(x=values, y=names, orientation="h", marker_color="#1f77b4",
+                           hovertemplate="%{y}: %{x:.1f}%<extra></extra>"))
+    return _layout(fig, x="Importance (% of total)", y="Space dimension", height=max(260, 40 * len(names) + 80))
+
+
+def dimension_figure(trials: pd.DataFrame, keys: list[str]) -> go.Figure:
+    """Accuracy of completed trials by the value of each space dimension: one box (with
+    every trial as a point up to a few thousand) per value, one panel per dimension."""
+    cols = min(3, max(1, len(keys)))
+    rows = math.ceil(len(keys) / cols) if keys else 1
+    fig = make_subplots(rows=rows, cols=cols, shared_yaxes=True, horizontal_spacing=0.04,
+                        vertical_spacing=0.18, subplot_titles=keys)
+    points = "all" if len(trials) <= WEBGL_ABOVE else "outliers"
+    for i, key in enumerate(keys):
+        row, col = divmod(i, cols)
+        values = trials[key].map(_label)
+        order = sorted(values.unique(), key=_sort_key)
+        fig.add_trace(go.Box(
+            x=values, y=trials["accuracy"] * 100, name=key, boxpoints=points, jitter=0.4, pointpos=0,
+            marker=dict(size=5, opacity=0.6), line=dict(width=1.5), showlegend=False,
+            customdata=trials["short_name"], hovertemplate=f"{key} = %{{x}}<br>accuracy %{{y:.2f}}%<br>%{{customdata}}<extra></extra>",
+        ), row=row + 1, col=col + 1)
+        fig.update_xaxes(title_text=f"{key} (value)", type="category", categoryorder="array",
+                         categoryarray=order, row=row + 1, col=col + 1)
+    for r in range(rows):
+        fig.update_yaxes(title_text=ACCURACY_TITLE, row=r + 1, col=1)
+    fig.update_layout(height=320 * rows + 40, margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def _label(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _sort_key(text: str):
+    try:
+        return (0, float(text), text)
+    except ValueError:
+        return (1, 0.0, text)
+
+
+def pruning_figure(savings: pd.DataFrame) -> go.Figure:
+    """Per status of the finished search trials: epochs run, and planned epochs not run."""
+    fig = go.Figure()
+    fig.add_trace(go.Bar(y=savings["status"], x=savings["epochs_run"], orientation="h", name="epochs run",
+                         marker_color="#1f77b4", hovertemplate="%{y}: %{x} epochs run<extra></extra>"))
+    not_run = savings["epochs_planned"] - savings["epochs_run"]
+    fig.add_trace(go.Bar(y=savings["status"], x=not_run, orientation="h", name="planned, not run",
+                         marker_color="#ff7f0e", hovertemplate="%{y}: %{x} epochs not run<extra></extra>"))
+    fig.update_layout(barmode="stack")
+    return _layout(fig, x="Epochs (summed over trials)", y="Trial status", height=280)
+
+
+# ---- experiments and ablations ----------------------------------------------------------
+
+
+def experiments_figure(table: pd.DataFrame) -> go.Figure:
+    """Stacked trial counts by status per experiment."""
+    fig = go.Figure()
+    for status in ("completed", "pruned", "failed", "running", "interrupted"):
+        fig.add_trace(go.Bar(x=table["name"], y=table[status], name=status, marker_color=STATUS_COLORS[status],
+                             hovertemplate=f"%{{x}}: %{{y}} {status}<extra></extra>"))
+    fig.update_layout(barmode="stack")
+    return _layout(fig, x="Experiment", y="Trials (count)", height=320)
+
+
+def ablation_figure(table: pd.DataFrame) -> go.Figure:
+    """Accuracy change of each ablation variant against the baseline, with 95% CIs."""
+    plus = ((table["accuracy_ci_high"] - table["accuracy"]) * 100).fillna(0.0)
+    minus = ((table["accuracy"] - table["accuracy_ci_low"]) * 100).fillna(0.0)
+    fig = go.Figure(go.Bar(
+        x=table["delta"] * 100, y=table["short_name"], orientation="h", marker_color="#1f77b4",
+        error_x=dict(type="data", symmetric=False, array=plus.tolist(), arrayminus=minus.tolist()),
+        customdata=_custom(table), hovertemplate="%{y}: %{x:+.2f} pp<extra></extra>",
+    ))
+    return _layout(fig, x="Accuracy change vs baseline (percentage points)", y="Variant",
+                   height=max(260, 40 * len(table) + 80))

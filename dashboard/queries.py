@@ -1,0 +1,479 @@
+"""The dashboard's reads: every page gets its data from the store through this module.
+
+Read-only by construction: the store is opened with ``Store.open(url, read_only=True)``
+(SQLite through a ``mode=ro`` URI, PostgreSQL in READ ONLY transactions) and the Optuna
+study through an equally read-only connection, so the dashboard can never modify or
+lock a running search. Aggregates are computed in SQL (SQLAlchemy Core over the
+``nas_*`` tables), so a page costs a few GROUP BY queries whether an experiment holds
+ten trials or ten thousand. Results are cached for `TTL_S` seconds: a live search shows
+up within that time, and many open tabs cost one query per TTL between them.
+
+Each query takes the engine as ``_engine`` (not hashed by ``st.cache_data``) and the
+database URL as ``url`` (the cache key):
+
+    engine = open_engine(url)
+    table = experiments(engine, url)
+
+Accuracy is a trial's final validation accuracy, or its test accuracy when the data has
+no validation split (as `nas status` reports it); fractions in [0, 1], seconds of
+training wall time excluding evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import fields, is_dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pandas as pd
+import streamlit as st
+from sqlalchemy import case, func, select
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.sql import Select
+
+from nas.db import Store, resolve_db_url
+from nas.db.schema import Architecture, EpochResult, Experiment, Trial
+from nas.stats import pareto_front, summarize
+
+TTL_S = 5  # seconds a cached read stays fresh; a live search appears within this
+IMPORTANCE_TTL_S = 60  # parameter importance refits a model: recompute at most this often
+MAX_CURVES = 300  # learning curves drawn at once; more is unreadable and slow in a browser
+ACCURACY_METRICS = ("val_acc", "test_acc")
+
+_E = Experiment.__table__
+_A = Architecture.__table__
+_T = Trial.__table__
+_R = EpochResult.__table__
+_ACCURACY = func.coalesce(_T.c.final_val_acc, _T.c.final_test_acc)
+
+
+# ---- the connection ---------------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner=False)
+def open_engine(url: str) -> Engine:
+    """A read-only engine on the store at `url`, shared by every session of this server.
+
+    Raises:
+        StoreError: no database there yet, or not a nas store of this version (not
+            cached: the next rerun tries again, so a store created later is found).
+    """
+    return Store.open(url, read_only=True).engine
+
+
+def _frame(engine: Engine, query: Select) -> pd.DataFrame:
+    with engine.connect() as connection:
+        result = connection.execute(query)
+        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+
+def _experiment_id(name: str):
+    return select(_E.c.id).where(_E.c.name == name).scalar_subquery()
+
+
+# ---- experiments ------------------------------------------------------------------------
+
+
+def _count(status: str):
+    return func.coalesce(func.sum(case((_T.c.status == status, 1), else_=0)), 0)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def experiments(_engine: Engine, url: str) -> pd.DataFrame:
+    """One row per experiment, newest first: status, trial counts by status, best
+    accuracy, compute spent (training seconds over all trials, running ones included),
+    epochs run and planned, start, end and the latest trial start."""
+    last_epoch = (
+        select(func.max(_R.c.cumulative_seconds)).where(_R.c.trial_id == _T.c.id).scalar_subquery()
+    )
+    query = (
+        select(
+            _E.c.id, _E.c.name, _E.c.status, _E.c.created_at, _E.c.finished_at,
+            func.count(_T.c.id).label("trials"),
+            _count("completed").label("completed"),
+            _count("pruned").label("pruned"),
+            (_count("failed") + _count("diverged")).label("failed"),
+            _count("running").label("running"),
+            _count("interrupted").label("interrupted"),
+            func.max(case((_T.c.status == "completed", _ACCURACY))).label("best_accuracy"),
+            func.coalesce(func.sum(func.coalesce(_T.c.train_seconds, last_epoch, 0.0)), 0.0)
+            .label("compute_seconds"),
+            func.coalesce(func.sum(_T.c.epochs_done), 0).label("epochs_run"),
+            func.coalesce(func.sum(_T.c.epochs_planned), 0).label("epochs_planned"),
+            func.max(_T.c.started_at).label("last_trial_at"),
+        )
+        .select_from(_E.outerjoin(_T, _T.c.experiment_id == _E.c.id))
+        .group_by(_E.c.id)
+        .order_by(_E.c.id.desc())
+    )
+    return _frame(_engine, query)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def experiment_config(_engine: Engine, url: str, experiment: str) -> dict[str, Any]:
+    """The experiment's resolved config as stored by `nas launch` ({} if none)."""
+    with _engine.connect() as connection:
+        text = connection.execute(select(_E.c.config_json).where(_E.c.name == experiment)).scalar()
+    return json.loads(text) if text else {}
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def phase_counts(_engine: Engine, url: str, experiment: str) -> pd.DataFrame:
+    """Trials per (phase, status) of one experiment."""
+    query = (
+        select(_T.c.phase, _T.c.status, func.count().label("trials"))
+        .where(_T.c.experiment_id == _experiment_id(experiment))
+        .group_by(_T.c.phase, _T.c.status)
+        .order_by(_T.c.phase, _T.c.status)
+    )
+    return _frame(_engine, query)
+
+
+# ---- architectures and fronts -----------------------------------------------------------
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def arch_summary(_engine: Engine, url: str, experiment: str, phase: str | None) -> pd.DataFrame:
+    """Completed trials of one phase (every phase for None) grouped by architecture:
+    mean and best accuracy, mean train seconds, seeds, params and FLOPs."""
+    query = (
+        select(
+            _T.c.arch_hash, _A.c.short_name, _A.c.params, _A.c.flops,
+            func.count().label("seeds"),
+            func.avg(_ACCURACY).label("accuracy"),
+            func.max(_ACCURACY).label("best_accuracy"),
+            func.avg(_T.c.train_seconds).label("train_seconds"),
+        )
+        .select_from(_T.join(_A, _A.c.hash == _T.c.arch_hash))
+        .where(_T.c.experiment_id == _experiment_id(experiment), _T.c.status == "completed")
+        .group_by(_T.c.arch_hash, _A.c.short_name, _A.c.params, _A.c.flops)
+        .order_by(_T.c.arch_hash)
+    )
+    if phase is not None:
+        query = query.where(_T.c.phase == phase)
+    return _frame(_engine, query)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def seed_summary(_engine: Engine, url: str, experiment: str, phase: str) -> pd.DataFrame:
+    """Per architecture of one phase (confirm, ablation): mean, std and 95% CI over its
+    completed seeds of accuracy and train seconds (`nas.stats.summarize`)."""
+    query = (
+        select(
+            _T.c.arch_hash, _A.c.short_name, _A.c.params, _A.c.flops,
+            _ACCURACY.label("accuracy"), _T.c.train_seconds,
+        )
+        .select_from(_T.join(_A, _A.c.hash == _T.c.arch_hash))
+        .where(
+            _T.c.experiment_id == _experiment_id(experiment),
+            _T.c.phase == phase,
+            _T.c.status == "completed",
+        )
+        .order_by(_T.c.arch_hash, _T.c.id)
+    )
+    rows = _frame(_engine, query)
+    out = []
+    for (arch_hash, short_name, params, flops), group in rows.groupby(
+        ["arch_hash", "short_name", "params", "flops"], sort=False
+    ):
+        row: dict[str, Any] = dict(arch_hash=arch_hash, short_name=short_name, params=int(params),
+                                   flops=int(flops), seeds=len(group))
+        for metric in ("accuracy", "train_seconds"):
+            s = summarize(group[metric].dropna().tolist())
+            row.update({metric: s.mean, f"{metric}_std": s.std,
+                        f"{metric}_ci_low": s.ci_low, f"{metric}_ci_high": s.ci_high})
+        out.append(row)
+    columns = ["arch_hash", "short_name", "params", "flops", "seeds"] + [
+        f"{m}{suffix}" for m in ("accuracy", "train_seconds") for suffix in ("", "_std", "_ci_low", "_ci_high")
+    ]
+    return pd.DataFrame(out, columns=columns)
+
+
+def front_mask(accuracy: Sequence[float], cost: Sequence[float]) -> list[bool]:
+    """Which points are non-dominated, accuracy maximised and cost minimised.
+
+    `nas.stats.pareto_front` decides. Its all-pairs test is quadratic, so a sort by cost
+    first drops every point that a cheaper-or-equal, at-least-as-accurate point
+    dominates; only the survivors (exactly the front, since a dominated point is
+    dominated by some front point) reach it. 10,000 architectures: milliseconds.
+    Points with a missing (NaN) coordinate are never on the front.
+    """
+    n = len(accuracy)
+    finite = [i for i in range(n) if math.isfinite(accuracy[i]) and math.isfinite(cost[i])]
+    candidates: list[int] = []
+    best, best_cost = -math.inf, math.inf  # the best accuracy so far and its lowest cost
+    for i in sorted(finite, key=lambda i: (cost[i], -accuracy[i])):
+        if accuracy[i] > best:
+            best, best_cost = accuracy[i], cost[i]
+            candidates.append(i)
+        elif accuracy[i] == best and cost[i] == best_cost:  # a duplicate of a front point
+            candidates.append(i)
+    points = [[accuracy[i], cost[i]] for i in candidates]
+    on_front = {candidates[k] for k in pareto_front(points, ["maximize", "minimize"])}
+    return [i in on_front for i in range(n)]
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def pareto_points(_engine: Engine, url: str, experiment: str, phase: str | None, cost: str) -> pd.DataFrame:
+    """`arch_summary` with an ``on_front`` column: non-dominated in (accuracy, `cost`),
+    where `cost` is ``train_seconds``, ``params`` or ``flops``."""
+    points = arch_summary(_engine, url, experiment, phase)
+    accuracy = points["accuracy"].astype(float).fillna(math.nan).tolist()
+    costs = points[cost].astype(float).fillna(math.nan).tolist()
+    return points.assign(on_front=front_mask(accuracy, costs))
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def architecture(_engine: Engine, url: str, arch_hash: str) -> dict[str, Any] | None:
+    """One architecture's row (hash, config_json, short_name, params, flops), or None."""
+    with _engine.connect() as connection:
+        row = connection.execute(select(_A).where(_A.c.hash == arch_hash)).mappings().first()
+    return dict(row) if row is not None else None
+
+
+@lru_cache(maxsize=65_536)
+def _dimensions(config_json: str) -> tuple[tuple[str, Any], ...]:
+    try:
+        from nas.models.arch import ArchConfig
+
+        return tuple(_flatten(ArchConfig.from_json(config_json)).items())
+    except Exception:  # a config this version cannot build: show its raw keys
+        return tuple(_flatten_dict(json.loads(config_json)).items())
+
+
+def arch_dimensions(config_json: str) -> dict[str, Any]:
+    """Every field of an architecture as dotted keys with defaults filled in, e.g.
+    ``{"width": 0.25, "L1.extra": 0, "L1.residual": 1, ...}`` (the space's keys)."""
+    return dict(_dimensions(config_json))
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if is_dataclass(value):
+            out.update(_flatten(value, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = value
+    return out
+
+
+def _flatten_dict(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flatten_dict(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def searched_keys(config: dict[str, Any], trials: pd.DataFrame) -> list[str]:
+    """The space keys an experiment searched over: the non-fixed entries of its stored
+    `space`, else the architecture columns of `trials` that take more than one value."""
+    space = config.get("space") or {}
+    keys = [k for k, entry in space.items() if not (isinstance(entry, dict) and "fixed" in entry)]
+    keys = [k for k in keys if k in trials.columns]
+    if keys:
+        return keys
+    dims = [c for c in trials.columns if c == "width" or (c[:1] == "L" and "." in c)]
+    return [c for c in dims if trials[c].nunique(dropna=True) > 1]
+
+
+# ---- trials and curves ------------------------------------------------------------------
+
+TRIAL_COLUMNS = (
+    "id", "arch_hash", "short_name", "seed", "phase", "status", "epochs_done", "epochs_planned",
+    "accuracy", "test_accuracy", "best_val_acc", "train_seconds", "device", "started_at",
+    "finished_at", "code_version", "error",
+)
+
+
+def _trial_query() -> Select:
+    return (
+        select(
+            _T.c.id, _T.c.arch_hash, _A.c.short_name, _T.c.seed, _T.c.phase, _T.c.status,
+            _T.c.epochs_done, _T.c.epochs_planned, _ACCURACY.label("accuracy"),
+            _T.c.final_test_acc.label("test_accuracy"), _T.c.best_val_acc, _T.c.train_seconds,
+            _T.c.device, _T.c.started_at, _T.c.finished_at, _T.c.code_version, _T.c.error,
+            _A.c.config_json,
+        )
+        .select_from(_T.join(_A, _A.c.hash == _T.c.arch_hash))
+        .order_by(_T.c.id)
+    )
+
+
+def _with_dimensions(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with one column per architecture field, in place of config_json."""
+    dims = pd.DataFrame([arch_dimensions(c) for c in frame["config_json"]], index=frame.index)
+    return pd.concat([frame.drop(columns="config_json"), dims], axis=1)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def trials(_engine: Engine, url: str, experiment: str) -> pd.DataFrame:
+    """Every trial of an experiment in start order, with its architecture's fields as
+    columns (``width``, ``L1.extra``, ...) for filtering and per-dimension plots."""
+    query = _trial_query().where(_T.c.experiment_id == _experiment_id(experiment))
+    return _with_dimensions(_frame(_engine, query))
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def arch_trials(_engine: Engine, url: str, arch_hash: str, experiment: str | None) -> pd.DataFrame:
+    """The trials of one architecture (in one experiment, or in all for None), with the
+    experiment's name."""
+    query = (
+        _trial_query()
+        .add_columns(_E.c.name.label("experiment"))
+        .join(_E, _E.c.id == _T.c.experiment_id)
+        .where(_T.c.arch_hash == arch_hash)
+    )
+    if experiment is not None:
+        query = query.where(_E.c.name == experiment)
+    return _frame(_engine, query).drop(columns="config_json")
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def epochs(_engine: Engine, url: str, trial_ids: tuple[int, ...]) -> pd.DataFrame:
+    """The recorded epochs of the given trials (at most `MAX_CURVES` of them)."""
+    query = (
+        select(_R)
+        .where(_R.c.trial_id.in_(list(trial_ids[:MAX_CURVES])))
+        .order_by(_R.c.trial_id, _R.c.epoch)
+    )
+    return _frame(_engine, query)
+
+
+# ---- search insight ---------------------------------------------------------------------
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def pruning_savings(_engine: Engine, url: str, experiment: str) -> pd.DataFrame:
+    """Finished search trials by status: trials, epochs run and planned, training
+    seconds run, and the seconds the unrun epochs would have cost (each trial's own
+    mean epoch time times its epochs not run)."""
+    not_run = case(
+        (_T.c.epochs_done > 0,
+         (_T.c.epochs_planned - _T.c.epochs_done) * _T.c.train_seconds / _T.c.epochs_done),
+        else_=0.0,
+    )
+    query = (
+        select(
+            _T.c.status, func.count().label("trials"),
+            func.sum(_T.c.epochs_done).label("epochs_run"),
+            func.sum(_T.c.epochs_planned).label("epochs_planned"),
+            func.coalesce(func.sum(_T.c.train_seconds), 0.0).label("seconds_run"),
+            func.coalesce(func.sum(not_run), 0.0).label("seconds_not_run"),
+        )
+        .where(
+            _T.c.experiment_id == _experiment_id(experiment),
+            _T.c.phase == "search",
+            _T.c.status.in_(["completed", "pruned", "failed", "diverged"]),
+        )
+        .group_by(_T.c.status)
+        .order_by(_T.c.status)
+    )
+    return _frame(_engine, query)
+
+
+def pruning_share(savings: pd.DataFrame) -> dict[str, float]:
+    """Headline figures of `pruning_savings`: the share of planned search epochs that
+    pruning did not run, and the estimated share of training seconds it saved."""
+    pruned = savings[savings["status"] == "pruned"]
+    planned = float(savings["epochs_planned"].sum())
+    epochs_saved = float((pruned["epochs_planned"] - pruned["epochs_run"]).sum())
+    seconds_saved = float(pruned["seconds_not_run"].sum())
+    seconds_run = float(savings["seconds_run"].sum())
+    return {
+        "epochs_run": float(savings["epochs_run"].sum()),
+        "epochs_planned": planned,
+        "epochs_saved": epochs_saved,
+        "epoch_share_saved": epochs_saved / planned if planned else 0.0,
+        "seconds_run": seconds_run,
+        "seconds_saved": seconds_saved,
+        "second_share_saved": seconds_saved / (seconds_run + seconds_saved) if seconds_run + seconds_saved else 0.0,
+    }
+
+
+def _optuna_storage(url: str):
+    """Optuna's RDB storage on the same database, read-only and never creating tables."""
+    import optuna
+
+    url = resolve_db_url(url)
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        path = Path(parsed.database or "").expanduser().resolve()
+        uri = f"file:{quote(path.as_posix())}?mode=ro"
+        kwargs = {"creator": lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)}
+    elif parsed.get_backend_name() in ("postgresql", "postgres"):
+        url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+        kwargs = {"connect_args": {"options": "-c default_transaction_read_only=on"}}
+    return optuna.storages.RDBStorage(
+        url, engine_kwargs=kwargs, skip_table_creation=True, skip_compatibility_check=True
+    )
+
+
+def importance_evaluators() -> list[str]:
+    """The Optuna importance evaluators usable here: PED-ANOVA always, fANOVA when
+    scikit-learn is installed (Optuna's fANOVA fits its random forest)."""
+    import importlib.util
+
+    return ["PED-ANOVA"] + (["fANOVA"] if importlib.util.find_spec("sklearn") else [])
+
+
+@st.cache_data(ttl=IMPORTANCE_TTL_S, show_spinner=False)
+def param_importances(url: str, experiment: str, evaluator: str = "PED-ANOVA") -> dict[str, Any]:
+    """Optuna's parameter importance on the experiment's stored study.
+
+    The target is the study's first accuracy objective (the experiment's config says
+    which; the first objective otherwise). Returns ``{"importances": {param: share},
+    "trials": completed trials, "error": None}``, or with ``error`` saying why none
+    could be computed (no study, too few completed trials, nothing varied).
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    result: dict[str, Any] = {"importances": {}, "trials": 0, "error": None}
+    try:
+        study = optuna.load_study(study_name=experiment, storage=_optuna_storage(url))
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    except Exception as exc:  # KeyError (no such study), SQL errors (no Optuna tables)
+        result["error"] = f"no Optuna study named {experiment!r} could be read ({type(exc).__name__}: {exc})."
+        return result
+    result["trials"] = len(complete)
+    if len(complete) < 2:
+        result["error"] = (f"parameter importance needs at least 2 completed search trials; "
+                           f"the study has {len(complete)}.")
+        return result
+    objective = _accuracy_objective(url, experiment) if len(study.directions) > 1 else 0
+    # PED-ANOVA explains what makes the target *low*: negate a maximised objective.
+    sign = -1.0 if study.directions[objective] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    evaluators = {
+        "PED-ANOVA": optuna.importance.PedAnovaImportanceEvaluator,
+        "fANOVA": lambda: optuna.importance.FanovaImportanceEvaluator(seed=0),
+    }
+    try:
+        importances = optuna.importance.get_param_importances(
+            study, evaluator=evaluators[evaluator](), target=lambda t: sign * t.values[objective]
+        )
+    except Exception as exc:  # e.g. every completed trial has the same parameters
+        result["error"] = f"Optuna could not compute importances: {type(exc).__name__}: {exc}"
+        return result
+    result["importances"] = {k: float(v) for k, v in importances.items()}
+    return result
+
+
+def _accuracy_objective(url: str, experiment: str) -> int:
+    config = experiment_config(open_engine(url), url, experiment)
+    objectives = (config.get("search") or {}).get("objectives") or []
+    for i, objective in enumerate(objectives):
+        if objective.get("metric") in ACCURACY_METRICS:
+            return i
+    return 0

@@ -1,0 +1,205 @@
+"""`nas launch` end to end on tiny data with a real 2-CPU Ray and a real SQLite store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from nas.cli import app
+from nas.db import Store
+from nas.space import load_experiment
+from tests.cifar_fixture import write_cifar
+
+ray = pytest.importorskip("ray")
+runner = CliRunner()
+INVALID = sorted((Path(__file__).parent / "invalid_spaces").glob("*.yaml"))
+
+
+def experiment_yaml(path: Path, **sections) -> Path:
+    """A tiny experiment: 2x2 residual placements, width 0.125, 3 epochs of 40 images/class."""
+    spec = {
+        "name": "tiny",
+        "dataset": {"val_size": 100},
+        "recipe": {"epochs": 3, "batch_size": 50, "eval_batch_size": 256},
+        "space": {
+            "width": {"fixed": 0.125},
+            "L1.residual": {"choice": [0, 1]},
+            "L3.residual": {"choice": [0, 1]},
+        },
+        "search": {"sampler": "grid", "pruner": {"kind": "none"}},
+        "confirm": {"top_k": 0, "repeats": 1},
+        "resources": {"cpus_per_trial": 1, "max_concurrent": 2},
+    }
+    for key, value in sections.items():
+        spec[key] = {**spec[key], **value} if isinstance(value, dict) and key != "space" else value
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return write_cifar(tmp_path_factory.mktemp("cifar"), n_train_per_class=40, n_test_per_class=10)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def launch(space: Path, db: Path, data_root: Path):
+    result = runner.invoke(app, ["launch", str(space), "--db", str(db), "--data-root", str(data_root)])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def store_trials(db: Path, phase: str):
+    with Store.open(str(db), read_only=True) as store:
+        return store.trials(phase=phase)
+
+
+def test_a_grid_search_runs_every_point_exactly_once(tmp_path, data_root, local_ray):
+    space = experiment_yaml(tmp_path / "grid.yaml")
+    db = tmp_path / "nas.db"
+    launch(space, db, data_root)
+    trials = store_trials(db, "search")
+    expected = {load_experiment(space).space.arch_from_params(p).hash for p in load_experiment(space).space.grid()}
+    assert len(expected) == 4
+    assert sorted(t.arch_hash for t in trials) == sorted(expected)
+    assert all(str(t.status) == "completed" and t.epochs_done == 3 for t in trials)
+
+
+def test_a_pruned_search_really_stops_trials_and_optuna_agrees(tmp_path, data_root, local_ray):
+    space = experiment_yaml(
+        tmp_path / "tpe.yaml",
+        name="pruned",
+        recipe={"epochs": 5, "batch_size": 50, "lr": 0.2},
+        space={"width": {"fixed": 0.125}, "L1.residual": {"choice": [0, 1]}, "L2.extra": {"choice": [0, 1]},
+               "L3.residual": {"choice": [0, 1]}, "L1.extra": {"choice": [0, 1]}},
+        search={"sampler": "tpe", "n_trials": 10, "seed": 1,
+                "pruner": {"kind": "percentile", "percentile": 60.0, "n_startup_trials": 2, "n_warmup_steps": 0},
+                "objectives": [{"metric": "val_acc", "direction": "maximize"}]},
+        resources={"cpus_per_trial": 2, "max_concurrent": 1},
+    )
+    db = tmp_path / "nas.db"
+    launch(space, db, data_root)
+    trials = store_trials(db, "search")
+    assert len(trials) == 10
+    pruned = [t for t in trials if str(t.status) == "pruned"]
+    assert pruned, Counter(str(t.status) for t in trials)
+    assert any(t.epochs_done < 5 for t in pruned)
+
+    study = optuna.load_study(study_name="pruned", storage=f"sqlite:///{db}")
+    by_key = {(t.user_attrs["arch_hash"], t.user_attrs["seed"]): t.state for t in study.trials}
+    for t in trials:
+        expected = TrialState.PRUNED if str(t.status) == "pruned" else TrialState.COMPLETE
+        assert by_key[(t.arch_hash, t.seed)] == expected
+    # pruned trials' epochs are recorded up to where they stopped
+    with Store.open(str(db), read_only=True) as store:
+        for t in pruned:
+            assert len(store.epochs(t.id)) == t.epochs_done
+
+
+def test_the_confirm_phase_reruns_the_top_architectures_with_fresh_seeds(tmp_path, data_root, local_ray):
+    space = experiment_yaml(
+        tmp_path / "confirm.yaml", name="confirmed",
+        search={"sampler": "grid", "pruner": {"kind": "none"},
+                "objectives": [{"metric": "val_acc", "direction": "maximize"},
+                               {"metric": "params", "direction": "minimize"}]},
+        confirm={"top_k": 2, "repeats": 3},
+    )
+    db = tmp_path / "nas.db"
+    result = launch(space, db, data_root)
+    confirm = store_trials(db, "confirm")
+    per_arch = Counter(t.arch_hash for t in confirm)
+    assert len(per_arch) == 2 and set(per_arch.values()) == {3}
+    search_seeds = {t.seed for t in store_trials(db, "search")}
+    assert not search_seeds & {t.seed for t in confirm}
+    assert "confirm results" in result.output and "±" in result.output
+
+    from nas.results import arch_results
+
+    with Store.open(str(db), read_only=True) as store:
+        rows = arch_results(store, "confirmed", "confirm")
+    assert len(rows) == 2 and all(r.seeds == 3 and r.accuracy.std == r.accuracy.std for r in rows)  # std not NaN
+
+
+def test_launching_again_resumes_and_runs_nothing_twice(tmp_path, data_root, local_ray):
+    space = experiment_yaml(tmp_path / "again.yaml", name="again")
+    db = tmp_path / "nas.db"
+    launch(space, db, data_root)
+    result = launch(space, db, data_root)
+    assert "search:" not in result.output  # nothing left to search
+    assert len(store_trials(db, "search")) == 4
+
+
+def test_a_changed_space_under_the_same_name_is_refused(tmp_path, data_root, local_ray):
+    db = tmp_path / "nas.db"
+    launch(experiment_yaml(tmp_path / "a.yaml", name="same"), db, data_root)
+    changed = experiment_yaml(tmp_path / "b.yaml", name="same", recipe={"epochs": 2, "batch_size": 50})
+    result = runner.invoke(app, ["launch", str(changed), "--db", str(db), "--data-root", str(data_root)])
+    assert result.exit_code == 2 and "different recipe section" in result.output
+
+
+@pytest.mark.parametrize("bad", INVALID, ids=[p.stem for p in INVALID])
+def test_invalid_yaml_exits_2_naming_the_file_and_leaves_no_database(tmp_path, bad):
+    db = tmp_path / "nas.db"
+    result = runner.invoke(app, ["launch", str(bad), "--db", str(db), "--budget", "none"])
+    assert result.exit_code == 2, result.output
+    assert bad.name in result.output
+    assert not db.exists()
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_driver_then_the_same_command_completes_without_duplicates(tmp_path, data_root):
+    space = experiment_yaml(
+        tmp_path / "kill.yaml", name="killed",
+        recipe={"epochs": 3, "batch_size": 50},
+        space={"width": {"fixed": 0.125}, "L1.residual": {"choice": [0, 1]}, "L2.residual": {"choice": [0, 1]},
+               "L3.residual": {"choice": [0, 1]}},
+        resources={"cpus_per_trial": 2, "max_concurrent": 1},
+    )
+    db = tmp_path / "nas.db"
+    cmd = [sys.executable, "-m", "nas", "launch", str(space), "--db", str(db), "--data-root", str(data_root)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:  # kill once some trials are done and one is running
+            time.sleep(1)
+            if db.exists():
+                try:
+                    trials = store_trials(db, "search")
+                except Exception:  # noqa: BLE001 - the schema may still be being created
+                    continue
+                done = [t for t in trials if str(t.status) == "completed"]
+                if len(done) >= 2 and any(str(t.status) == "running" for t in trials):
+                    break
+        else:
+            pytest.fail("the search never reached two finished trials")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray, with no clean-up
+        proc.wait()
+    assert any(str(t.status) == "running" for t in store_trials(db, "search"))
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "interrupted trial" in rerun.stdout
+    trials = store_trials(db, "search")
+    completed = [t for t in trials if str(t.status) == "completed"]
+    assert len(completed) == 8  # the grid's 8 points
+    assert len({t.arch_hash for t in completed}) == 8  # none twice
+    assert not [t for t in trials if str(t.status) == "running"]
+    study = optuna.load_study(study_name="killed", storage=f"sqlite:///{db}")
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 8

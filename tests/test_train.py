@@ -1,0 +1,124 @@
+"""The trainer: schedule, reporting, seeding, divergence, learning on real data."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from nas.data import DataConfig, load_data
+from nas.errors import ConfigError
+from nas.models import ArchConfig
+from nas.train import Recipe, lr_at, train
+from tests.cifar_fixture import write_cifar
+
+TINY_ARCH = ArchConfig.from_dict({"width": 0.125, "L1": {"residual": 1}})
+FAST = Recipe(epochs=2, batch_size=32, eval_batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = write_cifar(tmp_path_factory.mktemp("cifar"), n_train_per_class=20, n_test_per_class=5)
+    cfg = DataConfig(root=str(root), val_size=50)
+    return load_data(cfg), cfg
+
+
+def test_lr_warms_up_linearly_then_decays_to_zero():
+    recipe = Recipe(lr=0.4, warmup=0.25)
+    assert lr_at(0, 100, recipe) == 0.0
+    assert lr_at(10, 100, recipe) == pytest.approx(0.16)
+    assert lr_at(25, 100, recipe) == pytest.approx(0.4)
+    assert lr_at(60, 100, recipe) == pytest.approx(0.4 * 40 / 75)
+    assert lr_at(100, 100, recipe) == 0.0
+
+
+def test_every_epoch_is_reported_with_its_metrics(tiny):
+    data, cfg = tiny
+    seen = []
+    result = train(TINY_ARCH, FAST, data, cfg, seed=0, on_epoch=seen.append)
+    assert result.status == "completed"
+    assert [m.epoch for m in seen] == [0, 1] and seen == result.epochs
+    for m in seen:
+        assert math.isfinite(m.train_loss) and 0 <= m.train_acc <= 1 and 0 <= m.val_acc <= 1
+        assert m.epoch_seconds > 0
+    assert seen[1].cumulative_seconds == pytest.approx(seen[0].epoch_seconds + seen[1].epoch_seconds)
+    assert result.train_seconds == seen[-1].cumulative_seconds
+
+
+def test_test_accuracy_is_measured_after_the_last_epoch_only_by_default(tiny):
+    data, cfg = tiny
+    result = train(TINY_ARCH, FAST, data, cfg)
+    assert [m.test_acc is None for m in result.epochs] == [True, False]
+    every = train(TINY_ARCH, replace(FAST, test_every_epoch=True), data, cfg)
+    assert all(m.test_acc is not None for m in every.epochs)
+
+
+def test_without_a_val_split_test_accuracy_is_the_curve(tmp_path):
+    root = write_cifar(tmp_path, n_train_per_class=10, n_test_per_class=3)
+    cfg = DataConfig(root=str(root), val_size=0)
+    result = train(TINY_ARCH, FAST, load_data(cfg), cfg)
+    assert all(m.val_acc is None and m.test_acc is not None for m in result.epochs)
+
+
+def test_same_seed_same_result_other_seed_other_result(tiny):
+    data, cfg = tiny
+    a = train(TINY_ARCH, FAST, data, cfg, seed=7)
+    b = train(TINY_ARCH, FAST, data, cfg, seed=7)
+    c = train(TINY_ARCH, FAST, data, cfg, seed=8)
+    strip = lambda r: [(m.train_loss, m.train_acc, m.val_acc, m.test_acc) for m in r.epochs]  # noqa: E731
+    assert strip(a) == strip(b)
+    assert strip(a) != strip(c)
+
+
+def test_a_non_finite_loss_ends_the_trial_as_diverged_without_raising(tiny):
+    data, cfg = tiny
+    poisoned = replace(data, train_x=data.train_x.clone())
+    poisoned.train_x[:] = float("nan")
+    seen = []
+    result = train(TINY_ARCH, replace(FAST, epochs=3), poisoned, cfg, on_epoch=seen.append)
+    assert result.status == "diverged"
+    assert len(result.epochs) == 1 and len(seen) == 1  # stopped at the epoch it diverged
+    assert math.isnan(result.final.train_loss) and result.final.test_acc is None
+
+
+def test_a_callback_returning_true_stops_training(tiny):
+    data, cfg = tiny
+    result = train(TINY_ARCH, replace(FAST, epochs=4), data, cfg, on_epoch=lambda m: m.epoch == 1)
+    assert result.status == "stopped" and len(result.epochs) == 2
+
+
+def test_threads_are_set_for_the_trial_and_restored(tiny):
+    data, cfg = tiny
+    before = torch.get_num_threads()
+    during = []
+    train(TINY_ARCH, replace(FAST, epochs=1), data, cfg, threads=1,
+          on_epoch=lambda m: during.append(torch.get_num_threads()))
+    assert during == [1] and torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [("epochs", 0, "epochs must be at least 1"), ("batch_size", 1, "batch_size must be at least 2"),
+     ("warmup", 1.0, "warmup must be in [0, 1)"), ("lr", -1.0, "lr must be positive")],
+)
+def test_invalid_recipes_name_the_field_and_rule(field, value, needle):
+    with pytest.raises(ConfigError, match=needle.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        Recipe(**{field: value})
+
+
+def test_unknown_recipe_keys_are_rejected_with_the_key_path():
+    with pytest.raises(ConfigError, match=r"recipe\.epoch: unknown key"):
+        Recipe.from_dict({"epoch": 3})
+
+
+@pytest.mark.slow
+def test_learns_well_above_chance_in_one_epoch_on_real_cifar10(real_data_root):
+    # 4,000 real images, one epoch of the fast recipe: chance is 10%.
+    cfg = DataConfig(root=str(real_data_root), train_subset=4000, val_size=1000)
+    arch = ArchConfig.from_dict({"width": 0.25, "L1": {"residual": 1}, "L3": {"residual": 1}})
+    result = train(arch, Recipe(epochs=1, batch_size=128, lr=0.2), load_data(cfg), cfg, seed=0)
+    assert result.status == "completed"
+    assert result.final.val_acc > 0.25, result.final
+    assert result.final.test_acc > 0.25, result.final
