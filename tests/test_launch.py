@@ -20,10 +20,11 @@ from nas.cli import app
 from nas.db import Store
 from nas.space import load_experiment
 from tests.cifar_fixture import write_cifar
+from tests.test_space import INVALID_CASES  # (file, budget, key path, rule) per invalid YAML
 
 ray = pytest.importorskip("ray")
 runner = CliRunner()
-INVALID = sorted((Path(__file__).parent / "invalid_spaces").glob("*.yaml"))
+INVALID_DIR = Path(__file__).parent / "invalid_spaces"
 
 
 def experiment_yaml(path: Path, **sections) -> Path:
@@ -153,12 +154,13 @@ def test_a_changed_space_under_the_same_name_is_refused(tmp_path, data_root, loc
     assert result.exit_code == 2 and "different recipe section" in result.output
 
 
-@pytest.mark.parametrize("bad", INVALID, ids=[p.stem for p in INVALID])
-def test_invalid_yaml_exits_2_naming_the_file_and_leaves_no_database(tmp_path, bad):
+@pytest.mark.parametrize(("name", "budget", "key_path", "rule"), INVALID_CASES, ids=[c[0] for c in INVALID_CASES])
+def test_invalid_yaml_exits_2_naming_the_file_and_key_and_leaves_no_database(tmp_path, name, budget, key_path, rule):
     db = tmp_path / "nas.db"
-    result = runner.invoke(app, ["launch", str(bad), "--db", str(db), "--budget", "none"])
+    bad = INVALID_DIR / name
+    result = runner.invoke(app, ["launch", str(bad), "--db", str(db), "--budget", budget or "none"])
     assert result.exit_code == 2, result.output
-    assert bad.name in result.output
+    assert bad.name in result.output and key_path in result.output
     assert not db.exists()
 
 
