@@ -49,6 +49,7 @@ DEFINING_SECTIONS = ("dataset", "recipe", "space", "search")  # must match to re
 
 def run_trial(config: dict[str, Any]) -> None:
     """The Ray Tune trainable: train one (architecture, seed) and report every epoch."""
+    import ray
     import torch
     from ray import tune
 
@@ -60,7 +61,9 @@ def run_trial(config: dict[str, Any]) -> None:
     data_cfg = DataConfig(**config["dataset"])
     data = load_data(data_cfg, device=device)  # cached per worker process
     threads = max(1, int(config["cpus"])) if device.type == "cpu" else None
-    described = device_name(device, threads)
+    node = ray.get_runtime_context()
+    # Which machine of the cluster: timings are only comparable on the same hardware.
+    described = f"{device_name(device, threads)} @ {ray.util.get_node_ip_address()}/{node.get_node_id()[:8]}"
 
     def on_epoch(m) -> None:
         tune.report({**m.to_dict(), "diverged": not math.isfinite(m.train_loss), "device": described})

@@ -17,7 +17,6 @@ live = bool((table["status"] == "running").any())
 @st.fragment(run_every=ui.REFRESH_S if live else None)
 def overview() -> None:
     table = queries.experiments(engine, url)
-    now = st.session_state.get("nas_now_override")  # tests pin the clock
     shown = table.assign(
         best_accuracy=table["best_accuracy"] * 100,
         compute_hours=table["compute_seconds"] / 3600,
@@ -35,7 +34,7 @@ def overview() -> None:
             "best_accuracy": st.column_config.NumberColumn(
                 "Best accuracy (%)", format="%.2f", help="best completed trial, validation split"),
             "compute_hours": st.column_config.NumberColumn(
-                "Compute (GPU-h)", format="%.3f", help="training wall time summed over trials"),
+                "Compute (h)", format="%.3f", help="training wall time summed over trials, on their own devices"),
             "epochs": st.column_config.TextColumn("Epochs run / planned"),
             "created_at": st.column_config.DatetimeColumn("Started (UTC)", format="YYYY-MM-DD HH:mm"),
             "finished_at": st.column_config.DatetimeColumn("Ended (UTC)", format="YYYY-MM-DD HH:mm"),
@@ -45,7 +44,7 @@ def overview() -> None:
     running = table[table["status"] == "running"]
     if not running.empty:
         st.caption(f"{len(running)} experiment(s) running; this table re-reads the store every "
-                   f"{ui.REFRESH_S} s. {now or ''}")
+                   f"{ui.REFRESH_S} s.")
     st.plotly_chart(figures.experiments_figure(table), key="experiments_chart")
 
 
