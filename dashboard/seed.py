@@ -47,6 +47,7 @@ class Seeded:
     pruned_ids: list[int] = field(default_factory=list)
     failed_ids: list[int] = field(default_factory=list)
     confirmed_hashes: list[str] = field(default_factory=list)
+    ablation_ids: list[int] = field(default_factory=list)
 
 
 # ---- the synthetic model ----------------------------------------------------------------
@@ -149,6 +150,7 @@ def seed_store(
     top_k: int = 3,
     confirm_seeds: int = 3,
     with_study: bool = True,
+    with_ablation: bool = False,
 ) -> Seeded:
     """Write a finished experiment and a running one into the store at `url`.
 
@@ -160,6 +162,8 @@ def seed_store(
         width: the fixed width multiplier of every architecture.
         top_k: architectures re-run in the confirm phase, with `confirm_seeds` seeds each.
         with_study: also write the Optuna studies (``<name>`` and ``<name>:pruning``).
+        with_ablation: also write ablation-phase trials: the confirmed winner and each
+            variant without one of its residual blocks, on the confirm seeds.
     """
     rng = random.Random(0)
     grid = [dict(zip(DIMENSIONS, values)) for values in itertools.product((0, 1), repeat=len(DIMENSIONS))]
@@ -204,6 +208,13 @@ def seed_store(
                 rows = curve(arch, seed, epochs)
                 seeded.confirm_ids.append(
                     _write_trial(store, exp_id, arch, seed, "confirm", rows, "completed", epochs))
+        if with_ablation and seeded.confirmed_hashes:
+            winner = ArchConfig.from_json(store.get_architecture(seeded.confirmed_hashes[0]).config_json)
+            for arch in [winner, *_without_each_residual(winner)]:
+                for k in range(confirm_seeds):
+                    rows = curve(arch, CONFIRM_SEED_BASE + k, epochs)
+                    seeded.ablation_ids.append(_write_trial(
+                        store, exp_id, arch, CONFIRM_SEED_BASE + k, "ablation", rows, "completed", epochs))
         store.finish_experiment(exp_id, "finished")
 
         live_config = experiment_config(live, width=width * 2, epochs=epochs, n_trials=8)
@@ -237,6 +248,15 @@ def _write_trial(store: Store, experiment_id: int, arch: ArchConfig, seed: int, 
             error = "train loss became inf"
         store.finish_trial(trial_id, status, error=error)
     return trial_id
+
+
+def _without_each_residual(arch: ArchConfig) -> list[ArchConfig]:
+    variants = []
+    for stage in STAGES:
+        cfg = getattr(arch, stage)
+        if cfg.residual:
+            variants.append(arch.replace(**{stage: StageConfig(extra=cfg.extra, residual=cfg.residual - 1)}))
+    return variants
 
 
 def _top(points, width, study_rows, k) -> list[ArchConfig]:

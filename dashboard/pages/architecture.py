@@ -71,8 +71,8 @@ with stage_col:
         parts += [f"{fields.get('residual', 0)}× residual block"] if fields.get("residual") else []
         rows.append({"stage": stage, "channels": channels.get(stage), "output (px)": f"{side}×{side}",
                      "layers": " → ".join(parts), **{k2: v for k2, v in fields.items()}})
-    rows.append({"stage": "head", "channels": 10, "output (px)": "1×1",
-                 "layers": "global max-pool → linear (no bias) → ×0.125"})
+    rows.append({"stage": "head", "channels": None, "output (px)": "1×1",
+                 "layers": "global max-pool → linear to 10 classes (no bias) → logits ×0.125"})
     st.dataframe(pd.DataFrame(rows), hide_index=True, key="arch_stages")
 
 st.subheader("Learning curves")

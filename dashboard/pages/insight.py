@@ -1,0 +1,51 @@
+"""Search insight: which space dimensions mattered (Optuna's parameter importance on
+the stored study), accuracy by each dimension, and the compute pruning saved."""
+
+import streamlit as st
+
+from nas.dashboard import figures, queries, ui
+
+st.title("Search insight")
+engine, url = ui.connect()
+experiment = ui.choose_experiment(engine, url)
+
+st.subheader("Parameter importance")
+evaluators = queries.importance_evaluators()
+evaluator = st.radio("Evaluator", evaluators, horizontal=True, key="insight_evaluator") \
+    if len(evaluators) > 1 else evaluators[0]
+with st.spinner("Fitting parameter importance on the study..."):
+    importance = queries.param_importances(url, experiment, evaluator)
+if importance["error"]:
+    st.info(f"Parameter importance is not available for **{experiment}**: {importance['error']} "
+            "It needs the search's Optuna study (written by `nas launch`) with a few completed trials.")
+else:
+    st.plotly_chart(figures.importance_figure(importance["importances"]), key="insight_importance")
+    st.caption(f"Optuna {evaluator} importance of each dimension for the accuracy objective, over "
+               f"{importance['trials']} completed trials of the study `{experiment}`.")
+
+st.subheader("Accuracy by search dimension")
+table = queries.trials(engine, url, experiment)
+completed = table[(table["status"] == "completed") & (table["phase"] == "search")] if not table.empty else table
+keys = queries.searched_keys(queries.experiment_config(engine, url, experiment), table) if not table.empty else []
+if completed.empty or not keys:
+    st.info("No completed search trials with varying dimensions yet.")
+else:
+    st.plotly_chart(figures.dimension_figure(completed, keys), key="insight_dimensions")
+    st.caption(f"{len(completed)} completed search trials; one box per value of each dimension, "
+               "every trial a point.")
+
+st.subheader("Compute saved by pruning")
+savings = queries.pruning_savings(engine, url, experiment)
+if savings.empty:
+    st.info("No finished search trials yet.")
+else:
+    share = queries.pruning_share(savings)
+    m = st.columns(3)
+    m[0].metric("Epochs run / planned", f"{share['epochs_run']:.0f} / {share['epochs_planned']:.0f}",
+                help="finished search trials (completed, pruned, failed, diverged)")
+    m[1].metric("Planned epochs pruning skipped", ui.percent(share["epoch_share_saved"], 1),
+                help=f"{share['epochs_saved']:.0f} epochs of pruned trials not run")
+    m[2].metric("Training time saved (estimate)", ui.duration(share["seconds_saved"]),
+                delta=f"{share['second_share_saved'] * 100:.1f}% of the search's compute", delta_color="off",
+                help="each pruned trial's mean epoch time x its epochs not run")
+    st.plotly_chart(figures.pruning_figure(savings), key="insight_pruning")
