@@ -13,7 +13,8 @@ probability x branch FLOPs), taking the backward pass to cost the same multiple 
 forward everywhere. The headline is their ratio at p = 0.5: the share of the theoretical
 saving achieved.
 
-    python benchmarks/depth_skip_speed.py [--rounds 5] [--steps 2] [--batch 256] [--width 0.25]
+    python benchmarks/depth_skip_speed.py [--rounds 7] [--steps 1] [--batch 256] [--width 0.25]
+                                          [--threads 1] [--clock cpu|wall]
 
 Ends with `RESULT sd_p0.5_saving_share=S target>=0.60` and the same for dd.
 """
@@ -80,42 +81,46 @@ def make_step(kind: str, rate: float, width: float, batch: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5, help="timing rounds (median over them)")
-    parser.add_argument("--steps", type=int, default=2, help="train steps per config per round")
+    parser.add_argument("--rounds", type=int, default=7, help="timing rounds (median over them)")
+    parser.add_argument("--steps", type=int, default=1, help="train steps per config per round")
     parser.add_argument("--batch", type=int, default=256, help="images per step")
     parser.add_argument("--width", type=float, default=0.25, help="channel multiplier of the net")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu", help="what the headline times")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
 
     configs = [(kind, rate) for kind in KINDS for rate in RATES]
     steps = {c: make_step(*c, args.width, args.batch) for c in configs}
     for step in steps.values():  # warm-up: allocator, kernels, first-call costs
         step()
-    times: dict[tuple[str, float], list[float]] = {c: [] for c in configs}
+    times: dict[str, dict[tuple[str, float], list[float]]] = {"cpu": {}, "wall": {}}
     for r in range(args.rounds):
         order = configs[r % len(configs):] + configs[: r % len(configs)]
         for config in order:
-            start = time.perf_counter()
+            cpu, wall = time.process_time(), time.perf_counter()
             for _ in range(args.steps):
                 steps[config]()
-            times[config].append((time.perf_counter() - start) / args.steps)
+            times["cpu"].setdefault(config, []).append((time.process_time() - cpu) / args.steps)
+            times["wall"].setdefault(config, []).append((time.perf_counter() - wall) / args.steps)
+    median = {clock: {c: statistics.median(t) for c, t in by.items()} for clock, by in times.items()}
 
     print(f"net: residual x{BLOCKS_PER_STAGE} at L1, L2, L3, width {args.width}, batch {args.batch}, "
-          f"{torch.get_num_threads()} threads, {args.rounds} rounds x {args.steps} steps, median")
-    print(f"{'config':10s} {'step ms':>8s} {'measured':>9s} {'theory':>7s} {'share':>6s}  (saving vs rate 0)")
+          f"{torch.get_num_threads()} thread(s), {args.rounds} rounds x {args.steps} step(s), medians; "
+          f"headline clock: {args.clock}")
+    print(f"{'config':10s} {'cpu ms':>7s} {'wall ms':>8s} {'saved(cpu)':>10s} {'saved(wall)':>11s} "
+          f"{'theory':>7s} {'share':>6s}")
     shares = {}
     for kind in KINDS:
-        base = statistics.median(times[(kind, 0.0)])
         for rate in RATES:
-            median = statistics.median(times[(kind, rate)])
+            saved = {clock: 1.0 - median[clock][(kind, rate)] / median[clock][(kind, 0.0)] for clock in median}
             theory, blocks = theoretical_saving(kind, rate, args.width)
-            measured = 1.0 - median / base
-            share = measured / theory if theory > 0 else float("nan")
+            share = saved[args.clock] / theory if theory > 0 else float("nan")
             shares[(kind, rate)] = share
-            print(f"{kind} p={rate:<5g} {median * 1e3:8.1f} {measured:9.3f} {theory:7.3f} {share:6.2f}"
-                  + (f"  branches = {blocks:.1%} of forward FLOPs" if rate == 0 else ""))
+            print(f"{kind} p={rate:<5g} {median['cpu'][(kind, rate)] * 1e3:7.0f} "
+                  f"{median['wall'][(kind, rate)] * 1e3:8.0f} {saved['cpu']:10.3f} {saved['wall']:11.3f} "
+                  f"{theory:7.3f} {share:6.2f}"
+                  + (f"  (branches: {blocks:.1%} of forward FLOPs)" if rate == 0 else ""))
     for kind in KINDS:
         print(f"RESULT {kind}_p0.5_saving_share={shares[(kind, 0.5)]:.2f} target>={TARGET_SHARE:.2f}")
 

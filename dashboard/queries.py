@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+import warnings
 from collections.abc import Sequence
 from dataclasses import fields, is_dataclass
 from functools import lru_cache
@@ -460,9 +461,11 @@ def param_importances(url: str, experiment: str, evaluator: str = "PED-ANOVA") -
         "fANOVA": lambda: optuna.importance.FanovaImportanceEvaluator(seed=0),
     }
     try:
-        importances = optuna.importance.get_param_importances(
-            study, evaluator=evaluators[evaluator](), target=lambda t: sign * t.values[objective]
-        )
+        with warnings.catch_warnings():  # PED-ANOVA's reminder that low targets count as good
+            warnings.filterwarnings("ignore", message=".*low `target` values.*")
+            importances = optuna.importance.get_param_importances(
+                study, evaluator=evaluators[evaluator](), target=lambda t: sign * t.values[objective]
+            )
     except Exception as exc:  # e.g. every completed trial has the same parameters
         result["error"] = f"Optuna could not compute importances: {type(exc).__name__}: {exc}"
         return result

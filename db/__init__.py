@@ -15,6 +15,7 @@ from nas.db.schema import (
     Phase,
     Trial,
     TrialStatus,
+    TrialWeights,
 )
 from nas.db.store import Store
 
@@ -27,6 +28,7 @@ __all__ = [
     "Store",
     "Trial",
     "TrialStatus",
+    "TrialWeights",
     "make_engine",
     "mask_url",
     "resolve_db_url",

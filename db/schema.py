@@ -24,6 +24,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -192,3 +193,21 @@ class EpochResult(Base):
     test_acc: Mapped[float | None] = mapped_column(Float)
     epoch_seconds: Mapped[float] = mapped_column(Float)  # train wall s, excluding eval
     cumulative_seconds: Mapped[float] = mapped_column(Float)  # sum up to this epoch
+
+
+class TrialWeights(Base):
+    """The trained weights of one trial (a torch state_dict, saved with `torch.save`).
+
+    Kept for the best confirm seed of each confirmed architecture, for `nas export`; in
+    the database rather than beside it so a PostgreSQL store carries them to every reader.
+    Load with ``torch.load(io.BytesIO(data), weights_only=True)``.
+    """
+
+    __tablename__ = "nas_trial_weights"
+
+    trial_id: Mapped[int] = mapped_column(
+        ForeignKey("nas_trials.id", ondelete="CASCADE"), primary_key=True
+    )
+    format: Mapped[str] = mapped_column(String(32))  # "torch-state-dict"
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -34,6 +34,7 @@ from nas.db.schema import (
     Phase,
     Trial,
     TrialStatus,
+    TrialWeights,
     utcnow,
 )
 from nas.errors import StoreError
@@ -293,6 +294,32 @@ class Store:
             trial.finished_at = utcnow()
 
     # ---- reads ----------------------------------------------------------------------
+
+    def save_weights(self, trial_id: int, data: bytes, *, format: str = "torch-state-dict") -> None:
+        """Keep a trial's trained weights (replacing any saved before)."""
+        with self._write() as session:
+            _get(session, Trial, trial_id)
+            session.execute(delete(TrialWeights).where(TrialWeights.trial_id == trial_id))
+            session.add(TrialWeights(trial_id=trial_id, format=format, data=data))
+
+    def load_weights(self, trial_id: int) -> bytes | None:
+        """A trial's saved weights, or None when none were kept."""
+        with self._read() as session:
+            return session.scalar(select(TrialWeights.data).where(TrialWeights.trial_id == trial_id))
+
+    def trials_with_weights(self, experiment_id: int) -> list[int]:
+        """Ids of the experiment's trials whose weights are kept."""
+        with self._read() as session:
+            return list(session.scalars(
+                select(TrialWeights.trial_id).join(Trial, Trial.id == TrialWeights.trial_id)
+                .where(Trial.experiment_id == experiment_id)
+            ))
+
+    def delete_weights(self, trial_ids: list[int]) -> None:
+        if not trial_ids:
+            return
+        with self._write() as session:
+            session.execute(delete(TrialWeights).where(TrialWeights.trial_id.in_(trial_ids)))
 
     def get_experiment(self, name: str) -> Experiment | None:
         """The experiment called `name`, or None."""

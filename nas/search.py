@@ -18,6 +18,8 @@ records the trial as PRUNED while its sampler optimises all objectives.
 
 from __future__ import annotations
 
+import base64
+import io
 import math
 import os
 import shutil
@@ -41,6 +43,7 @@ from nas.stats import pareto_ranks
 CURVE_METRICS = ("val_acc", "test_acc")  # metrics reported every epoch, so prunable
 CONFIRM_SEED_BASE = 10_000  # confirm seeds differ from search seeds: the search seed helped select the winner
 FINISHED = ("completed", "pruned", "diverged", "failed")  # a search trial that counts as done
+WEIGHTS_KEY = "weights_b64"  # a trial's final state_dict in its last result (confirm phase)
 DEFINING_SECTIONS = ("dataset", "recipe", "space", "search")  # must match to resume an experiment
 
 
@@ -68,8 +71,16 @@ def run_trial(config: dict[str, Any]) -> None:
     def on_epoch(m) -> None:
         tune.report({**m.to_dict(), "diverged": not math.isfinite(m.train_loss), "device": described})
 
-    train(ArchConfig.from_json(config["arch"]), Recipe(**config["recipe"]), data, data_cfg,
-          seed=config["seed"], device=device, threads=threads, on_epoch=on_epoch)
+    result = train(ArchConfig.from_json(config["arch"]), Recipe(**config["recipe"]), data, data_cfg,
+                   seed=config["seed"], device=device, threads=threads, on_epoch=on_epoch)
+    if config.get("save_weights") and result.status == "completed":
+        # The weights travel in the last result (base64 keeps it JSON-safe for Ray's
+        # bookkeeping): checkpoints would need storage shared by every node, and only
+        # the driver writes the store.
+        buffer = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in result.model.state_dict().items()}, buffer)
+        tune.report({**result.final.to_dict(), "diverged": False, "device": described,
+                     WEIGHTS_KEY: base64.b64encode(buffer.getvalue()).decode("ascii")})
 
 
 # ----------------------------------------------------------------------------- plans
@@ -271,6 +282,18 @@ class Driver:
         order = sorted(range(len(hashes)), key=lambda i: (ranks[i], sign * means[i][0], hashes[i]))
         return [ArchConfig.from_json(self.store.get_architecture(hashes[i]).config_json) for i in order[:k]]
 
+    def keep_best_weights(self) -> None:
+        """Of each confirmed architecture, keep the weights of its most accurate seed only."""
+        kept = set(self.store.trials_with_weights(self.experiment_id))
+        best: dict[str, tuple[float, int]] = {}
+        for trial in self.store.trials(experiment_id=self.experiment_id, phase="confirm", status="completed"):
+            if trial.id not in kept:
+                continue
+            acc = trial.final_val_acc if trial.final_val_acc is not None else trial.final_test_acc
+            if trial.arch_hash not in best or (acc or 0.0) > best[trial.arch_hash][0]:
+                best[trial.arch_hash] = (acc or 0.0, trial.id)
+        self.store.delete_weights(sorted(kept - {trial_id for _, trial_id in best.values()}))
+
     # -- shared --
 
     def costs(self, arch: ArchConfig) -> tuple[int, int]:
@@ -285,7 +308,7 @@ class Driver:
         return {
             "arch": plan.arch.to_json(), "seed": plan.seed, "phase": plan.phase,
             "recipe": asdict(self.spec.recipe), "dataset": {**dataset, "root": self.data_root},
-            "cpus": cpus, "gpus": gpus,
+            "cpus": cpus, "gpus": gpus, "save_weights": plan.phase == "confirm",
         }
 
     def trial_resources(self) -> tuple[float, float]:
@@ -386,6 +409,9 @@ def _ray_classes():
             plan = self.driver.plans[trial.trial_id]
             if plan.store_id is None:
                 self.driver.start_row(plan, device=result.get("device", ""))
+            weights = result.pop(WEIGHTS_KEY, None)  # pop: Ray keeps the last result in memory
+            if weights is not None:
+                self.driver.store.save_weights(plan.store_id, base64.b64decode(weights))
             plan.last = result
             self.driver.store.record_epoch(
                 plan.store_id, int(result["epoch"]), train_loss=result["train_loss"], train_acc=result["train_acc"],
@@ -492,6 +518,7 @@ def launch(spec: ExperimentSpec, *, store: Store, db_url: str, data_root: str,
         log(f"confirm: {len(confirm)} runs ({spec.confirm.top_k} architectures x {spec.confirm.repeats} seeds)")
         queue = list(confirm)
         run_phase(driver, lambda: queue.pop(0) if queue else None, len(confirm), prune=False, progress=progress)
+    driver.keep_best_weights()
     store.finish_experiment(driver.experiment_id, "finished")
     log(f"done in {time.perf_counter() - started:.0f} s")
     return driver

@@ -292,6 +292,7 @@ def test_trials_curves_mark_pruned_trials_where_they_stopped(open_page, seeded):
 # ---- search insight ---------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:.*low `target` values")
 def test_insight_importance_is_optunas_on_the_stored_study(open_page, seeded):
     at = open_page("insight", exp=EXPERIMENT)
     bars = figures_of(at)[0]["data"][0]

@@ -136,6 +136,24 @@ def test_the_confirm_phase_reruns_the_top_architectures_with_fresh_seeds(tmp_pat
         rows = arch_results(store, "confirmed", "confirm")
     assert len(rows) == 2 and all(r.seeds == 3 and r.accuracy.std == r.accuracy.std for r in rows)  # std not NaN
 
+    # the weights of the most accurate seed of each confirmed architecture are kept, only those
+    import io
+
+    import torch
+
+    from nas.models import ArchConfig, build_model
+
+    with Store.open(str(db), read_only=True) as store:
+        kept = store.trials_with_weights(store.get_experiment("confirmed").id)
+        assert len(kept) == 2
+        for trial_id in kept:
+            trial = store.get_trial(trial_id)
+            seeds = [t for t in confirm if t.arch_hash == trial.arch_hash]
+            assert trial.final_val_acc == max(t.final_val_acc for t in seeds)
+            state = torch.load(io.BytesIO(store.load_weights(trial_id)), weights_only=True)
+            model = build_model(ArchConfig.from_json(store.get_architecture(trial.arch_hash).config_json))
+            model.load_state_dict(state)  # every key and shape matches
+
 
 def test_launching_again_resumes_and_runs_nothing_twice(tmp_path, data_root, local_ray):
     space = experiment_yaml(tmp_path / "again.yaml", name="again")

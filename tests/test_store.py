@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from alembic.script import ScriptDirectory
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, text
@@ -383,9 +384,10 @@ def test_a_batch_migration_of_a_referenced_table_keeps_the_rows_that_refer_to_it
         _record(store, trial_id, 0, 0.5)
     migrations = tmp_path / "migrations"
     shutil.copytree(nas_db_engine.MIGRATIONS_DIR, migrations)
-    (migrations / "versions" / "0002_note.py").write_text(
+    head = ScriptDirectory.from_config(nas_db_engine.alembic_config()).get_current_head()
+    (migrations / "versions" / "9999_note.py").write_text(
         "import sqlalchemy as sa\nfrom alembic import op\n"
-        "revision, down_revision, branch_labels, depends_on = '0002', '0001', None, None\n"
+        f"revision, down_revision, branch_labels, depends_on = 'test_note', '{head}', None, None\n"
         "def upgrade():\n"
         "    with op.batch_alter_table('nas_trials', recreate='always') as batch:\n"
         "        batch.add_column(sa.Column('note', sa.Text(), nullable=True))\n"
