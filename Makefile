@@ -18,9 +18,11 @@ $(BIN)/nas: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-# The main job on the embedded default (SQLite ./nas.db, data in $NAS_DATA_DIR or the cache).
+# The main job on the embedded default: local Ray, SQLite ./nas.db, CIFAR-10 from
+# $NAS_DATA_DIR or the per-user cache (downloaded on first use). Without a GPU the YAML's
+# `cpu` budget is chosen (about 15 minutes on 2 cores).
 demo: install
-	$(BIN)/nas train --arch R:L1+L3 --width 0.25 --epochs 4 --train-subset 10000
+	$(BIN)/nas launch search_spaces/cifar_fast.yaml
 
 # Every test, slow ones included (real CIFAR-10, PostgreSQL when NAS_TEST_POSTGRES_URL is set).
 test: install
@@ -31,7 +33,7 @@ test-fast: install
 	$(BIN)/pytest -q -m 'not slow'
 
 bench: install
-	$(BIN)/python benchmarks/trainer_throughput.py
+	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

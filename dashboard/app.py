@@ -2,7 +2,9 @@
 
     streamlit run dashboard/app.py -- --db sqlite:///nas.db     (or $NAS_DB; see serve.py)
 
-Pages read the store through `nas.dashboard.queries`; see each file under pages/.
+Pages read the store through `nas.dashboard.queries`; each is a file under views/. (Not
+pages/: beside the entry file, Streamlit takes a folder of that name for a legacy
+multipage app, and a first visit to e.g. /pareto would bypass st.navigation.)
 """
 
 import streamlit as st

@@ -13,10 +13,11 @@ import math
 import shlex
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
 from nas.dashboard import queries
 from nas.db import mask_url, resolve_db_url
@@ -25,12 +26,12 @@ from nas.errors import StoreError
 # Page files, relative to app.py (st.navigation registers them; st.switch_page and
 # AppTest.switch_page find them by these paths).
 PAGES = {
-    "experiments": "pages/experiments.py",
-    "pareto": "pages/pareto.py",
-    "architecture": "pages/architecture.py",
-    "trials": "pages/trials.py",
-    "insight": "pages/insight.py",
-    "ablations": "pages/ablations.py",
+    "experiments": "views/experiments.py",
+    "pareto": "views/pareto.py",
+    "architecture": "views/architecture.py",
+    "trials": "views/trials.py",
+    "insight": "views/insight.py",
+    "ablations": "views/ablations.py",
 }
 LAUNCH_COMMAND = "nas launch search_spaces/cifar_fast.yaml"
 REFRESH_S = 10  # a page showing a running experiment re-reads this often
@@ -52,10 +53,18 @@ def connect() -> tuple[Engine, str]:
     try:
         engine = queries.open_engine(url)
     except StoreError as err:
-        empty_store(str(err))
+        if _missing_sqlite_file(url):
+            empty_store(f"There is no store at {mask_url(url)} yet.")
+        else:  # unreachable server, older schema, not a nas database: say what is wrong
+            st.error(f"Cannot read the store: {err}")
         st.stop()
     st.sidebar.caption(f"Store: `{mask_url(url)}` (read-only)")
     return engine, url
+
+
+def _missing_sqlite_file(url: str) -> bool:
+    parsed = make_url(url)
+    return parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").expanduser().exists()
 
 
 def empty_store(detail: str | None = None) -> None:
