@@ -10,7 +10,7 @@ import json
 import sys
 import traceback
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Iterator
 
@@ -118,10 +118,10 @@ def _train_command(
     # Imported here so `nas --help` stays fast (torch takes seconds to import).
     import torch
 
-    from nas.data import DataConfig, load_data
+    from nas.data import load_data, resolve_data_root
     from nas.db import Store, resolve_db_url
     from nas.models import build_model, count_flops, count_params
-    from nas.provenance import code_version, default_device
+    from nas.provenance import code_version, default_device, device_name as describe_device
     from nas.train import Recipe, train as train_model
 
     # 1. Validate everything before touching data or the database.
@@ -139,8 +139,6 @@ def _train_command(
     db_url = resolve_db_url(db)
 
     # 2. Data (may download, or fail with a message saying where to put it).
-    from nas.data import resolve_data_root
-
     data_cfg = replace(data_cfg, root=str(resolve_data_root(data_root, yaml_root)))
     console.print(f"loading CIFAR-10 from {escape(data_cfg.root)}")
     data = load_data(data_cfg, device=device)
@@ -153,8 +151,6 @@ def _train_command(
         experiment_id = store.ensure_experiment(experiment, code_version=code_version())
         store.upsert_architecture(arch_cfg.hash, arch_cfg.to_json(), arch_cfg.short_name(), params, flops)
         recipe_json = json.dumps({"recipe": asdict(recipe), "dataset": asdict(data_cfg)}, sort_keys=True)
-        from nas.provenance import device_name as describe_device
-
         trial_id = store.start_trial(
             experiment_id, arch_cfg.hash, seed, "train", epochs_planned=recipe.epochs,
             recipe_json=recipe_json, device=describe_device(device, threads), code_version=code_version(),
@@ -386,14 +382,14 @@ def _print_experiments(store) -> None:
 # ----------------------------------------------------------------------------- arch input
 
 
+@dataclass(frozen=True)
 class ArchSpec:
     """What `--arch` named: the architecture, plus recipe/dataset sections from a file."""
 
-    def __init__(self, arch, recipe: dict[str, Any], dataset: dict[str, Any], source: str) -> None:
-        self.arch = arch
-        self.recipe = recipe
-        self.dataset = dataset
-        self.source = source  # prefix of key paths in error messages, e.g. "config.yaml: "
+    arch: Any  # nas.models.ArchConfig (imported lazily: torch is slow to import)
+    recipe: dict[str, Any]
+    dataset: dict[str, Any]
+    source: str  # prefix of key paths in error messages, e.g. "config.yaml: "
 
 
 def read_arch_spec(text: str) -> ArchSpec:
