@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 CIFAR_FAST = REPO / "search_spaces" / "cifar_fast.yaml"
 INVALID = Path(__file__).resolve().parent / "invalid_spaces"
 BINARY_KEYS = ["L1.extra", "L1.residual", "L2.extra", "L2.residual", "L3.extra", "L3.residual"]
+PRIMITIVE_KEYS = ["L1.deformable", "L2.deformable", "L3.deformable", "drop.kind", "drop.rate"]
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -164,12 +165,13 @@ def test_cifar_fast_loads_with_the_values_written():
         "name": "cifar10", "root": None, "train_subset": None, "val_size": 5000,
         "split_seed": 0, "crop_padding": 4, "flip": True, "cutout": 0,
     }
-    assert [p.key for p in spec.space.params] == ["width", *BINARY_KEYS]
+    assert [p.key for p in spec.space.params] == ["width", *BINARY_KEYS, *PRIMITIVE_KEYS]
     assert spec.search.sampler == "tpe" and spec.search.n_trials == 40
     assert spec.search.directions == ["maximize", "minimize"]
     assert spec.search.pruner == PrunerSpec("median", (("n_startup_trials", 5), ("n_warmup_steps", 2)))
     assert (spec.confirm.top_k, spec.confirm.repeats) == (3, 5)
-    assert spec.resources.max_concurrent == 1 and spec.resources.max_failures == 2
+    assert spec.resources.max_concurrent is None and spec.resources.max_failures == 2
+    assert spec.resources.gpus_per_trial == 1.0
     assert spec.source_text == CIFAR_FAST.read_text()
 
 
@@ -182,7 +184,8 @@ def test_cpu_budget_is_deep_merged_over_the_file():
     assert spec.search.n_trials == 12 and spec.search.sampler == "tpe"
     assert dict(spec.search.pruner.options) == {"n_startup_trials": 3, "n_warmup_steps": 1}
     assert (spec.confirm.top_k, spec.confirm.repeats) == (2, 3)
-    assert spec.resources.cpus_per_trial == 2.0
+    assert spec.resources.cpus_per_trial is None  # every core
+    assert (spec.resources.gpus_per_trial, spec.resources.max_concurrent) == (0.0, 1)
 
 
 def test_budget_replaces_a_space_entry_whole(tmp_path):
@@ -277,9 +280,9 @@ def test_conditions_are_sampled_after_their_targets_whatever_the_order_written(t
 
 def test_suggest_applies_fixed_values_without_asking_optuna():
     spec = load_experiment(CIFAR_FAST, "cpu")
-    params = dict.fromkeys(BINARY_KEYS, 1)
-    arch = spec.space.suggest(optuna.trial.FixedTrial(params))
-    assert arch.width == 0.25 and arch.L3.residual == 1
+    params = {**dict.fromkeys(BINARY_KEYS, 1), "drop.kind": "none"}
+    arch = spec.space.suggest(optuna.trial.FixedTrial(params))  # deformable: fixed by the budget
+    assert arch.width == 0.25 and arch.L3.residual == 1 and not arch.L2.deformable
 
 
 def test_suggest_int_and_float_ranges(tmp_path):
@@ -298,11 +301,15 @@ def test_suggest_int_and_float_ranges(tmp_path):
 # ---- enumeration -----------------------------------------------------------------------
 
 
-def test_grid_of_cifar_fast_has_64_unique_points_without_fixed_keys():
+def test_grid_of_cifar_fast_counts_conditional_drop_rates_and_leaves_out_fixed_keys():
     points = load_experiment(CIFAR_FAST).space.grid()
-    assert len(points) == 64
-    assert len({tuple(sorted(p.items())) for p in points}) == 64
-    assert all(sorted(p) == sorted(BINARY_KEYS) for p in points)
+    # 2^6 placements x 2^3 deformable stages x (no drop + 4 kinds x 3 rates)
+    expected = 64 * 8 * (1 + 4 * 3)
+    assert len(points) == expected
+    assert len({tuple(sorted(p.items())) for p in points}) == expected
+    for p in points:
+        keys = set(BINARY_KEYS) | set(PRIMITIVE_KEYS)
+        assert set(p) == (keys if p["drop.kind"] != "none" else keys - {"drop.rate"})
 
 
 def test_grid_counts_a_conditional_space(tmp_path):
@@ -336,11 +343,15 @@ def test_grid_int_ranges_include_both_ends(tmp_path):
 
 
 def test_arch_from_params_round_trips_every_grid_point():
-    space = load_experiment(CIFAR_FAST).space
+    space = load_experiment(CIFAR_FAST, "cpu").space  # the binary placements x drop settings
     for point in space.grid():
         arch = space.arch_from_params(point)
         assert arch == space.suggest(optuna.trial.FixedTrial(point))
-        assert {key: getattr(getattr(arch, key[:2]), key[3:]) for key in BINARY_KEYS} == point
+        placements = {key: value for key, value in point.items() if key in BINARY_KEYS}
+        assert {key: getattr(getattr(arch, key[:2]), key[3:]) for key in BINARY_KEYS} == placements
+        has_blocks = any(point[f"{stage}.residual"] for stage in ("L1", "L2", "L3"))
+        # a drop with no residual block to act on is the plain net: canonicalised to none
+        assert arch.drop.kind == (point["drop.kind"] if has_blocks else "none")
 
 
 def test_arch_from_params_accepts_fixed_values_and_ignores_inactive_ones(tmp_path):

@@ -8,9 +8,10 @@ default, so adding a new search dimension later (with a neutral default) keeps t
 of every stored architecture unchanged.
 
 Settings that build the same network are stored the same way, so they share one hash: a
-drop of kind ``none`` has rate 0, a drop that cannot drop anything (rate 0, except depth
-dropout, whose 1x1 shortcut changes the network) is kind ``none``, ``global_share`` is 0
-unless the kind is ``drop_path``, and ``deformable_mask`` is false when no stage is
+drop of kind ``none`` has rate 0; a drop that cannot drop anything (rate 0, except depth
+dropout, whose 1x1 shortcut changes the network; or a net without the blocks it acts on:
+residual blocks, and fractal blocks for drop-path) is kind ``none``; ``global_share`` is 0
+unless the kind is ``drop_path``; and ``deformable_mask`` is false when no stage is
 deformable. The search spaces rely on this: they sample each key on its own.
 """
 
@@ -136,8 +137,13 @@ class ArchConfig:
             )
         if not isinstance(self.deformable_mask, bool):
             raise ConfigError(f"deformable_mask must be true or false, but got {self.deformable_mask!r}.")
-        if not any(getattr(self, stage).deformable for stage in STAGES):
+        stages = [getattr(self, stage) for stage in STAGES]
+        if not any(s.deformable for s in stages):
             object.__setattr__(self, "deformable_mask", False)  # no deformable conv to modulate
+        fractal_joins = self.drop.kind == "drop_path" and any(s.fractal for s in stages)
+        droppable = any(s.residual for s in stages) or fractal_joins
+        if not droppable:
+            object.__setattr__(self, "drop", DropConfig())  # no block it would drop
 
     # ---- canonical form -------------------------------------------------------------
 

@@ -81,18 +81,18 @@ def deform_conv2d(
         raise ValueError(f"offset must be {(batch, 2 * taps, out_h, out_w)}, but got {tuple(offset.shape)}.")
 
     # Where each tap of each output pixel samples, in input pixel coordinates.
-    kwargs = {"device": x.device, "dtype": torch.float32}
-    tap_y, tap_x = torch.meshgrid(torch.arange(kh, **kwargs) * dh, torch.arange(kw, **kwargs) * dw, indexing="ij")
-    rows = tap_y.reshape(taps, 1, 1) + (torch.arange(out_h, **kwargs) * sh - ph).view(1, out_h, 1)
-    cols = tap_x.reshape(taps, 1, 1) + (torch.arange(out_w, **kwargs) * sw - pw).view(1, 1, out_w)
-    offset = offset.view(batch, taps, 2, out_h, out_w).float()
+    dtype = torch.promote_types(x.dtype, torch.float32)  # sample in float32 or better:
+    like = {"device": x.device, "dtype": dtype}  # positions in bf16 would be off by pixels
+    tap_y, tap_x = torch.meshgrid(torch.arange(kh, **like) * dh, torch.arange(kw, **like) * dw, indexing="ij")
+    rows = tap_y.reshape(taps, 1, 1) + (torch.arange(out_h, **like) * sh - ph).view(1, out_h, 1)
+    cols = tap_x.reshape(taps, 1, 1) + (torch.arange(out_w, **like) * sw - pw).view(1, 1, out_w)
+    offset = offset.view(batch, taps, 2, out_h, out_w).to(dtype)
     y = rows + offset[:, :, 0]  # (B, taps, H_out, W_out)
     x_pos = cols + offset[:, :, 1]
     # grid_sample with align_corners=False puts pixel i's centre at (2i + 1) / size - 1.
     grid = torch.stack(((2 * x_pos + 1) / width - 1, (2 * y + 1) / height - 1), dim=-1)
-    # Sample in float32 whatever the input dtype: positions in bf16 would be off by pixels.
     sampled = F.grid_sample(
-        x.float(), grid.view(batch, taps * out_h, out_w, 2),
+        x.to(dtype), grid.view(batch, taps * out_h, out_w, 2),
         mode="bilinear", padding_mode="zeros", align_corners=False,
     )  # (B, C_in, taps * H_out, W_out)
     sampled = sampled.view(batch, channels, taps, out_h, out_w)

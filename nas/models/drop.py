@@ -69,13 +69,55 @@ def run_on_subset(
             return base + y * scale.to(y.device, y.dtype).view(-1, 1, 1, 1)
         return base + y if scale == 1.0 else base + y * scale
     index_dev = index.to(x.device, non_blocking=True)
-    y = branch(x[index_dev])  # advanced indexing keeps channels_last (index_select does not)
+    y = branch(_GatherRows.apply(x, index_dev))
     if per_image:
         y = y * scale[index].to(y.device, y.dtype).view(-1, 1, 1, 1)
-    elif scale != 1.0:
-        y = y * scale
-    out = base.clone(memory_format=torch.preserve_format)
-    return out.index_add_(0, index_dev, y.to(out.dtype))
+        scale = 1.0
+    return _AddRows.apply(base, index_dev, y.to(base.dtype), float(scale))
+
+
+class _GatherRows(torch.autograd.Function):
+    """``x[index]`` along dim 0; forward and backward keep the memory format (channels_last).
+
+    (`index_select`, `index_add` and their backwards return contiguous tensors; converting
+    them back to channels_last around every branch ate much of the saving measured by
+    benchmarks/depth_skip_speed.py.)
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(index)
+        ctx.shape = x.shape
+        return x[index]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (index,) = ctx.saved_tensors
+        out = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device, memory_format=_format(grad)).zero_()
+        out[index] = grad  # rows are distinct: a plain write
+        return out, None
+
+
+class _AddRows(torch.autograd.Function):
+    """``base`` with ``alpha * y`` added to rows `index`; keeps the memory format both ways."""
+
+    @staticmethod
+    def forward(ctx, base: torch.Tensor, index: torch.Tensor, y: torch.Tensor, alpha: float) -> torch.Tensor:
+        ctx.save_for_backward(index)
+        ctx.alpha = alpha
+        return base.clone(memory_format=torch.preserve_format).index_add_(0, index, y, alpha=alpha)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, torch.Tensor, None]:
+        (index,) = ctx.saved_tensors
+        rows = grad[index]
+        return grad, None, rows.mul_(ctx.alpha) if ctx.alpha != 1.0 else rows, None
+
+
+def _format(t: torch.Tensor) -> torch.memory_format:
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def join_keep_mask(
