@@ -32,12 +32,13 @@ class Axis:
     title: str  # with the unit
     scale: float  # stored value x scale = plotted value
     hover: str  # d3 format of the hover value
+    short: str = ""  # for a radio button
 
 
 COSTS = {
-    "train_seconds": Axis("Train time per run (s)", 1.0, ".1f"),
-    "params": Axis("Parameters (millions)", 1e-6, ".3f"),
-    "flops": Axis("FLOPs per image (MFLOPs)", 1e-6, ".1f"),
+    "train_seconds": Axis("Train time per run (s)", 1.0, ".1f", "train time (s)"),
+    "params": Axis("Parameters (millions)", 1e-6, ".3f", "params (M)"),
+    "flops": Axis("FLOPs per image (MFLOPs)", 1e-6, ".1f", "FLOPs (M)"),
 }
 CURVE_METRICS = {
     "val_acc": Axis("Validation accuracy (%)", 100.0, ".2f"),
@@ -146,38 +147,44 @@ def curves_figure(epochs: pd.DataFrame, trials: pd.DataFrame, metric: str = "val
         fig.add_trace(go.Scatter(x=x, y=(band["mean"] * axis.scale).tolist(), mode="lines", name="mean",
                                  line=dict(color="black", width=3),
                                  hovertemplate=f"epoch %{{x}}<br>mean %{{y:{axis.hover}}}<extra></extra>"))
+    # One trace per legend entry, its trials separated by gaps (None): hundreds of curves
+    # cost a few traces, not hundreds (Plotly builds and validates each trace).
     by_trial = {tid: group for tid, group in epochs.groupby("trial_id", sort=False)}
-    legend_shown: set[str] = set()
     palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
+    lines: dict[str, dict] = {}
     stops_x, stops_y, stops_text = [], [], []
-    for k, trial in enumerate(trials.itertuples(index=False)):
+    for trial in trials.itertuples(index=False):
         group = by_trial.get(trial.id)
         if group is None or group.empty:
             continue
-        values = group[metric] * axis.scale
-        if color_by == "seed":
-            color, legend = palette[k % len(palette)], f"seed {trial.seed} ({trial.phase})"
-        else:
-            color, legend = STATUS_COLORS.get(trial.status, "#7f7f7f"), trial.status
+        values = (group[metric] * axis.scale).tolist()
+        epochs_1 = (group["epoch"] + 1).tolist()
+        legend = f"seed {trial.seed} ({trial.phase})" if color_by == "seed" else trial.status
+        if legend not in lines:
+            color = palette[len(lines) % len(palette)] if color_by == "seed" else STATUS_COLORS.get(trial.status, "#7f7f7f")
+            lines[legend] = dict(x=[], y=[], text=[], color=color, dash=PHASE_DASH.get(trial.phase, "solid"))
+        line = lines[legend]
         label = f"#{trial.id} {trial.short_name} seed {trial.seed} ({trial.phase}, {trial.status})"
-        fig.add_trace(go.Scatter(
-            x=group["epoch"] + 1, y=values, mode="lines", name=legend, legendgroup=legend,
-            showlegend=legend not in legend_shown, opacity=0.8 if color_by == "seed" else 0.6,
-            line=dict(color=color, width=1.5, dash=PHASE_DASH.get(trial.phase, "solid")),
-            hovertemplate=f"{label}<br>epoch %{{x}}<br>%{{y:{axis.hover}}}<extra></extra>",
-        ))
-        legend_shown.add(legend)
+        line["x"] += epochs_1 + [None]
+        line["y"] += values + [None]
+        line["text"] += [label] * len(values) + [None]
         if trial.status in ("pruned", "failed", "diverged") and len(group) < trial.epochs_planned:
-            stops_x.append(int(group["epoch"].iloc[-1]) + 1)
-            stops_y.append(float(values.iloc[-1]))
-            stops_text.append(f"{label}<br>stopped after epoch {int(group['epoch'].iloc[-1]) + 1}"
-                              f" of {trial.epochs_planned}")
+            stops_x.append(epochs_1[-1])
+            stops_y.append(values[-1])
+            stops_text.append(f"{label}<br>stopped after epoch {epochs_1[-1]} of {trial.epochs_planned}")
+    for legend, line in lines.items():
+        fig.add_trace(go.Scatter(
+            x=line["x"], y=line["y"], text=line["text"], mode="lines", name=legend, connectgaps=False,
+            opacity=0.8 if color_by == "seed" else 0.6, line=dict(color=line["color"], width=1.5, dash=line["dash"]),
+            hovertemplate=f"%{{text}}<br>epoch %{{x}}<br>%{{y:{axis.hover}}}<extra></extra>",
+        ))
     if stops_x:
         fig.add_trace(go.Scatter(
             x=stops_x, y=stops_y, mode="markers", name="stopped here (pruned/failed)",
             marker=dict(symbol="x", size=11, color="black", line=dict(width=1)),
             text=stops_text, hovertemplate="%{text}<extra></extra>",
         ))
+    fig.update_layout(showlegend=True)  # also for a single curve: its legend names the seed
     return _layout(fig, x="Epoch", y=axis.title, height=440)
 
 
@@ -216,7 +223,8 @@ def dimension_figure(trials: pd.DataFrame, keys: list[str]) -> go.Figure:
         order = sorted(values.unique(), key=_sort_key)
         fig.add_trace(go.Box(
             x=values, y=trials["accuracy"] * 100, name=key, boxpoints=points, jitter=0.4, pointpos=0,
-            marker=dict(size=5, opacity=0.6), line=dict(width=1.5), showlegend=False,
+            marker=dict(size=5, opacity=0.6, color="#1f77b4"), line=dict(width=1.5, color="#1f77b4"),
+            fillcolor="rgba(31,119,180,0.25)", showlegend=False,
             customdata=trials["short_name"], hovertemplate=f"{key} = %{{x}}<br>accuracy %{{y:.2f}}%<br>%{{customdata}}<extra></extra>",
         ), row=row + 1, col=col + 1)
         fig.update_xaxes(title_text=f"{key} (value)", type="category", categoryorder="array",
@@ -263,14 +271,23 @@ def experiments_figure(table: pd.DataFrame) -> go.Figure:
     return _layout(fig, x="Experiment", y="Trials (count)", height=320)
 
 
-def ablation_figure(table: pd.DataFrame) -> go.Figure:
-    """Accuracy change of each ablation variant against the baseline, with 95% CIs."""
-    plus = ((table["accuracy_ci_high"] - table["accuracy"]) * 100).fillna(0.0)
-    minus = ((table["accuracy"] - table["accuracy_ci_low"]) * 100).fillna(0.0)
+def ablation_figure(rows: pd.DataFrame) -> go.Figure:
+    """Each variant's accuracy change against the reference (percentage points) with the
+    95% CI of the paired difference; variants that matter (Holm p < 0.05) in full colour.
+
+    Args:
+        rows: one row per variant with ``change``, ``short_name``, ``arch_hash``, ``delta``,
+            ``ci_low``, ``ci_high`` (fractions) and ``matters``.
+    """
+    plus = ((rows["ci_high"] - rows["delta"]) * 100).fillna(0.0)
+    minus = ((rows["delta"] - rows["ci_low"]) * 100).fillna(0.0)
     fig = go.Figure(go.Bar(
-        x=table["delta"] * 100, y=table["short_name"], orientation="h", marker_color="#1f77b4",
-        error_x=dict(type="data", symmetric=False, array=plus.tolist(), arrayminus=minus.tolist()),
-        customdata=_custom(table), hovertemplate="%{y}: %{x:+.2f} pp<extra></extra>",
+        x=rows["delta"] * 100, y=rows["change"], orientation="h",
+        marker_color=["#1f77b4" if m else "rgba(31,119,180,0.35)" for m in rows["matters"]],
+        error_x=dict(type="data", symmetric=False, array=plus.tolist(), arrayminus=minus.tolist(), color="#333"),
+        customdata=np.stack([rows["arch_hash"].astype(str), rows["short_name"].astype(str)], axis=-1),
+        hovertemplate="%{y}<br>%{customdata[1]}<br>%{x:+.2f} pp<extra></extra>",
     ))
-    return _layout(fig, x="Accuracy change vs baseline (percentage points)", y="Variant",
-                   height=max(260, 40 * len(table) + 80))
+    fig.update_yaxes(autorange="reversed")  # the table's order: most harmful first
+    return _layout(fig, x="Accuracy change vs reference (percentage points)", y="Change",
+                   height=max(260, 40 * len(rows) + 100))

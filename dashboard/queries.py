@@ -58,14 +58,19 @@ _ACCURACY = func.coalesce(_T.c.final_val_acc, _T.c.final_test_acc)
 
 
 @st.cache_resource(show_spinner=False)
-def open_engine(url: str) -> Engine:
-    """A read-only engine on the store at `url`, shared by every session of this server.
+def open_store(url: str) -> Store:
+    """The store at `url`, opened read-only, shared by every session of this server.
 
     Raises:
         StoreError: no database there yet, or not a nas store of this version (not
             cached: the next rerun tries again, so a store created later is found).
     """
-    return Store.open(url, read_only=True).engine
+    return Store.open(url, read_only=True)
+
+
+def open_engine(url: str) -> Engine:
+    """The read-only engine of `open_store`, for the SQL queries below."""
+    return open_store(url).engine
 
 
 def _frame(engine: Engine, query: Select) -> pd.DataFrame:
@@ -159,6 +164,24 @@ def arch_summary(_engine: Engine, url: str, experiment: str, phase: str | None) 
     if phase is not None:
         query = query.where(_T.c.phase == phase)
     return _frame(_engine, query)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def arch_choices(_engine: Engine, url: str, experiment: str) -> pd.DataFrame:
+    """Every architecture an experiment tried (hash, short_name, trials, mean accuracy
+    of its completed trials), best first; never-completed ones last."""
+    query = (
+        select(
+            _T.c.arch_hash, _A.c.short_name, func.count().label("trials"),
+            func.avg(case((_T.c.status == "completed", _ACCURACY))).label("accuracy"),
+        )
+        .select_from(_T.join(_A, _A.c.hash == _T.c.arch_hash))
+        .where(_T.c.experiment_id == _experiment_id(experiment))
+        .group_by(_T.c.arch_hash, _A.c.short_name)
+    )
+    frame = _frame(_engine, query)
+    return frame.sort_values(["accuracy", "arch_hash"], ascending=[False, True], na_position="last",
+                             ignore_index=True)
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
@@ -336,7 +359,7 @@ def arch_trials(_engine: Engine, url: str, arch_hash: str, experiment: str | Non
     )
     if experiment is not None:
         query = query.where(_E.c.name == experiment)
-    return _frame(_engine, query).drop(columns="config_json")
+    return _frame(_engine, query.add_columns(_T.c.recipe_json)).drop(columns="config_json")
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
@@ -413,8 +436,13 @@ def _optuna_storage(url: str):
         uri = f"file:{quote(path.as_posix())}?mode=ro"
         kwargs = {"creator": lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)}
     elif parsed.get_backend_name() in ("postgresql", "postgres"):
-        url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-        kwargs = {"connect_args": {"options": "-c default_transaction_read_only=on"}}
+        if parsed.drivername in ("postgresql", "postgres"):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        # Appended to the URL's own options (e.g. a search_path), as nas.db.make_engine does.
+        given = parsed.query.get("options", "")
+        given = given if isinstance(given, str) else " ".join(given)
+        kwargs = {"connect_args": {"options": f"{given} -c default_transaction_read_only=on".strip()}}
+        url = parsed.render_as_string(hide_password=False)
     return optuna.storages.RDBStorage(
         url, engine_kwargs=kwargs, skip_table_creation=True, skip_compatibility_check=True
     )
@@ -480,3 +508,31 @@ def _accuracy_objective(url: str, experiment: str) -> int:
         if objective.get("metric") in ACCURACY_METRICS:
             return i
     return 0
+
+
+# ---- ablations --------------------------------------------------------------------------
+
+
+def _ablation_module():
+    """`nas.ablation` (which `nas ablate` writes with), or None in a nas without it."""
+    try:
+        from nas import ablation
+    except ModuleNotFoundError as err:
+        if err.name != "nas.ablation":
+            raise
+        return None
+    return ablation
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def ablation_references(_store: Store, url: str, experiment: str) -> list[str]:
+    """Hashes of the architectures `nas ablate` studied in an experiment, latest first."""
+    ablation = _ablation_module()
+    return [] if ablation is None else ablation.ablation_references(_store, experiment)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def ablation_report(_store: Store, url: str, experiment: str, reference_hash: str):
+    """`nas.ablation.contributions`: each variant's paired difference to the reference
+    (95% CI, Holm-adjusted p), read from the store; the same table `nas ablate` prints."""
+    return _ablation_module().contributions(_store, experiment, reference_hash)

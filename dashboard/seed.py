@@ -16,6 +16,7 @@ dashboard without a GPU. The numbers are not results: never seed a real store.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -162,8 +163,8 @@ def seed_store(
         width: the fixed width multiplier of every architecture.
         top_k: architectures re-run in the confirm phase, with `confirm_seeds` seeds each.
         with_study: also write the Optuna studies (``<name>`` and ``<name>:pruning``).
-        with_ablation: also write ablation-phase trials: the confirmed winner and each
-            variant without one of its residual blocks, on the confirm seeds.
+        with_ablation: also write what `nas ablate` would: the confirmed winner's variants
+            with one residual block fewer, linked to it, run on its confirm seeds.
     """
     rng = random.Random(0)
     grid = [dict(zip(DIMENSIONS, values)) for values in itertools.product((0, 1), repeat=len(DIMENSIONS))]
@@ -209,8 +210,16 @@ def seed_store(
                 seeded.confirm_ids.append(
                     _write_trial(store, exp_id, arch, seed, "confirm", rows, "completed", epochs))
         if with_ablation and seeded.confirmed_hashes:
+            # As `nas ablate` does: each variant linked to the reference, run on its confirm seeds.
             winner = ArchConfig.from_json(store.get_architecture(seeded.confirmed_hashes[0]).config_json)
-            for arch in [winner, *_without_each_residual(winner)]:
+            for position, (key, arch) in enumerate(_without_each_residual(winner)):
+                params, flops = costs(arch)
+                store.upsert_architecture(arch.hash, arch.to_json(), arch.short_name(), params, flops)
+                before = getattr(winner, key.split(".")[0]).residual
+                store.add_ablation_variant(
+                    exp_id, winner.hash, arch.hash, key=key, move="off" if before == 1 else "down",
+                    change=f"{key} {before} -> {before - 1}", position=position,
+                )
                 for k in range(confirm_seeds):
                     rows = curve(arch, CONFIRM_SEED_BASE + k, epochs)
                     seeded.ablation_ids.append(_write_trial(
@@ -250,12 +259,14 @@ def _write_trial(store: Store, experiment_id: int, arch: ArchConfig, seed: int, 
     return trial_id
 
 
-def _without_each_residual(arch: ArchConfig) -> list[ArchConfig]:
+def _without_each_residual(arch: ArchConfig) -> list[tuple[str, ArchConfig]]:
+    """(changed key, variant) for each stage with a residual block: one block fewer."""
     variants = []
     for stage in STAGES:
         cfg = getattr(arch, stage)
         if cfg.residual:
-            variants.append(arch.replace(**{stage: StageConfig(extra=cfg.extra, residual=cfg.residual - 1)}))
+            fewer = dataclasses.replace(cfg, residual=cfg.residual - 1)
+            variants.append((f"{stage}.residual", arch.replace(**{stage: fewer})))
     return variants
 
 
@@ -280,6 +291,8 @@ def _write_studies(url: str, experiment: str, study_rows) -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = resolve_db_url(url)
+    if storage.startswith(("postgresql://", "postgres://")):  # psycopg 3, as nas.search does
+        storage = "postgresql+psycopg://" + storage.split("://", 1)[1]
     study = optuna.create_study(study_name=experiment, storage=storage,
                                 directions=["maximize", "minimize"], load_if_exists=True)
     pruning = optuna.create_study(study_name=f"{experiment}:pruning", storage=storage,

@@ -160,8 +160,13 @@ def duration(seconds: float | None) -> str:
 
 
 def mean_pm(mean: float, std: float, scale: float = 100.0, unit: str = "%", digits: int = 2) -> str:
-    """``87.12 ± 0.35%`` (``± -`` when one seed gives no spread)."""
+    """``87.12 ± 0.35%``; just ``87.12%`` when a single seed gives no spread."""
     if mean is None or not math.isfinite(mean):
         return "-"
-    spread = f"{std * scale:.{digits}f}" if std is not None and math.isfinite(std) else "-"
-    return f"{mean * scale:.{digits}f} ± {spread}{unit}"
+    if std is None or not math.isfinite(std):
+        return f"{mean * scale:.{digits}f}{unit}"
+    return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}{unit}"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"

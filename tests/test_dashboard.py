@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import random
+import sqlite3
 from collections import defaultdict
 from pathlib import Path
 
@@ -82,6 +83,11 @@ def trace(at: AppTest, name: str) -> dict:
     return found[0]
 
 
+def curve_count(line: dict) -> int:
+    """Curves in a line trace that draws several, separated by None gaps."""
+    return sum(1 for i, y in enumerate(line["y"]) if y is not None and (i == 0 or line["y"][i - 1] is None))
+
+
 def completed(store: Store, phase: str) -> dict[str, list]:
     experiment = store.get_experiment(EXPERIMENT)
     by_arch = defaultdict(list)
@@ -110,6 +116,29 @@ def test_a_missing_database_says_how_to_launch_and_is_not_created(tmp_path, monk
     assert "No experiments yet" in at.info[0].value
     assert at.code[0].value == "nas launch search_spaces/cifar_fast.yaml"
     assert not path.exists()
+
+
+@pytest.mark.parametrize("page", list(ui.PAGES))
+def test_every_page_of_an_experiment_without_trials_yet_says_so(page, tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    with Store.open(url) as store:
+        store.ensure_experiment("just_started")
+    monkeypatch.setenv("NAS_DB", url)
+    at = _opener()(page, exp="just_started")
+    if page == "experiments":
+        assert at.dataframe[0].value["trials"].tolist() == [0]
+    else:
+        assert at.info, "expected a message saying there is nothing to show yet"
+
+
+def test_a_database_that_is_no_nas_store_shows_why_it_cannot_be_read(tmp_path, monkeypatch):
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE notes (text TEXT)")
+    monkeypatch.setenv("NAS_DB", f"sqlite:///{path}")
+    at = _opener()("experiments")
+    assert "Cannot read the store" in at.error[0].value
+    assert "no nas tables" in at.error[0].value
 
 
 # ---- experiments ------------------------------------------------------------------------
@@ -232,17 +261,18 @@ def test_architecture_page_shows_config_costs_curves_and_the_export_command(open
     assert json.loads(at.json[0].value) == json.loads(arch.config_json)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Parameters"] == f"{arch.params / 1e6:.3f} M"
-    assert metrics["FLOPs per image"] == f"{arch.flops / 1e6:.1f} MFLOPs"
-    assert metrics["Accuracy (confirm, 3 seeds)"] == ui.mean_pm(confirm_acc.mean, confirm_acc.std)
-    assert metrics["Device"] == runs[0].device
+    assert metrics["FLOPs per image"] == f"{arch.flops / 1e6:.1f} M"
+    assert metrics["Accuracy, mean ± std (confirm, 3 seeds)"] == ui.mean_pm(confirm_acc.mean, confirm_acc.std)
+    assert runs[0].device in at.caption[1].value
     assert [c.value for c in at.code] == [f"nas export {EXPERIMENT} --arch {arch_hash} --out winner/"]
     stages = at.dataframe[0].value
     assert stages["stage"].tolist() == ["prep", "L1", "L2", "L3", "head"]
-    assert stages["channels"].tolist()[:4] == [16, 32, 64, 128]  # width 0.25
+    assert stages["channels"].tolist()[:4] == ["16", "32", "64", "128"]  # width 0.25
 
     curves = figures_of(at)[0]
     seed_lines = [t for t in curves["data"] if t.get("mode") == "lines" and t["name"].startswith("seed")]
-    assert len(seed_lines) == len(runs)  # every seed of every phase
+    assert sorted(t["name"] for t in seed_lines) == sorted(f"seed {t.seed} ({t.phase})" for t in runs)
+    assert all(curve_count(t) == 1 for t in seed_lines)  # every seed of every phase, once
     mean = trace(at, "mean")
     assert len(mean["y"]) == seeded.epochs
     assert "mean ± std" in {t["name"] for t in curves["data"]}
@@ -286,7 +316,8 @@ def test_trials_curves_mark_pruned_trials_where_they_stopped(open_page, seeded):
     assert sorted(zip(stops["x"], [round(y, 6) for y in stops["y"]])) == expected
     assert all(x < seeded.epochs for x in stops["x"])
     lines = [t for fig in figures_of(at) for t in fig["data"] if t.get("mode") == "lines"]
-    assert len(lines) == len(seeded.pruned_ids)
+    assert [t["name"] for t in lines] == ["pruned"]
+    assert curve_count(lines[0]) == len(seeded.pruned_ids)
 
 
 # ---- search insight ---------------------------------------------------------------------
@@ -338,20 +369,27 @@ def test_insight_reports_the_share_of_epochs_pruning_saved(open_page, seeded):
 
 def test_ablations_page_says_how_to_run_an_ablation(open_page, seeded):
     at = open_page("ablations", exp=seeded.live_experiment)
-    assert f"No ablation results for {seeded.live_experiment}" in at.info[0].value
+    assert f"No ablation of {seeded.live_experiment} yet" in at.info[0].value
     assert at.code[0].value == f"nas ablate {seeded.live_experiment}"
 
 
-def test_ablations_page_shows_each_variants_change_against_the_winner(open_page, seeded):
+def test_ablations_page_shows_the_contribution_table_nas_ablate_computes(open_page, seeded):
+    ablation = pytest.importorskip("nas.ablation")
     at = open_page("ablations", exp=EXPERIMENT)
-    table = at.dataframe[0].value.set_index("arch_hash")
     with Store.open(seeded.url, read_only=True) as store:
+        report = ablation.contributions(store, EXPERIMENT, seeded.confirmed_hashes[0])
         by_arch = completed(store, "ablation")
-    winner = summarize([t.final_val_acc for t in by_arch[seeded.confirmed_hashes[0]]]).mean
-    assert set(table.index) == set(by_arch)
-    for arch_hash, trials in by_arch.items():
-        mean = summarize([t.final_val_acc for t in trials]).mean
-        assert table.loc[arch_hash, "delta"] == pytest.approx((mean - winner) * 100)
+        reference = {t.seed: t.final_val_acc for t in completed(store, "confirm")[seeded.confirmed_hashes[0]]}
+    table = at.dataframe[0].value
+    assert table["arch_hash"].tolist() == [r.arch_hash for r in report.rows]
+    assert set(table["arch_hash"]) == set(by_arch)
+    for row in table.itertuples(index=False):
+        paired = [t.final_val_acc - reference[t.seed] for t in by_arch[row.arch_hash]]
+        assert row.delta == pytest.approx(sum(paired) / len(paired) * 100)  # paired by seed
+    bars = figures_of(at)[0]["data"][0]
+    assert bars["y"] == [r.change for r in report.rows]
+    assert bars["error_x"]["array"] == pytest.approx(
+        [(r.accuracy.ci_high - r.accuracy.mean) * 100 for r in report.rows])
 
 
 # ---- read-only, queries, serving --------------------------------------------------------
@@ -393,3 +431,51 @@ def test_serve_runs_streamlit_on_the_app_with_the_store_in_the_environment(tmp_p
     assert env["NAS_DB"] == f"sqlite:///{(tmp_path / 'x.db').as_posix()}"
     with pytest.raises(ValueError, match="port must be an integer from 1 to 65535"):
         serve.command(70000)
+
+
+# ---- PostgreSQL -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def postgres_url():
+    """A URL whose search_path is a fresh schema, dropped afterwards."""
+    import os
+    import uuid
+    from urllib.parse import quote
+
+    from sqlalchemy import create_engine
+
+    base = os.environ.get("NAS_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("NAS_TEST_POSTGRES_URL not set; .ci/run starts a server")
+    schema = f"nas_dash_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base.replace("postgresql://", "postgresql+psycopg://", 1))
+    with admin.begin() as connection:
+        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in base else "?"
+    yield f"{base}{separator}options={quote(f'-csearch_path={schema}')}"
+    queries.open_store.clear()  # let go of the dashboard's pooled connections first
+    with admin.begin() as connection:
+        connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+    admin.dispose()
+
+
+@pytest.mark.postgres
+def test_every_page_reads_a_postgresql_store(postgres_url, monkeypatch):
+    seeded = seed_store(postgres_url, n_search=12, with_ablation=True)
+    monkeypatch.setenv("NAS_DB", postgres_url)
+    open_page = _opener()
+    for page in ui.PAGES:
+        at = open_page(page, exp=EXPERIMENT)
+        assert not at.error, [e.value for e in at.error]
+    at = open_page("pareto", exp=EXPERIMENT)
+    with Store.open(postgres_url, read_only=True) as store:
+        by_arch = completed(store, "search")
+    hashes = sorted(by_arch)
+    points = [[sum(t.final_val_acc for t in by_arch[h]) / len(by_arch[h]),
+               sum(t.train_seconds for t in by_arch[h]) / len(by_arch[h])] for h in hashes]
+    expected = {hashes[i] for i in pareto_front(points, ["maximize", "minimize"])}
+    assert {c[0] for c in trace(at, "Pareto front")["customdata"]} == expected
+    at = open_page("insight", exp=EXPERIMENT)
+    assert "Parameter importance is not available" not in " ".join(i.value for i in at.info)
+    assert len(seeded.search_ids) == 12

@@ -8,6 +8,7 @@ with ``pytest -m slow tests/test_dashboard_browser.py``.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 
@@ -111,18 +113,19 @@ def test_pareto_chart_trials_table_and_an_architecture_in_chromium(dashboard, tm
             table.wait_for(timeout=30_000)
             assert page.get_by_text(f"{len(seeded.search_ids) + len(seeded.confirm_ids)} of").count() >= 1
 
-            # Open an architecture the way a user does: pick it on the Pareto page.
+            # Open an architecture the way a user does: click its point on the Pareto front.
             page.goto(f"{base}/pareto?exp={EXPERIMENT}")
             _wait_idle(page)
-            page.locator(".js-plotly-plot .scatterlayer .trace").first.wait_for(timeout=30_000)
-            target = seeded.confirmed_hashes[0]
-            page.get_by_text("choose an architecture").click()
-            page.get_by_role("option", name=target).click()
-            page.get_by_role("button", name="Open", exact=True).click()
-            page.wait_for_url(f"**/architecture?*arch={target}*", timeout=30_000)
+            front = page.locator(".js-plotly-plot .scatterlayer .trace").nth(1)  # architectures, front, ...
+            front.locator("path.point").first.wait_for(timeout=30_000)
+            front.locator("path.point").first.click(force=True)
+            page.wait_for_url(re.compile(r"/architecture\?.*arch=[0-9a-f]{12}"), timeout=30_000)
+            arch_hash = parse_qs(urlparse(page.url).query)["arch"][0]
             _wait_idle(page)
-            page.get_by_text(f"nas export {EXPERIMENT} --arch {target} --out winner/").wait_for(timeout=30_000)
+            page.get_by_text(f"nas export {EXPERIMENT} --arch {arch_hash} --out winner/").wait_for(timeout=30_000)
             page.locator(".js-plotly-plot .scatterlayer .trace").first.wait_for(timeout=30_000)
+            page.set_viewport_size({"width": 1400, "height": 2300})  # Streamlit scrolls inside the page
+            page.wait_for_timeout(1_500)  # let the resized charts redraw
             shot = tmp_path / "architecture.png"
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000

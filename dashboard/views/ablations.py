@@ -1,6 +1,9 @@
-"""Ablations: each component's contribution to the winner, from `nas ablate`'s
-leave-one-component-out runs (phase ``ablation``); until there are any, how to run one."""
+"""Ablations: which components of an architecture matter, from `nas ablate`'s
+leave-one-component-out runs: each variant's accuracy change against the reference,
+paired by seed, with its 95% CI and Holm-adjusted p-value. Until an ablation has run,
+the page says how to run one."""
 
+import pandas as pd
 import streamlit as st
 
 from nas.dashboard import figures, queries, ui
@@ -8,37 +11,55 @@ from nas.dashboard import figures, queries, ui
 st.title("Ablations")
 engine, url = ui.connect()
 experiment = ui.choose_experiment(engine, url)
-variants = queries.seed_summary(engine, url, experiment, "ablation")
-if variants.empty:
-    st.info(f"**No ablation results for {experiment} yet.** An ablation re-trains the winner and, on "
-            "the same seeds, every variant with one component removed, so each component's "
-            "contribution comes with a confidence interval. Run:")
+store = queries.open_store(url)
+references = queries.ablation_references(store, url, experiment)
+if not references:
+    st.info(f"**No ablation of {experiment} yet.** An ablation re-trains the winner's variants, each "
+            "with one component switched off or one knob moved a step, on the seeds the winner was "
+            "confirmed with, so each component's contribution comes with a confidence interval. Run:")
     st.code(f"nas ablate {experiment}", language="bash")
-    st.caption("`nas ablate` is the next step after `nas launch`; this page renders its contribution "
-               "table as soon as the store holds ablation-phase trials.")
+    st.caption("Add `--dry-run` to see the plan first, or `--arch HASH` to ablate another architecture "
+               "than the best. This page shows the contribution table once the runs are in the store.")
     st.stop()
 
-# Baseline: the confirmed winner (best confirm-phase mean) as measured in the ablation runs.
-confirmed = queries.seed_summary(engine, url, experiment, "confirm")
-winner = confirmed.sort_values("accuracy", ascending=False)["arch_hash"].iloc[0] if not confirmed.empty else None
-if winner not in set(variants["arch_hash"]):
-    winner = variants.sort_values("accuracy", ascending=False)["arch_hash"].iloc[0]
-baseline = variants.set_index("arch_hash").loc[winner]
-table = variants.assign(delta=variants["accuracy"] - baseline["accuracy"]).sort_values("delta")
-st.caption(f"Baseline: **{baseline['short_name']}** (`{winner}`), {ui.mean_pm(baseline['accuracy'], baseline['accuracy_std'])} "
-           f"over {int(baseline['seeds'])} seeds. Error bars: 95% CI of each variant's mean.")
-st.plotly_chart(figures.ablation_figure(table[table["arch_hash"] != winner]), key="ablation_chart")
+names = {h: (queries.architecture(engine, url, h) or {}).get("short_name", h) for h in references}
+reference = ui.query_select("ref", "Reference architecture", references,
+                            format_func=lambda h: f"{names[h]}  ({h})") if len(references) > 1 else references[0]
+report = queries.ablation_report(store, url, experiment, reference)
+acc = report.reference_accuracy
+st.caption(f"Reference **{report.reference_name}** (`{report.reference_hash}`): "
+           f"{ui.mean_pm(acc.mean, acc.std)} over {ui.plural(acc.n, 'seed')}, "
+           f"{report.reference_params / 1e6:.3f} M params, {report.reference_flops / 1e6:.1f} MFLOPs.")
+
+rows = pd.DataFrame([{
+    "change": r.change, "short_name": r.short_name, "arch_hash": r.arch_hash, "seeds": r.accuracy.n,
+    "delta": r.accuracy.mean, "ci_low": r.accuracy.ci_low, "ci_high": r.accuracy.ci_high,
+    "holm_p": r.holm_p, "matters": r.matters, "delta_seconds": r.train_seconds,
+    "delta_params": r.params, "delta_flops": r.flops,
+} for r in report.rows])
+if rows.empty:
+    st.info("The ablation's variants have no completed runs yet; they appear here as they finish.")
+    st.stop()
+st.plotly_chart(figures.ablation_figure(rows), key="ablation_chart")
+st.caption("Bars: mean accuracy change of the variant against the reference on the same seeds; "
+           "whiskers: 95% CI of the paired difference. Dark bars matter: Holm-adjusted p < 0.05.")
 st.dataframe(
-    table.assign(accuracy=table["accuracy"] * 100, delta=table["delta"] * 100,
-                 ci=[f"{ui.percent(lo)} – {ui.percent(hi)}" for lo, hi in
-                     zip(table["accuracy_ci_low"], table["accuracy_ci_high"])])[
-        ["short_name", "arch_hash", "seeds", "accuracy", "ci", "delta", "train_seconds"]],
+    rows.assign(delta=rows["delta"] * 100,
+                ci=[f"{lo * 100:+.2f} to {hi * 100:+.2f}" if pd.notna(lo) else "-"
+                    for lo, hi in zip(rows["ci_low"], rows["ci_high"])],
+                delta_params=rows["delta_params"] / 1e6, delta_flops=rows["delta_flops"] / 1e6)[
+        ["change", "short_name", "seeds", "delta", "ci", "holm_p", "matters", "delta_seconds",
+         "delta_params", "delta_flops", "arch_hash"]],
     hide_index=True, key="ablation_table",
     column_config={
-        "short_name": "Variant", "arch_hash": "Hash", "seeds": "Seeds",
-        "accuracy": st.column_config.NumberColumn("Accuracy (%)", format="%.2f"),
-        "ci": "95% CI",
-        "delta": st.column_config.NumberColumn("Change vs baseline (pp)", format="%+.2f"),
-        "train_seconds": st.column_config.NumberColumn("Train time (s)", format="%.1f"),
+        "change": "Change", "short_name": "Variant", "seeds": "Paired seeds",
+        "delta": st.column_config.NumberColumn("Accuracy change (pp)", format="%+.2f"),
+        "ci": "95% CI (pp)",
+        "holm_p": st.column_config.NumberColumn("p (Holm)", format="%.3g"),
+        "matters": st.column_config.CheckboxColumn("Matters"),
+        "delta_seconds": st.column_config.NumberColumn("Train time change (s)", format="%+.1f"),
+        "delta_params": st.column_config.NumberColumn("Params change (M)", format="%+.3f"),
+        "delta_flops": st.column_config.NumberColumn("FLOPs change (M)", format="%+.1f"),
+        "arch_hash": "Hash",
     },
 )

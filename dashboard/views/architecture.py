@@ -14,16 +14,12 @@ st.title("Architecture")
 engine, url = ui.connect()
 experiment = ui.choose_experiment(engine, url)
 
-summary = queries.arch_summary(engine, url, experiment, None)
-tried = queries.trials(engine, url, experiment)
-if tried.empty:
+choices = queries.arch_choices(engine, url, experiment)
+if choices.empty:
     st.info(f"No trials in **{experiment}** yet.")
     st.stop()
-# Every architecture the experiment tried: completed ones by mean accuracy, then the rest.
-order = list(summary.sort_values("accuracy", ascending=False)["arch_hash"])
-order += [h for h in dict.fromkeys(tried["arch_hash"]) if h not in order]
-names = dict(zip(tried["arch_hash"], tried["short_name"]))
-arch_hash = ui.query_select("arch", "Architecture", order, format_func=lambda h: f"{names[h]}  ({h})")
+names = dict(zip(choices["arch_hash"], choices["short_name"]))
+arch_hash = ui.query_select("arch", "Architecture", list(names), format_func=lambda h: f"{names[h]}  ({h})")
 arch = queries.architecture(engine, url, arch_hash)
 runs = queries.arch_trials(engine, url, arch_hash, experiment)
 
@@ -35,45 +31,55 @@ seed_phase = "confirm" if (done["phase"] == "confirm").any() else None
 seeds = done[done["phase"] == seed_phase] if seed_phase else done
 acc = summarize(seeds["accuracy"].dropna().tolist())
 secs = summarize(seeds["train_seconds"].dropna().tolist())
-m = st.columns(5)
-m[0].metric("Parameters", f"{arch['params'] / 1e6:.3f} M")
-m[1].metric("FLOPs per image", f"{arch['flops'] / 1e6:.1f} MFLOPs")
-m[2].metric(f"Accuracy ({seed_phase or 'all phases'}, {acc.n} seeds)", ui.mean_pm(acc.mean, acc.std),
-            help="mean ± sample std over completed seeds"
-                 + (f"; 95% CI {ui.percent(acc.ci_low)} – {ui.percent(acc.ci_high)}" if acc.n > 1 else ""))
-m[3].metric("Train time per run", ui.mean_pm(secs.mean, secs.std, scale=1.0, unit=" s", digits=1))
 devices = sorted(set(runs["device"].dropna()) - {""})
-m[4].metric("Device", devices[0] if len(devices) == 1 else f"{len(devices)} devices" if devices else "-",
-            help=", ".join(devices) or None)
+with st.container(horizontal=True, wrap=True):
+    st.metric("Parameters", f"{arch['params'] / 1e6:.3f} M", border=True, width="content")
+    st.metric("FLOPs per image", f"{arch['flops'] / 1e6:.1f} M", border=True, width="content")
+    st.metric(f"Accuracy, mean ± std ({seed_phase or 'all phases'}, {ui.plural(acc.n, 'seed')})",
+              ui.mean_pm(acc.mean, acc.std), border=True, width="content",
+              help="over completed seeds" + (f"; 95% CI {ui.percent(acc.ci_low)} – {ui.percent(acc.ci_high)}"
+                                             if acc.n > 1 else ""))
+    st.metric("Train time per run, mean ± std", ui.mean_pm(secs.mean, secs.std, scale=1.0, unit=" s", digits=1),
+              border=True, width="content", help="training wall time, excluding evaluation")
+st.caption("Trained on " + (", ".join(devices) if devices else "an unrecorded device")
+           + (f" · {secs.mean / max(1, int(seeds['epochs_done'].max())):.2f} s per epoch"
+              if secs.n and not seeds.empty else ""))
 
 st.subheader("Export")
 st.code(ui.export_command(experiment, arch_hash), language="bash")
 
-config_col, stage_col = st.columns([1, 2])
-config = json.loads(arch["config_json"])
+st.subheader("Stages")
+dims = queries.arch_dimensions(arch["config_json"])
+try:
+    channels = stage_channels(ArchConfig.from_json(arch["config_json"]))
+except Exception:  # a config this version cannot build
+    channels = {}
+rows = [{"stage": "prep", "channels": channels.get("prep", ""), "output (px)": "32×32", "layers": "conv-BN-ReLU"}]
+for k, stage in enumerate(["L1", "L2", "L3"]):
+    fields = {key.split(".", 1)[1]: value for key, value in dims.items() if key.startswith(f"{stage}.")}
+    side = 32 >> (k + 1)
+    parts = ["conv-BN-ReLU", "max-pool 2×2"]
+    parts += [f"{fields.get('extra', 0)}× extra conv"] if fields.get("extra") else []
+    parts += [f"{fields.get('residual', 0)}× residual block"] if fields.get("residual") else []
+    parts += [f"{name}={value}" for name, value in fields.items()  # dimensions added later
+              if name not in ("extra", "residual") and value not in (0, 0.0, False, None)]
+    rows.append({"stage": stage, "channels": channels.get(stage, ""), "output (px)": f"{side}×{side}",
+                 **{name: str(value) for name, value in fields.items()}, "layers": " → ".join(parts)})
+rows.append({"stage": "head", "channels": "10 classes", "output (px)": "1×1",
+             "layers": "global max-pool → linear to 10 classes (no bias) → logits ×0.125"})
+stages = pd.DataFrame(rows)
+stages = stages[[c for c in stages.columns if c != "layers"] + ["layers"]]  # the long text last
+st.dataframe(stages.fillna("").astype(str), hide_index=True, key="arch_stages")
+
+config_col, recipe_col = st.columns(2)
 with config_col:
-    st.markdown("**Config** (canonical; fields at their default are left out)")
-    st.json(config)
-with stage_col:
-    st.markdown("**Stages**")
-    dims = queries.arch_dimensions(arch["config_json"])
-    try:
-        channels = stage_channels(ArchConfig.from_json(arch["config_json"]))
-    except Exception:  # a config this version cannot build
-        channels = {}
-    rows = [{"stage": "prep", "channels": channels.get("prep"), "output (px)": "32×32",
-             "layers": "conv-BN-ReLU"}]
-    for k, stage in enumerate(["L1", "L2", "L3"]):
-        fields = {key.split(".", 1)[1]: value for key, value in dims.items() if key.startswith(f"{stage}.")}
-        side = 32 >> (k + 1)
-        parts = ["conv-BN-ReLU", "max-pool 2×2"]
-        parts += [f"{fields.get('extra', 0)}× extra conv"] if fields.get("extra") else []
-        parts += [f"{fields.get('residual', 0)}× residual block"] if fields.get("residual") else []
-        rows.append({"stage": stage, "channels": channels.get(stage), "output (px)": f"{side}×{side}",
-                     "layers": " → ".join(parts), **{k2: v for k2, v in fields.items()}})
-    rows.append({"stage": "head", "channels": None, "output (px)": "1×1",
-                 "layers": "global max-pool → linear to 10 classes (no bias) → logits ×0.125"})
-    st.dataframe(pd.DataFrame(rows), hide_index=True, key="arch_stages")
+    st.markdown("**Config** (canonical JSON; fields at their default are left out)")
+    st.json(json.loads(arch["config_json"]))
+with recipe_col:
+    recipes = runs["recipe_json"].dropna().unique().tolist()
+    st.markdown("**Training recipe and data**" + (f" (of trial {int(runs['id'].iloc[0])}; "
+                                                  f"{len(recipes)} different recipes)" if len(recipes) > 1 else ""))
+    st.json(json.loads(recipes[0]) if recipes else {})
 
 st.subheader("Learning curves")
 metric = st.radio("Metric", ["val_acc", "test_acc", "train_loss", "train_acc"], horizontal=True,

@@ -30,6 +30,8 @@ def overview() -> None:
             "name": "Experiment",
             "status": "Status",
             "trials": st.column_config.NumberColumn("Trials", help="all phases"),
+            "completed": "Completed", "pruned": "Pruned", "running": "Running",
+            "interrupted": st.column_config.NumberColumn("Interrupted", help="the driver stopped; re-run them"),
             "failed": st.column_config.NumberColumn("Failed", help="failed or diverged"),
             "best_accuracy": st.column_config.NumberColumn(
                 "Best accuracy (%)", format="%.2f", help="best completed trial, validation split"),
@@ -50,9 +52,9 @@ def overview() -> None:
 
 overview()
 
-st.subheader("Open an experiment")
 experiment = ui.choose_experiment(engine, url)
+st.subheader(f"Go to {experiment}")
 cols = st.columns(4)
 for col, (page, label) in zip(cols, [("pareto", "Pareto front"), ("trials", "Trials"),
                                      ("insight", "Search insight"), ("ablations", "Ablations")]):
-    col.page_link(ui.PAGES[page], label=f"{label} of {experiment}", query_params={"exp": experiment})
+    col.page_link(ui.PAGES[page], label=label, query_params={"exp": experiment}, icon=":material/arrow_forward:")

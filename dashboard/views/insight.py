@@ -46,6 +46,6 @@ else:
     m[1].metric("Planned epochs pruning skipped", ui.percent(share["epoch_share_saved"], 1),
                 help=f"{share['epochs_saved']:.0f} epochs of pruned trials not run")
     m[2].metric("Training time saved (estimate)", ui.duration(share["seconds_saved"]),
-                delta=f"{share['second_share_saved'] * 100:.1f}% of the search's compute", delta_color="off",
+                delta=f"{share['second_share_saved'] * 100:.1f}% of the search's compute", delta_color="off", delta_arrow="off",
                 help="each pruned trial's mean epoch time x its epochs not run")
     st.plotly_chart(figures.pruning_figure(savings), key="insight_pruning")

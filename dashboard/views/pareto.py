@@ -19,7 +19,7 @@ if not options:
 
 left, middle, right = st.columns([2, 2, 1])
 cost = left.radio("Cost axis", list(figures.COSTS), horizontal=True, key="pareto_cost",
-                  format_func=lambda c: figures.COSTS[c].title)
+                  format_func=lambda c: figures.COSTS[c].short)
 phase = middle.radio("Points", options + (["all phases"] if len(options) > 1 else []), horizontal=True,
                      key="pareto_phase", help="architectures are averaged over their completed trials of this phase")
 log_x = right.toggle("log x", key="pareto_log_x")
