@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from nas.db.engine import make_engine, mask_url, resolve_db_url, upgrade
 from nas.db.schema import (
+    AblationVariant,
     Architecture,
     EpochResult,
     Experiment,
@@ -20,6 +21,7 @@ from nas.db.schema import (
 from nas.db.store import Store
 
 __all__ = [
+    "AblationVariant",
     "Architecture",
     "EpochResult",
     "Experiment",

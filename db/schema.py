@@ -211,3 +211,25 @@ class TrialWeights(Base):
     format: Mapped[str] = mapped_column(String(32))  # "torch-state-dict"
     data: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AblationVariant(Base):
+    """One variant of an ablation study: an architecture one change away from a reference.
+
+    Written by `nas ablate` before its runs. The variant's results are the experiment's
+    completed trials of `arch_hash` in phase ``ablation`` (or ``confirm``, when the search
+    confirmed it too), paired by seed with the reference's trials in those phases.
+    """
+
+    __tablename__ = "nas_ablation_variants"
+
+    experiment_id: Mapped[int] = mapped_column(
+        ForeignKey("nas_experiments.id", ondelete="CASCADE"), primary_key=True
+    )
+    reference_hash: Mapped[str] = mapped_column(ForeignKey("nas_architectures.hash"), primary_key=True)
+    arch_hash: Mapped[str] = mapped_column(ForeignKey("nas_architectures.hash"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64))  # the dotted ArchConfig key changed, e.g. "L1.residual"
+    move: Mapped[str] = mapped_column(String(8))  # off (neutral value) | down | up (neighbouring value)
+    change: Mapped[str] = mapped_column(String(200))  # for people, e.g. "L1.residual 1 -> 0 (off)"
+    position: Mapped[int] = mapped_column(Integer)  # order in the plan, from 0
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

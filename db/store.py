@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from nas.db.engine import check_schema, make_engine, mask_url, upgrade
 from nas.db.schema import (
+    AblationVariant,
     Architecture,
     EpochResult,
     Experiment,
@@ -320,6 +321,55 @@ class Store:
             return
         with self._write() as session:
             session.execute(delete(TrialWeights).where(TrialWeights.trial_id.in_(trial_ids)))
+
+    # ---- ablations --------------------------------------------------------------------
+
+    def add_ablation_variant(
+        self,
+        experiment_id: int,
+        reference_hash: str,
+        arch_hash: str,
+        *,
+        key: str,
+        move: str,
+        change: str,
+        position: int,
+    ) -> None:
+        """Link a variant to the reference it ablates; kept unchanged if already linked.
+
+        Both architectures must be stored (`upsert_architecture`).
+        """
+        with self._write() as session:
+            _get(session, Experiment, experiment_id)
+            for hash_ in (reference_hash, arch_hash):
+                _get(session, Architecture, hash_)
+            session.execute(
+                self._insert(AblationVariant)
+                .values(
+                    experiment_id=experiment_id,
+                    reference_hash=reference_hash,
+                    arch_hash=arch_hash,
+                    key=key,
+                    move=move,
+                    change=change,
+                    position=position,
+                    created_at=utcnow(),
+                )
+                .on_conflict_do_nothing(
+                    index_elements=["experiment_id", "reference_hash", "arch_hash"]
+                )
+            )
+
+    def ablation_variants(
+        self, experiment_id: int, reference_hash: str | None = None
+    ) -> list[AblationVariant]:
+        """The variants linked to a reference (any reference if None), in plan order."""
+        query = select(AblationVariant).where(AblationVariant.experiment_id == experiment_id)
+        if reference_hash is not None:
+            query = query.where(AblationVariant.reference_hash == reference_hash)
+        query = query.order_by(AblationVariant.reference_hash, AblationVariant.position)
+        with self._read() as session:
+            return list(session.scalars(query))
 
     def get_experiment(self, name: str) -> Experiment | None:
         """The experiment called `name`, or None."""

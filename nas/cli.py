@@ -317,6 +317,29 @@ def _print_front(store, experiment: str) -> None:
     console.print(table)
 
 
+# ----------------------------------------------------------------------------- nas dashboard
+
+
+@app.command()
+def dashboard(
+    db: DbOption = None,
+    port: Annotated[int, typer.Option(help="TCP port to serve on.", min=1, max=65535)] = 8501,
+) -> None:
+    """Browse the store in a web browser: Pareto fronts, learning curves, seed variance,
+    pruning savings, parameter importance and ablations.
+
+    Starts the Streamlit app (dashboard/app.py) on http://localhost:PORT. It opens the
+    store read-only, so it never modifies or locks a running search; pages of a running
+    experiment refresh themselves. Stop it with Ctrl-C.
+    """
+    with _exit_on_user_error():
+        from nas.dashboard.serve import serve
+        from nas.db import resolve_db_url
+
+        console.print(f"dashboard on http://localhost:{port} for {escape(_mask_url(resolve_db_url(db)))}")
+        raise typer.Exit(serve(resolve_db_url(db), port))
+
+
 # ----------------------------------------------------------------------------- nas status / list
 
 
@@ -377,6 +400,247 @@ def _print_experiments(store) -> None:
             f"{exp.created_at:%Y-%m-%d %H:%M}",
         )
     console.print(table)
+
+
+# ----------------------------------------------------------------------------- nas ablate
+
+
+@app.command()
+def ablate(
+    experiment: Annotated[str, typer.Argument(help="A launched experiment (see `nas list`).")],
+    arch: Annotated[
+        str,
+        typer.Option(
+            "--arch",
+            help="The reference: best (the experiment's first confirm result, else search), an "
+            "architecture hash (or a unique prefix), or an architecture such as 'R:L1+L3 w=0.25'.",
+        ),
+    ] = "best",
+    repeats: Annotated[
+        int | None,
+        typer.Option(help="Seeds per variant, paired with the reference's (its confirm seeds). "
+                     "[default: the experiment's confirm repeats]"),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and stop; writes nothing.")] = False,
+    until_separated: Annotated[
+        bool,
+        typer.Option("--until-separated",
+                     help="Then add paired seeds, one round at a time, to variants still within seed noise."),
+    ] = False,
+    max_repeats: Annotated[
+        int, typer.Option(help="With --until-separated: the most seeds a variant gets.")
+    ] = 10,
+    address: Annotated[
+        str | None, typer.Option(help="Join an existing Ray cluster (e.g. ray://head:10001 or auto). [default: local Ray]")
+    ] = None,
+    db: DbOption = None,
+    data_root: DataRootOption = None,
+) -> None:
+    """Ablate an architecture: switch each component off, one at a time, on paired seeds.
+
+    The plan: from the reference and the experiment's space, each component switched off
+    (an extra layer, a residual block, deformable -> plain, drop -> none, pyramid ->
+    double, ...) and each ordered knob moved one step to its neighbouring values. It is
+    printed before anything runs. Every variant trains, unpruned, on the seeds the
+    reference was confirmed with (phase `ablation` in the store; the reference too, on
+    seeds it lacks), with the experiment's recipe and data. Then the contribution table:
+    per variant the accuracy difference to the reference with a paired 95% CI, the paired
+    t-test p-value, Holm-adjusted across variants, whether it matters beyond seed noise,
+    and the cost differences. Running it again reuses finished runs.
+
+    Example: nas ablate cifar_fast --repeats 3 --dry-run
+    """
+    with _exit_on_user_error():
+        _ablate_command(experiment, arch, repeats, dry_run, until_separated, max_repeats, address, db, data_root)
+
+
+def _ablate_command(experiment, arch_text, repeats, dry_run, until_separated, max_repeats, address, db, data_root) -> None:
+    from nas.ablation import ablation_seeds, plan_variants, resolve_reference, run_ablation
+    from nas.db import resolve_db_url
+    from nas.search import stored_spec
+
+    # 1. Validate everything before anything is written (a run may first bring an older
+    # store's schema up to date; a dry run opens it read-only).
+    if repeats is not None and repeats < 2:
+        raise ConfigError(f"--repeats must be at least 2 (a paired CI needs two seeds), but got {repeats}.")
+    db_url = resolve_db_url(db)
+    with _open_existing_store(db_url, read_only=dry_run) as store:
+        spec = stored_spec(store, experiment)
+        reference = resolve_reference(store, experiment, arch_text)
+        variants = plan_variants(reference, spec.space)
+        repeats = repeats if repeats is not None else spec.confirm.repeats
+        if repeats < 2:
+            raise ConfigError(
+                f"experiment {experiment!r} confirms with {repeats} seed; pass --repeats 2 or more "
+                "(a paired CI needs two seeds)."
+            )
+        if until_separated and max_repeats < repeats:
+            raise ConfigError(f"--max-repeats must be at least --repeats ({repeats}), but got {max_repeats}.")
+        if not variants:
+            raise ConfigError(
+                f"nothing to ablate: {reference.short_name()} has no component to switch off and the space of "
+                f"{experiment!r} gives no neighbouring values; choose another --arch."
+            )
+        _print_plan(store, experiment, reference, variants, ablation_seeds(repeats))
+    if dry_run:
+        return
+
+    # 2. Data (may download), then the runs.
+    from nas.data import ensure_cifar10, resolve_data_root
+
+    root = resolve_data_root(data_root, spec.dataset.get("root"))
+    ensure_cifar10(root)
+    _start_ray(address)
+    import optuna
+
+    from nas.search import Driver
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with _open_existing_store(db_url, read_only=False) as store:
+        driver = Driver(spec, store, db_url, str(root), log=lambda line: console.print(escape(line)))
+        report = run_ablation(
+            driver, reference, variants, repeats, until_separated=until_separated, max_repeats=max_repeats,
+            log=lambda line: console.print(escape(line)),
+        )
+    _print_contributions(report)
+
+
+def _open_existing_store(db_url: str, *, read_only: bool):
+    """Open a store that must exist already (never create an empty database by mistake)."""
+    from sqlalchemy.engine import make_url
+
+    from nas.db import Store
+
+    url = make_url(db_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        path = Path(url.database).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"no nas database at {path}; check --db or NAS_DB, or run `nas launch` first.")
+    return Store.open(db_url, read_only=read_only)
+
+
+def _print_plan(store, experiment, reference, variants, seeds) -> None:
+    from nas.ablation import missing_runs
+    from nas.models import build_model, count_flops, count_params
+
+    experiment_id = store.get_experiment(experiment).id
+
+    def to_run(arch) -> int:
+        return len(missing_runs(store, experiment_id, [arch], seeds))
+
+    def costs(arch) -> tuple[int, int]:
+        model = build_model(arch)
+        return count_params(model), count_flops(model)
+
+    ref_params, ref_flops = costs(reference)
+    table = Table(title=f"ablation plan: {reference.short_name()} ({reference.hash}) in {experiment}, "
+                        f"seeds {seeds[0]}..{seeds[-1]}")
+    for column in ("#", "change", "move", "variant", "hash", "params", "MFLOPs", "runs"):
+        table.add_column(column, justify="right" if column in ("#", "params", "MFLOPs", "runs") else "left")
+    table.add_row("ref", "-", "-", escape(reference.short_name()), reference.hash, f"{ref_params:,}",
+                  f"{ref_flops / 1e6:.1f}", str(to_run(reference)))
+    total = to_run(reference)
+    for i, variant in enumerate(variants, start=1):
+        params, flops = costs(variant.arch)
+        runs = to_run(variant.arch)
+        total += runs
+        table.add_row(str(i), escape(variant.change), variant.move, escape(variant.arch.short_name()),
+                      variant.arch.hash, f"{params:,}", f"{flops / 1e6:.1f}", str(runs))
+    console.print(table)
+    console.print(f"{len(variants)} variants x {len(seeds)} paired seeds: {total} runs to do")
+
+
+def _print_contributions(report) -> None:
+    acc = report.reference_accuracy
+    ci = "" if acc.n < 2 else f" ± {acc.half_width:.2%}"
+    table = Table(
+        title=f"{report.experiment}: contributions to {report.reference_name} ({report.reference_hash}), "
+              f"accuracy {acc.mean:.2%}{ci} over {acc.n} seeds",
+        caption="Δ = variant - reference on the same seeds; 95% CI paired over seeds; p: paired t-test; "
+                "Holm: adjusted over the variants; matters: Holm p < 0.05.",
+    )
+    for column in ("change", "variant", "seeds", "Δ acc (pp)", "95% CI (pp)", "p", "Holm p", "matters",
+                   "Δ train s", "Δ params", "Δ MFLOPs"):
+        table.add_column(column, justify="left" if column in ("change", "variant", "matters") else "right")
+    ref_seconds = report.reference_seconds.mean
+    for row in report.rows:
+        d = row.accuracy
+        ci_text = "-" if d.n < 2 else f"[{d.ci_low * 100:+.2f}, {d.ci_high * 100:+.2f}]"
+        seconds = "-" if row.train_seconds != row.train_seconds else f"{row.train_seconds:+.1f}"
+        if seconds != "-" and ref_seconds and ref_seconds == ref_seconds:
+            seconds += f" ({row.train_seconds / ref_seconds:+.0%})"
+        table.add_row(
+            escape(row.change), escape(row.short_name), str(d.n),
+            "-" if d.mean != d.mean else f"{d.mean * 100:+.2f}", ci_text, _p(d.p_value), _p(row.holm_p),
+            "yes" if row.matters else "", seconds, f"{row.params:+,}", f"{row.flops / 1e6:+.1f}",
+        )
+    console.print(table)
+
+
+def _p(value: float) -> str:
+    if value != value:
+        return "-"
+    return f"{value:.3f}" if value >= 0.001 else f"{value:.1e}"
+
+
+# ----------------------------------------------------------------------------- nas export
+
+
+@app.command()
+def export(
+    experiment: Annotated[str, typer.Argument(help="A launched experiment (see `nas list`).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write into (created if needed).")],
+    rank: Annotated[
+        int | None, typer.Option(help="The K-th confirmed architecture, as `nas status` ranks them (1 = first).")
+    ] = None,
+    arch: Annotated[str | None, typer.Option("--arch", help="The architecture's hash (see `nas status`).")] = None,
+    formats: Annotated[
+        str, typer.Option("--format", help="Comma-separated: py (model.py), pt (weights.pt), onnx (model.onnx), "
+                          "yaml (config.yaml).")
+    ] = "py,pt,onnx,yaml",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite files already in --out.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Export one architecture as standalone files: model code, weights, ONNX and config.
+
+    model.py is readable code of exactly that network (its evaluation form) that imports
+    only torch; weights.pt is the state_dict of its most accurate confirm seed (load it
+    with torch.load(..., weights_only=True), or model.load()); model.onnx is the same
+    network for ONNX runtimes; config.yaml holds the canonical config, the recipe and
+    data split, the metrics over the confirm seeds with 95% CIs, the experiment and the
+    code version, so `nas train --arch config.yaml` retrains it. Reads the store only.
+
+    Example: nas export cifar_fast --rank 1 --out winner/
+    """
+    with _exit_on_user_error():
+        _export_command(experiment, out, rank, arch, formats, force, db)
+
+
+def _export_command(experiment, out, rank, arch_hash, format_text, force, db) -> None:
+    from nas.db import resolve_db_url
+    from nas.export import check_onnx_available, export as write_export, parse_formats, select, target_paths
+
+    # 1. Validate everything before anything is written.
+    if (rank is None) == (arch_hash is None):
+        raise ConfigError("give exactly one of --rank K (a confirmed architecture) or --arch HASH.")
+    if rank is not None and rank < 1:
+        raise ConfigError(f"--rank counts from 1 (the first confirmed architecture), but got {rank}.")
+    formats = parse_formats(format_text)
+    if "onnx" in formats:
+        check_onnx_available()
+    target_paths(out, formats, force=force)
+    with _open_existing_store(resolve_db_url(db), read_only=True) as store:
+        source = select(store, experiment, rank=rank, arch_hash=arch_hash.strip() if arch_hash else None,
+                        need_weights=bool({"pt", "onnx"} & set(formats)))
+
+    # 2. Write (model.py is checked against nas's own network first).
+    written = write_export(source, out, formats, force=force)
+    console.print(f"exported [bold]{escape(source.arch.short_name())}[/] ({source.arch.hash}) "
+                  f"from {escape(experiment)}:")
+    for fmt, path in written.items():
+        console.print(f"  {escape(str(path))}  ({path.stat().st_size:,} bytes)")
+    if "yaml" in written:
+        console.print(f"retrain it: nas train --arch {escape(str(written['yaml']))}")
 
 
 # ----------------------------------------------------------------------------- arch input

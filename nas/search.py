@@ -92,7 +92,7 @@ class TrialPlan:
 
     arch: ArchConfig
     seed: int
-    phase: str  # search | confirm
+    phase: str  # search | confirm | ablation
     optuna_trial: optuna.Trial | None = None  # main study trial (search phase)
     prune_trial: optuna.Trial | None = None  # the trial whose curve the pruner watches
     store_id: int | None = None
@@ -327,6 +327,42 @@ class Driver:
             recipe_json=json.dumps({"recipe": config["recipe"], "dataset": config["dataset"]}, sort_keys=True),
             device=device, code_version=code_version(),
         )
+
+
+def stored_spec(store: Store, name: str) -> ExperimentSpec:
+    """The spec a launched experiment ran with, rebuilt from its stored resolved config.
+
+    For commands that add runs to an existing experiment (`nas ablate`): a `Driver` opened
+    with it resumes that experiment, since its defining sections are the stored ones.
+
+    Raises:
+        ConfigError: no such experiment, or it was not made by `nas launch`.
+    """
+    import json
+    from dataclasses import replace
+
+    import yaml
+
+    from nas.space import load_experiment
+
+    experiment = store.get_experiment(name)
+    if experiment is None:
+        names = ", ".join(e.name for e in store.experiments()) or "none yet"
+        raise ConfigError(f"no experiment named {name!r} in the store; experiments: {names}.")
+    if not experiment.config_json:
+        raise ConfigError(
+            f"experiment {name!r} has no stored search space (it was made by `nas train`, not "
+            "`nas launch`); name an experiment that `nas launch` ran."
+        )
+    config = json.loads(experiment.config_json)
+    budget = config.pop("budget", None)
+    with tempfile.TemporaryDirectory(prefix="nas-spec-") as folder:
+        path = os.path.join(folder, f"{name}.yaml")
+        with open(path, "w", encoding="utf-8") as f:
+            yaml.safe_dump(config, f, sort_keys=False)
+        spec = load_experiment(path)
+    return replace(spec, path=f"experiment {name!r} (stored)", budget=budget,
+                   source_text=experiment.space_yaml or "")
 
 
 def _optuna_storage(db_url: str) -> optuna.storages.RDBStorage:

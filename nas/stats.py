@@ -1,4 +1,5 @@
-"""Statistics over seeds and objectives: summaries with confidence intervals, Pareto sets."""
+"""Statistics over seeds and objectives: summaries with confidence intervals, Pareto sets,
+and paired comparisons of two architectures on the same seeds (paired t, Holm)."""
 
 from __future__ import annotations
 
@@ -72,3 +73,109 @@ def pareto_ranks(points: Sequence[Sequence[float]], directions: Sequence[str]) -
 def pareto_front(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
     """Indices of the non-dominated points, in input order."""
     return [i for i, r in enumerate(pareto_ranks(points, directions)) if r == 0]
+
+
+# ----------------------------------------------------------------------------- paired comparisons
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """How a variant differs from a reference measured on the same seeds.
+
+    The differences d_i = variant_i - reference_i over the n shared seeds are summarised
+    by their mean with a Student-t 95% CI (df = n - 1) and the two-sided paired t-test
+    of mean(d) = 0 (what `scipy.stats.ttest_rel(variant, reference)` computes).
+    """
+
+    n: int  # pairs (seeds run by both)
+    mean: float  # mean of variant - reference
+    std: float  # sample std of the differences (ddof=1); nan for n < 2
+    ci_low: float  # nan for n < 2
+    ci_high: float
+    p_value: float  # two-sided paired t-test; nan for n < 2
+
+    @property
+    def half_width(self) -> float:
+        return (self.ci_high - self.ci_low) / 2
+
+    def excludes_zero(self) -> bool:
+        """Whether the CI lies entirely on one side of 0 (False when there is no CI)."""
+        return self.ci_low > 0 or self.ci_high < 0
+
+
+def paired_difference(
+    variant: Sequence[float], reference: Sequence[float], confidence: float = 0.95
+) -> PairedDifference:
+    """Mean of ``variant - reference`` over paired seeds, its t CI and the paired t-test.
+
+    Args:
+        variant, reference: results of the same seeds in the same order, so that
+            ``variant[i]`` and ``reference[i]`` come from seed i. Pairs where either is
+            None or not finite are left out.
+        confidence: of the interval, e.g. 0.95.
+
+    Returns:
+        With n < 2 the mean alone (std, CI and p are nan). When every difference is the
+        same the test is degenerate: p is 1 for a zero difference and 0 otherwise, and
+        the CI collapses onto the mean.
+    """
+    if len(variant) != len(reference):
+        raise ValueError(f"paired samples must have equal lengths, but got {len(variant)} and {len(reference)}.")
+    diffs = [
+        float(v) - float(r) for v, r in zip(variant, reference)
+        if v is not None and r is not None and math.isfinite(v) and math.isfinite(r)
+    ]
+    n = len(diffs)
+    nan = float("nan")
+    if n == 0:
+        return PairedDifference(0, nan, nan, nan, nan, nan)
+    mean = sum(diffs) / n
+    if n < 2:
+        return PairedDifference(1, mean, nan, nan, nan, nan)
+    std = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+    if std == 0.0:
+        return PairedDifference(n, mean, 0.0, mean, mean, 1.0 if mean == 0.0 else 0.0)
+    se = std / math.sqrt(n)
+    half = _scipy_stats.t.ppf(0.5 + confidence / 2, df=n - 1) * se
+    p_value = paired_t_pvalue(variant, reference)
+    return PairedDifference(n, mean, std, mean - half, mean + half, p_value)
+
+
+def paired_t_pvalue(variant: Sequence[float], reference: Sequence[float]) -> float:
+    """Two-sided p-value of the paired t-test that mean(variant - reference) is 0.
+
+    t = mean(d) / (std(d) / sqrt(n)) with n - 1 degrees of freedom, d the paired
+    differences (pairs with a missing or non-finite value left out); nan for n < 2.
+    """
+    diffs = [
+        float(v) - float(r) for v, r in zip(variant, reference, strict=True)
+        if v is not None and r is not None and math.isfinite(v) and math.isfinite(r)
+    ]
+    n = len(diffs)
+    if n < 2:
+        return float("nan")
+    mean = sum(diffs) / n
+    std = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+    if std == 0.0:
+        return 1.0 if mean == 0.0 else 0.0
+    t = mean / (std / math.sqrt(n))
+    return float(2 * _scipy_stats.t.sf(abs(t), df=n - 1))
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (Holm, Scand. J. Statistics, 1979).
+
+    With the m finite p-values sorted ascending, p_(1) <= ... <= p_(m), the adjusted
+    value of p_(i) is max over j <= i of min(1, (m - j + 1) * p_(j)). Rejecting where the
+    adjusted value is below alpha controls the family-wise error rate at alpha. Nan
+    p-values (too few seeds) stay nan and do not count towards m. The result is in the
+    input order.
+    """
+    order = sorted((p, i) for i, p in enumerate(p_values) if p is not None and math.isfinite(p))
+    m = len(order)
+    adjusted = [float("nan")] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted

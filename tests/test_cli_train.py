@@ -96,7 +96,7 @@ def test_missing_data_offline_exits_2_saying_where_to_put_the_archive(tmp_path, 
     assert not db.exists()
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["launch"], ["status"], ["list"]])
+@pytest.mark.parametrize("command", [[], ["train"], ["launch"], ["status"], ["list"], ["dashboard"]])
 def test_every_command_has_help_that_reads_like_documentation(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0

@@ -1,0 +1,303 @@
+"""`nas export`: standalone model.py, weights, ONNX and config.yaml of a confirmed architecture.
+
+The store is written directly (no Ray): an experiment as `nas launch` records it, and two
+confirm seeds of a network trained for real on tiny data, the best one's weights kept.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from nas.cli import app
+from nas.data import DataConfig, load_data
+from nas.db import Store
+from nas.errors import ConfigError
+from nas.export import check_against_nas, load_module, render_model
+from nas.models import ArchConfig, build_model, count_flops, count_params, parse_short_name
+from nas.space import load_experiment
+from nas.train import Recipe, train
+from tests.cifar_fixture import write_cifar
+from tests.test_launch import experiment_yaml
+
+runner = CliRunner()
+# torch.onnx's exporter needs onnx and onnxscript; without them the export leaves ONNX out.
+HAS_ONNX = all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxscript"))
+WINNER = "R:L1+L3 w=0.125"
+EXPERIMENT = "exported"
+
+
+def _record(store: Store, experiment_id: int, arch: ArchConfig, seed: int, phase: str, result) -> int:
+    trial_id = store.start_trial(experiment_id, arch.hash, seed, phase, epochs_planned=len(result.epochs),
+                                 recipe_json="{}", device=result.device, code_version="test")
+    for m in result.epochs:
+        store.record_epoch(trial_id, m.epoch, train_loss=m.train_loss, train_acc=m.train_acc, val_acc=m.val_acc,
+                           test_acc=m.test_acc, epoch_seconds=m.epoch_seconds,
+                           cumulative_seconds=m.cumulative_seconds)
+    store.finish_trial(trial_id, "completed")
+    return trial_id
+
+
+def _upsert(store: Store, arch: ArchConfig) -> None:
+    model = build_model(arch)
+    store.upsert_architecture(arch.hash, arch.to_json(), arch.short_name(), count_params(model), count_flops(model))
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return write_cifar(tmp_path_factory.mktemp("cifar"), n_train_per_class=40, n_test_per_class=10)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_root):
+    """A store holding experiment EXPERIMENT with WINNER confirmed on two seeds (best kept),
+    plus an architecture that only ran in the search; returns the paths and the trained net."""
+    folder = tmp_path_factory.mktemp("export")
+    spec = load_experiment(experiment_yaml(folder / "exp.yaml", name=EXPERIMENT, confirm={"top_k": 1, "repeats": 2}))
+    db = folder / "nas.db"
+    arch = parse_short_name(WINNER)
+    data_cfg = DataConfig(root=str(data_root), val_size=100)
+    data = load_data(data_cfg)
+    recipe = Recipe(epochs=2, batch_size=50)
+    results = {seed: train(arch, recipe, data, data_cfg, seed=seed) for seed in (10_000, 10_001)}
+    best_seed = max(results, key=lambda s: (results[s].final.val_acc, -s))
+    unconfirmed = parse_short_name("R:L1 w=0.125")
+    with Store.open(str(db)) as store:
+        exp_id = store.ensure_experiment(EXPERIMENT, config_json=json.dumps(spec.resolved(), sort_keys=True),
+                                         space_yaml=spec.source_text, code_version="0.1.0+gtest")
+        _upsert(store, arch)
+        _upsert(store, unconfirmed)
+        for seed, result in results.items():
+            trial_id = _record(store, exp_id, arch, seed, "confirm", result)
+            if seed == best_seed:
+                buffer = io.BytesIO()
+                torch.save({k: v.detach().cpu() for k, v in result.model.state_dict().items()}, buffer)
+                store.save_weights(trial_id, buffer.getvalue())
+        _record(store, exp_id, unconfirmed, 0, "search", train(unconfirmed, Recipe(epochs=1, batch_size=50), data,
+                                                                  data_cfg, seed=0))
+    model = results[best_seed].model.cpu().eval()
+    return {"db": db, "arch": arch, "model": model, "unconfirmed": unconfirmed, "folder": folder,
+            "best_seed": best_seed}
+
+
+@pytest.fixture(scope="module")
+def exported(trained):
+    """`nas export EXPERIMENT --rank 1 --out DIR` with every format (ONNX when it can be made)."""
+    out = trained["folder"] / "winner"
+    formats = "py,pt,onnx,yaml" if HAS_ONNX else "py,pt,yaml"
+    result = runner.invoke(app, ["export", EXPERIMENT, "--rank", "1", "--out", str(out), "--db", str(trained["db"]),
+                                 "--format", formats])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _images(n: int = 6) -> torch.Tensor:
+    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+def test_export_writes_the_four_files_inside_out(exported):
+    expected = ["config.yaml", "model.onnx", "model.py", "weights.pt"] if HAS_ONNX else \
+        ["config.yaml", "model.py", "weights.pt"]
+    assert sorted(p.name for p in exported.iterdir()) == expected
+
+
+def test_model_py_imports_only_torch(exported):
+    tree = ast.parse((exported / "model.py").read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module.split(".")[0])
+    assert imported <= {"torch", "pathlib", "__future__"}, imported
+
+
+def test_model_py_in_a_fresh_interpreter_without_nas_reproduces_the_trained_logits(trained, exported, tmp_path):
+    x = _images()
+    torch.save(x, tmp_path / "x.pt")
+    site_packages = Path(torch.__file__).resolve().parent.parent
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        # -S: no site processing, so the editable install of nas is not on the path; torch
+        # is found by adding its folder alone.
+        sys.path.append({str(site_packages)!r})
+        sys.path.insert(0, {str(exported)!r})
+        try:
+            import nas
+        except ModuleNotFoundError:
+            pass
+        else:
+            raise SystemExit("nas is importable here: " + str(nas.__file__))
+        import torch
+        import model
+        net = model.load()
+        with torch.no_grad():
+            torch.save(net(torch.load({str(tmp_path / "x.pt")!r}, weights_only=True)), {str(tmp_path / "y.pt")!r})
+        print("loaded", model.__file__)
+    """))
+    done = subprocess.run([sys.executable, "-I", "-S", str(script)], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PATH": os.environ.get("PATH", "")}, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert str(exported / "model.py") in done.stdout
+    with torch.no_grad():
+        expected = trained["model"](x)
+    got = torch.load(tmp_path / "y.pt", weights_only=True)
+    assert (got - expected).abs().max().item() <= 1e-5
+
+
+def test_weights_pt_is_a_state_dict_of_nas_network_loaded_with_weights_only(trained, exported):
+    state = torch.load(exported / "weights.pt", weights_only=True)
+    net = build_model(trained["arch"])
+    net.load_state_dict(state)  # strict: every key and shape
+    reference = trained["model"].state_dict()
+    assert all(torch.equal(state[k], reference[k].cpu()) for k in reference)
+
+
+def test_the_onnx_model_gives_the_same_logits_in_onnxruntime(trained, exported):
+    if not HAS_ONNX:
+        pytest.skip("torch.onnx needs the onnx and onnxscript packages (pip install onnx onnxscript)")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install onnxruntime)")
+    session = ort.InferenceSession(str(exported / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = _images(5)  # another batch size than the export's: the batch axis is dynamic
+    got = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
+    with torch.no_grad():
+        expected = trained["model"](x)
+    assert (got - expected).abs().max().item() <= 1e-4
+
+
+def test_config_yaml_has_the_arch_recipe_dataset_metrics_and_provenance(trained, exported):
+    import yaml
+
+    config = yaml.safe_load((exported / "config.yaml").read_text())
+    assert ArchConfig.from_dict(config["arch"]).hash == trained["arch"].hash == config["hash"]
+    assert config["recipe"]["epochs"] == 3 and config["dataset"]["val_size"] == 100
+    assert config["experiment"] == EXPERIMENT and config["code_version"] == "0.1.0+gtest"
+    metrics = config["metrics"]
+    assert metrics["phase"] == "confirm" and metrics["seeds"] == 2
+    low, high = metrics["accuracy"]["ci95"]
+    assert low <= metrics["accuracy"]["mean"] <= high
+    assert metrics["weights_seed"] == trained["best_seed"]
+
+
+def test_nas_train_with_the_exported_config_rebuilds_the_same_architecture(trained, exported, data_root, tmp_path):
+    db = tmp_path / "retrain.db"
+    result = runner.invoke(app, ["train", "--arch", str(exported / "config.yaml"), "--epochs", "1",
+                                 "--db", str(db), "--data-root", str(data_root)])
+    assert result.exit_code == 0, result.output
+    with Store.open(str(db), read_only=True) as store:
+        (trial,) = store.trials()
+    assert trial.arch_hash == trained["arch"].hash
+    assert json.loads(trial.recipe_json)["dataset"]["val_size"] == 100
+
+
+def test_export_refuses_to_overwrite_without_force(trained, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.yaml").write_text("mine")
+    args = ["export", EXPERIMENT, "--rank", "1", "--out", str(out), "--db", str(trained["db"]), "--format", "py,yaml"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "--force" in result.output
+    assert (out / "config.yaml").read_text() == "mine" and not (out / "model.py").exists()
+    result = runner.invoke(app, [*args, "--force"])
+    assert result.exit_code == 0, result.output
+    assert (out / "config.yaml").read_text() != "mine"
+
+
+def test_export_refuses_a_file_that_resolves_outside_out(trained, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    outside = tmp_path / "outside.py"
+    outside.write_text("keep me")
+    (out / "model.py").symlink_to(outside)
+    result = runner.invoke(app, ["export", EXPERIMENT, "--rank", "1", "--out", str(out), "--db", str(trained["db"]),
+                                 "--format", "py", "--force"])
+    assert result.exit_code == 2 and "outside --out" in result.output
+    assert outside.read_text() == "keep me"
+
+
+def test_an_architecture_without_kept_weights_exits_2_saying_to_run_the_confirm_phase(trained, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["export", EXPERIMENT, "--arch", trained["unconfirmed"].hash, "--out", str(out),
+                                 "--db", str(trained["db"])])
+    assert result.exit_code == 2 and "confirm phase" in result.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--rank", "1", "--arch", "abc"], "exactly one of --rank"),
+        ([], "exactly one of --rank"),
+        (["--rank", "2"], "between 1 and 1"),
+        (["--rank", "1", "--format", "py,tflite"], "'tflite' is not a format"),
+        (["--arch", "0123456789ab"], "no trial of this architecture"),
+    ],
+)
+def test_bad_export_input_exits_2_and_writes_nothing(trained, tmp_path, args, needle):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["export", EXPERIMENT, *args, "--out", str(out), "--db", str(trained["db"])])
+    assert result.exit_code == 2 and needle in result.output, result.output
+    assert not out.exists()
+
+
+def test_an_unknown_experiment_or_a_missing_store_exits_2(trained, tmp_path):
+    result = runner.invoke(app, ["export", "nope", "--rank", "1", "--out", str(tmp_path / "o"),
+                                 "--db", str(trained["db"])])
+    assert result.exit_code == 2 and "no experiment named 'nope'" in result.output
+    missing = tmp_path / "missing.db"
+    result = runner.invoke(app, ["export", EXPERIMENT, "--rank", "1", "--out", str(tmp_path / "o"),
+                                 "--db", str(missing)])
+    assert result.exit_code == 2 and not missing.exists()
+
+
+@pytest.mark.parametrize("short_name", [
+    "base w=0.125",
+    "R:L1x2+L3 X:L2 pyr w=0.125",
+    "R:L1+L3 dd=0.5 w=0.125",
+    "R:L2 F3:L2 D:L2 w=0.125",
+    "R:L1 Dm:L1+L3 sd=0.2 w=0.125",
+    "F2:L1+L3 dp=0.1 dpg=0.5 pyr w=0.125",
+    "R:L1+L2 wd=0.1 w=0.125",
+])
+def test_the_generated_network_has_nas_keys_and_logits_for_every_kind_of_block(short_name):
+    arch = parse_short_name(short_name)
+    module = load_module(render_model(arch))
+    # non-trivial weights: BN statistics, deformable offsets and masks all away from their init
+    state = {k: v + 0.1 * torch.randn(v.shape, generator=torch.Generator().manual_seed(i)) if v.is_floating_point()
+             else v for i, (k, v) in enumerate(build_model(arch, seed=3).state_dict().items())}
+    assert check_against_nas(arch, module, state) <= 1e-5
+    assert set(module.Net().state_dict()) == set(build_model(arch).state_dict())
+
+
+def test_a_field_the_exporter_does_not_know_is_refused_by_name(monkeypatch):
+    import nas.export
+
+    monkeypatch.setattr(nas.export, "SUPPORTED_FIELDS", nas.export.SUPPORTED_FIELDS - {"L2.fractal"})
+    with pytest.raises(ConfigError, match="nas export does not support L2.fractal yet"):
+        render_model(parse_short_name("F2:L2 w=0.125"))
+
+
+def test_onnx_without_its_packages_exits_2_before_anything_is_written(trained, tmp_path, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["export", EXPERIMENT, "--rank", "1", "--out", str(out), "--db", str(trained["db"])])
+    assert result.exit_code == 2 and "pip install onnxscript" in result.output
+    assert not out.exists()
+
+
+def test_export_has_help_that_reads_like_documentation():
+    result = runner.invoke(app, ["export", "--help"])
+    assert result.exit_code == 0 and "--rank" in result.output and "weights_only" in result.output
