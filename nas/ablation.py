@@ -105,7 +105,7 @@ def plan_variants(reference: ArchConfig, space: SearchSpace) -> list[Variant]:
             if after is None or after == before:
                 continue
             try:
-                arch = _from_values({**values, key: after})
+                arch = ArchConfig.from_flat({**values, key: after}, source="variant")
             except ConfigError:
                 continue  # outside what the architecture allows (e.g. past a maximum)
             if arch.hash in seen:
@@ -141,17 +141,6 @@ def _is_number(value: Any) -> bool:
 
 def _is_count(default: Any) -> bool:
     return isinstance(default, int) and not isinstance(default, bool)
-
-
-def _from_values(values: dict[str, Any]) -> ArchConfig:
-    nested: dict[str, Any] = {}
-    for key, value in values.items():
-        head, dot, tail = key.partition(".")
-        if dot:
-            nested.setdefault(head, {})[tail] = value
-        else:
-            nested[key] = value
-    return ArchConfig.from_dict(nested, source="variant")
 
 
 def _show(value: Any) -> str:

@@ -42,6 +42,14 @@ DbOption = Annotated[
     str | None,
     typer.Option("--db", help="SQLAlchemy URL or SQLite file path of the store. [default: $NAS_DB, else ./nas.db]"),
 ]
+AddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        help="Join an existing Ray cluster by its GCS address (HEAD:6379, or auto on a cluster node); "
+        "not a ray:// client address, since this process runs the Tune loop. [default: a local Ray]",
+    ),
+]
 DataRootOption = Annotated[
     str | None,
     typer.Option(
@@ -235,9 +243,7 @@ def launch(
         typer.Option(help="A named budget of the YAML (its `budgets:` section), e.g. cpu. Without a GPU the "
                      "`cpu` budget is chosen automatically; pass --budget none to run the full space anyway."),
     ] = None,
-    address: Annotated[
-        str | None, typer.Option(help="Join an existing Ray cluster (e.g. ray://head:10001 or auto). [default: local Ray]")
-    ] = None,
+    address: AddressOption = None,
     db: DbOption = None,
     data_root: DataRootOption = None,
 ) -> None:
@@ -430,9 +436,7 @@ def ablate(
     max_repeats: Annotated[
         int, typer.Option(help="With --until-separated: the most seeds a variant gets.")
     ] = 10,
-    address: Annotated[
-        str | None, typer.Option(help="Join an existing Ray cluster (e.g. ray://head:10001 or auto). [default: local Ray]")
-    ] = None,
+    address: AddressOption = None,
     db: DbOption = None,
     data_root: DataRootOption = None,
 ) -> None:

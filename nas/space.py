@@ -253,14 +253,7 @@ class SearchSpace:
 
 def _to_arch(assignment: dict[str, Any]) -> ArchConfig:
     """{"width": 0.5, "L1.residual": 1} -> ArchConfig(width=0.5, L1=StageConfig(residual=1))."""
-    nested: dict[str, Any] = {}
-    for key, value in assignment.items():
-        stage, dot, name = key.partition(".")
-        if dot:
-            nested.setdefault(stage, {})[name] = value
-        else:
-            nested[key] = value
-    return ArchConfig.from_dict(nested, source="arch")
+    return ArchConfig.from_flat(assignment, source="arch")
 
 
 def _is_whole(x: float) -> bool:

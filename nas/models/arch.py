@@ -200,6 +200,18 @@ class ArchConfig:
     def from_json(cls, text: str) -> ArchConfig:
         return cls.from_dict(json.loads(text))
 
+    @classmethod
+    def from_flat(cls, values: dict[str, Any], *, source: str = "arch") -> ArchConfig:
+        """From dotted keys as search spaces write them: ``{"width": 0.5, "L1.residual": 1}``."""
+        nested: dict[str, Any] = {}
+        for key, value in values.items():
+            head, dot, tail = key.partition(".")
+            if dot:
+                nested.setdefault(head, {})[tail] = value
+            else:
+                nested[key] = value
+        return cls.from_dict(nested, source=source)
+
     # ---- names people read ----------------------------------------------------------
 
     def short_name(self) -> str:
