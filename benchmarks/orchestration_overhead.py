@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from nas.data import DataConfig, load_data, resolve_data_root
+from nas.data import DataConfig, _cached_splits, _load_cifar10_cached, load_data, resolve_data_root
 from nas.db import Store
 from nas.search import launch
 from nas.space import load_experiment
@@ -46,6 +46,8 @@ def write_space(folder: Path, args) -> Path:
 
 
 def run_bare(spec, root: str) -> float:
+    _cached_splits.cache_clear()  # read the data from disk every round, as a fresh process (and a Ray worker) does
+    _load_cifar10_cached.cache_clear()
     start = time.perf_counter()
     data_cfg = DataConfig(**{**{k: v for k, v in spec.dataset.items() if k != "name"}, "root": root})
     data = load_data(data_cfg)
@@ -70,8 +72,11 @@ def main() -> None:
     parser.add_argument("--data-root", default=None)
     args = parser.parse_args()
 
+    import os
+
     import ray
 
+    os.environ.setdefault("RAY_worker_niceness", "0")  # as `nas launch` starts Ray
     root = str(resolve_data_root(args.data_root))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

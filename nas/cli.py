@@ -289,8 +289,9 @@ def _start_ray(address: str | None) -> None:
     import logging
     import os
 
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard files per trial
+    # Ray starts workers at nice 15 to keep its daemons responsive; a trial is the work here
+    # (Ray Jobs run theirs at 0 too).
+    os.environ.setdefault("RAY_worker_niceness", "0")
     import ray
 
     if ray.is_initialized():

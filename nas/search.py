@@ -494,6 +494,8 @@ def run_phase(driver: Driver, next_plan: Callable[[], TrialPlan | None], num_sam
 
     if num_samples <= 0:
         return
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard files per trial
     PlanSearcher, OptunaPruningScheduler, StoreCallback = _ray_classes()
     res = driver.spec.resources
     cpus, gpus = driver.trial_resources()
