@@ -543,7 +543,7 @@ def launch(spec: ExperimentSpec, *, store: Store, db_url: str, data_root: str,
         acc = last.get("val_acc") if last.get("val_acc") is not None else last.get("test_acc")
         acc_text = "   -   " if acc is None else f"{acc:6.2%}"
         epochs = int(last.get("epoch", -1)) + 1
-        log(f"[{where}] {plan.arch.short_name():<24} seed {plan.seed:<5} epoch {epochs:>2}/{spec.recipe.epochs}"
+        log(f"[{where}] {plan.arch.short_name():<30} seed {plan.seed:<5} epoch {epochs:>2}/{spec.recipe.epochs}"
             f"  acc {acc_text}  {status:<9} {last.get('cumulative_seconds', 0.0):6.1f} s")
 
     if left:
