@@ -23,7 +23,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from nas.db import Store
@@ -57,19 +57,6 @@ class Variant:
         return f"{self.key} {_show(self.before)} -> {_show(self.after)}"
 
 
-def arch_values(arch: ArchConfig) -> dict[str, Any]:
-    """The flat dotted form of an architecture: {"width": 0.25, "L1.extra": 0, ...}."""
-    out: dict[str, Any] = {}
-    for f in fields(arch):
-        value = getattr(arch, f.name)
-        if is_dataclass(value):
-            for g in fields(value):
-                out[f"{f.name}.{g.name}"] = getattr(value, g.name)
-        else:
-            out[f.name] = value
-    return out
-
-
 def plan_variants(reference: ArchConfig, space: SearchSpace) -> list[Variant]:
     """Every variant one change away from `reference`, in a fixed order, without repeats.
 
@@ -85,8 +72,8 @@ def plan_variants(reference: ArchConfig, space: SearchSpace) -> list[Variant]:
     Variants equal to the reference (a change the canonical form undoes) and repeats of
     an earlier variant are left out.
     """
-    values = arch_values(reference)
-    neutral = arch_values(ArchConfig())
+    values = reference.to_flat()
+    neutral = ArchConfig().to_flat()
     params = {p.key: p for p in space.params}
     seen = {reference.hash}
     variants = []

@@ -25,7 +25,7 @@ import types
 import typing
 import warnings
 from collections.abc import Hashable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,21 +65,7 @@ _PRUNER_EXAMPLES = {"percentile": "percentile: 25", "patience": "patience: 2"}  
 # ----------------------------------------------------------------------------- the space
 
 
-def _arch_defaults() -> dict[str, Any]:
-    """Dotted leaf keys of `ArchConfig` with their defaults: {"width": 1.0, "L1.extra": 0, ...}."""
-    out: dict[str, Any] = {}
-    default = ArchConfig()
-    for f in fields(ArchConfig):
-        value = getattr(default, f.name)
-        if is_dataclass(value):
-            for g in fields(value):
-                out[f"{f.name}.{g.name}"] = getattr(value, g.name)
-        else:
-            out[f.name] = value
-    return out
-
-
-ARCH_KEYS: tuple[str, ...] = tuple(_arch_defaults())  # what a space entry may name
+ARCH_KEYS: tuple[str, ...] = tuple(ArchConfig().to_flat())  # what a space entry may name
 
 
 @dataclass(frozen=True)

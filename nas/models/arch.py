@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 from nas.errors import ConfigError
@@ -199,6 +199,18 @@ class ArchConfig:
     @classmethod
     def from_json(cls, text: str) -> ArchConfig:
         return cls.from_dict(json.loads(text))
+
+    def to_flat(self) -> dict[str, Any]:
+        """Every field under its dotted key, defaults included: {"width": 1.0, "L1.extra": 0, ...}."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if is_dataclass(value):
+                for g in fields(value):
+                    out[f"{f.name}.{g.name}"] = getattr(value, g.name)
+            else:
+                out[f.name] = value
+        return out
 
     @classmethod
     def from_flat(cls, values: dict[str, Any], *, source: str = "arch") -> ArchConfig:
