@@ -72,11 +72,8 @@ def main() -> None:
     parser.add_argument("--data-root", default=None)
     args = parser.parse_args()
 
-    import os
-
     import ray
 
-    os.environ.setdefault("RAY_worker_niceness", "0")  # as `nas launch` starts Ray
     root = str(resolve_data_root(args.data_root))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

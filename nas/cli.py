@@ -289,9 +289,6 @@ def _start_ray(address: str | None) -> None:
     import logging
     import os
 
-    # Ray starts workers at nice 15 to keep its daemons responsive; a trial is the work here
-    # (Ray Jobs run theirs at 0 too).
-    os.environ.setdefault("RAY_worker_niceness", "0")
     import ray
 
     if ray.is_initialized():
