@@ -347,9 +347,9 @@ def contributions(store: Store, experiment: str, reference_hash: str) -> Ablatio
     accuracy difference, most harmful first (variants with fewer than two pairs last).
     Reads only: the dashboard calls it too.
     """
-    found = store.get_experiment(experiment)
-    if found is None:
-        raise ConfigError(f"no experiment named {experiment!r} in the store.")
+    from nas.results import require_experiment
+
+    found = require_experiment(store, experiment)
     results = _results(store, found.id)
     reference = store.get_architecture(reference_hash)
     ref_by_seed = results.get(reference_hash, {})

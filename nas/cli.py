@@ -364,10 +364,9 @@ def status(
             if experiment is None:
                 _print_experiments(store)
                 return
-            found = store.get_experiment(experiment)
-            if found is None:
-                names = ", ".join(e.name for e in store.experiments()) or "none yet"
-                raise ConfigError(f"no experiment named {experiment!r} in the store; experiments: {names}.")
+            from nas.results import require_experiment
+
+            found = require_experiment(store, experiment)
             counts: dict[tuple[str, str], int] = {}
             for trial in store.trials(experiment_id=found.id):
                 key = (str(trial.phase), str(trial.status))

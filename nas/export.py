@@ -82,12 +82,9 @@ def select(store: Store, experiment: str, *, rank: int | None = None, arch_hash:
         ConfigError: no such experiment, rank or architecture; or `need_weights` and no
             weights were kept for it (only the confirm phase keeps them).
     """
-    from nas.results import arch_results
+    from nas.results import arch_results, require_experiment
 
-    found = store.get_experiment(experiment)
-    if found is None:
-        names = ", ".join(e.name for e in store.experiments()) or "none yet"
-        raise ConfigError(f"no experiment named {experiment!r} in the store; experiments: {names}.")
+    found = require_experiment(store, experiment)
     confirmed = arch_results(store, experiment, "confirm")
     if rank is not None:
         if not confirmed:

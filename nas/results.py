@@ -10,7 +10,8 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass
 
-from nas.db import Store
+from nas.db import Experiment, Store
+from nas.errors import ConfigError
 from nas.stats import SeedSummary, pareto_ranks, summarize
 
 
@@ -26,6 +27,15 @@ class ArchResult:
     params: int
     flops: int
     rank: int = -1  # Pareto rank among this phase's architectures (0 = front)
+
+
+def require_experiment(store: Store, name: str) -> Experiment:
+    """The experiment called `name`; a ConfigError listing the ones there are otherwise."""
+    found = store.get_experiment(name)
+    if found is None:
+        names = ", ".join(e.name for e in store.experiments()) or "none yet"
+        raise ConfigError(f"no experiment named {name!r} in the store; experiments: {names}.")
+    return found
 
 
 def objectives_of(store: Store, experiment_name: str) -> list[tuple[str, str]]:

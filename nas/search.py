@@ -345,10 +345,9 @@ def stored_spec(store: Store, name: str) -> ExperimentSpec:
 
     from nas.space import load_experiment
 
-    experiment = store.get_experiment(name)
-    if experiment is None:
-        names = ", ".join(e.name for e in store.experiments()) or "none yet"
-        raise ConfigError(f"no experiment named {name!r} in the store; experiments: {names}.")
+    from nas.results import require_experiment
+
+    experiment = require_experiment(store, name)
     if not experiment.config_json:
         raise ConfigError(
             f"experiment {name!r} has no stored search space (it was made by `nas train`, not "
