@@ -4,9 +4,11 @@ ConvBN is conv3x3 -> BatchNorm -> ReLU, the unit of the whole family; a residual
 is two of them around a shortcut (Page, "How to train your ResNet", 2018). Where a block
 widens the channels (the pyramid schedule), the identity shortcut is zero-padded (Han, Kim
 & Kim, "Deep Pyramidal Residual Networks", CVPR 2017). A fractal block is FractalNet's
-self-similar expansion (Larsson, Maire & Shakhnarovich, ICLR 2017). Which join a residual
-block uses (plain, stochastic depth, depth dropout, drop-path) is a module passed in; see
-`nas.models.drop`.
+self-similar expansion (Larsson, Maire & Shakhnarovich, ICLR 2017). A clique block is
+CliqueNet's loop of layers updated twice with the same weights (Yang, Zhong, Shen & Lin,
+"Convolutional Neural Networks with Alternately Updated Clique", CVPR 2018). Which join a
+residual block uses (plain, stochastic depth, depth dropout, drop-path) is a module passed
+in; see `nas.models.drop`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ ConvLayer = Callable[[int, int], nn.Module]  # (in_channels, out_channels) -> a 
 def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
     """The family's conv: 3x3, padding 1, no bias (BN follows)."""
     return nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+
+
+def conv1x1(in_channels: int, out_channels: int) -> nn.Conv2d:
+    """A 1x1 conv without bias (BN follows): mixes channels, e.g. a clique block's transition."""
+    return nn.Conv2d(in_channels, out_channels, 1, bias=False)
 
 
 class ConvBN(nn.Module):
@@ -188,12 +195,75 @@ class FractalBlock(nn.Module):
         return f"columns={self.columns}, drop_prob={self.drop_prob:.4g}, global_prob={self.global_prob:.4g}"
 
 
+class CliqueBlock(nn.Module):
+    """CliqueNet block: `layers` layers X_1..X_n, each connected both ways to every other.
+
+    X_0 is the block input. One conv W_li per ordered pair (l -> i), l in 0..n, i in 1..n,
+    l != i, so n**2 convs; f is BatchNorm -> ReLU.
+      stage I:  X_i  = f(sum_{l<i} W_li * X_l)                      (X_0 included)
+      stage II: X_i' = f(sum_{0<l<i} W_li * X_l' + sum_{m>i} W_mi * X_m)
+    Stage II updates the layers alternately, each from the latest values of all the others,
+    with the same conv modules as stage I (the forward pairs run twice, the backward pairs
+    m > i once, in stage II only; X_0 only feeds stage I). Each stage has its own BatchNorm
+    per layer: stage II's sums have more terms, so their statistics differ from stage I's.
+    Output: the paper's block feature {X_0, X_1', ..., X_n'} (concatenated) through a 1x1
+    conv-BN-ReLU transition to `out_channels` (the paper's transition, without its pooling:
+    the stage has pooled already).
+
+    Args:
+        in_channels: channels of X_0.
+        out_channels: channels of every layer X_i and of the output.
+        layers: n >= 2 (with one layer, stage II would have nothing to update it from).
+        conv_layer: the 3x3 conv of every pair (e.g. a deformable one).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, layers: int, *, conv_layer: ConvLayer = conv3x3) -> None:
+        super().__init__()
+        if layers < 2:
+            raise ValueError(f"a clique block needs at least 2 layers, but got {layers=}.")
+        self.layers = layers
+        # Key "l_i" is W_li, the conv from X_l to X_i; the keys are state_dict names.
+        self.convs = nn.ModuleDict({
+            f"{l}_{i}": conv_layer(in_channels if l == 0 else out_channels, out_channels)
+            for i in range(1, layers + 1) for l in range(layers + 1) if l != i
+        })
+        self.stage1_bn = nn.ModuleList(nn.BatchNorm2d(out_channels) for _ in range(layers))
+        self.stage2_bn = nn.ModuleList(nn.BatchNorm2d(out_channels) for _ in range(layers))
+        self.act = nn.ReLU(inplace=True)
+        self.transition = ConvBN(in_channels + layers * out_channels, out_channels, conv_layer=conv1x1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        refined = self.stage_two(self.stage_one(x))
+        return self.transition(torch.cat([x, *refined], dim=1))
+
+    def stage_one(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[X_0, X_1, ..., X_n]: each layer from the block input and the layers before it."""
+        features = [x]
+        for i in range(1, self.layers + 1):
+            total = sum(self.convs[f"{l}_{i}"](features[l]) for l in range(i))
+            features.append(self.act(self.stage1_bn[i - 1](total)))
+        return features
+
+    def stage_two(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """[X_1', ..., X_n'] from stage I's [X_0, X_1, ..., X_n]: each layer again, from the
+        layers already updated (l < i) and those still from stage I (m > i)."""
+        latest = list(features)  # latest[l]: X_l' once layer l is updated in stage II, else X_l
+        for i in range(1, self.layers + 1):
+            total = sum(self.convs[f"{l}_{i}"](latest[l]) for l in range(1, self.layers + 1) if l != i)
+            latest[i] = self.act(self.stage2_bn[i - 1](total))
+        return latest[1:]
+
+    def extra_repr(self) -> str:
+        return f"layers={self.layers}"
+
+
 class Stage(nn.Module):
-    """One insertion point L1..L3: conv -> 2x2 max-pool -> extras -> residual blocks -> fractal.
+    """One insertion point L1..L3: conv -> 2x2 max-pool -> extras -> residual blocks -> fractal
+    -> clique.
 
     Args:
         conv: the stage's conv unit (a ConvBN), run before the pool.
-        extra, residual, fractal: the blocks after the pool, in that order.
+        extra, residual, fractal, clique: the blocks after the pool, in that order.
     """
 
     def __init__(
@@ -203,6 +273,7 @@ class Stage(nn.Module):
         extra: Sequence[nn.Module] = (),
         residual: Sequence[nn.Module] = (),
         fractal: Sequence[nn.Module] = (),
+        clique: Sequence[nn.Module] = (),
     ) -> None:
         super().__init__()
         self.conv = conv
@@ -211,10 +282,12 @@ class Stage(nn.Module):
         self.extra = nn.Sequential(*extra)
         self.residual = nn.Sequential(*residual)
         self.fractal = nn.Sequential(*fractal)
+        self.clique = nn.Sequential(*clique)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
         x = self.pool(x)
         x = self.extra(x)
         x = self.residual(x)
-        return self.fractal(x)
+        x = self.fractal(x)
+        return self.clique(x)
