@@ -291,3 +291,56 @@ def ablation_figure(rows: pd.DataFrame) -> go.Figure:
     fig.update_yaxes(autorange="reversed")  # the table's order: most harmful first
     return _layout(fig, x="Accuracy change vs reference (percentage points)", y="Change",
                    height=max(260, 40 * len(rows) + 100))
+
+
+# ---- early exits ------------------------------------------------------------------------
+
+
+def threshold_label(threshold: float) -> str:
+    """A threshold for people: ``0.45``; ``∞`` for the one that sends every image to the first exit."""
+    return "∞" if math.isinf(threshold) else f"{threshold:.4g}"
+
+
+def exit_curve_figure(points: pd.DataFrame, operating: float | None = None) -> go.Figure:
+    """Accuracy against mean inference FLOPs per image across exit thresholds (BranchyNet),
+    the architecture's own threshold marked.
+
+    Args:
+        points: one trial's `queries.exit_curves` rows (threshold, accuracy, mean_flops).
+        operating: the architecture's `exits.threshold`, drawn as its own point.
+    """
+    labels = [threshold_label(t) for t in points["threshold"]]
+    fig = go.Figure(go.Scatter(
+        x=points["mean_flops"] * 1e-6, y=points["accuracy"] * 100, mode="lines+markers",
+        name="accuracy vs mean inference FLOPs", line=dict(color="#1f77b4"), customdata=labels,
+        hovertemplate="threshold %{customdata}<br>%{x:.2f} MFLOPs<br>%{y:.2f}%<extra></extra>",
+    ))
+    chosen = points[points["threshold"] == operating] if operating is not None else points.iloc[:0]
+    if not chosen.empty:
+        fig.add_trace(go.Scatter(
+            x=chosen["mean_flops"] * 1e-6, y=chosen["accuracy"] * 100, mode="markers",
+            name=f"exits.threshold {threshold_label(operating)}", marker=dict(color=FRONT_COLOR, size=12),
+            hovertemplate="exits.threshold<br>%{x:.2f} MFLOPs<br>%{y:.2f}%<extra></extra>",
+        ))
+    return _layout(fig, x="Mean inference FLOPs per image (MFLOPs)", y=ACCURACY_TITLE, height=400)
+
+
+def exit_share_figure(points: pd.DataFrame, exit_names: list[str]) -> go.Figure:
+    """Share of images leaving at each exit per threshold, stacked to 100%.
+
+    Args:
+        points: one trial's `queries.exit_curves` rows (threshold, exit_shares).
+        exit_names: the exits in order: the side exits' stages, then ``final``.
+    """
+    labels = [threshold_label(t) for t in points["threshold"]]
+    shares = np.array(points["exit_shares"].tolist(), dtype=float).reshape(len(points), -1)
+    fig = go.Figure()
+    for k, name in enumerate(exit_names):
+        fig.add_trace(go.Bar(
+            x=labels, y=shares[:, k] * 100 if k < shares.shape[1] else [], name=f"exit {name}",
+            hovertemplate=f"threshold %{{x}}: %{{y:.1f}}% leave at {name}<extra></extra>",
+        ))
+    fig.update_layout(barmode="stack")
+    fig.update_xaxes(type="category")  # thresholds as labels, in order, ∞ last
+    return _layout(fig, x="Threshold (softmax entropy / ln 10 below which an image leaves)",
+                   y="Images leaving at each exit (%)", height=360)

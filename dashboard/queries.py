@@ -39,7 +39,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.sql import Select
 
 from nas.db import Store, resolve_db_url
-from nas.db.schema import Architecture, EpochResult, Experiment, Trial
+from nas.db.schema import Architecture, EpochResult, ExitCurvePoint, Experiment, Trial
 from nas.stats import pareto_front, summarize
 
 TTL_S = 5  # seconds a cached read stays fresh; a live search appears within this
@@ -51,6 +51,7 @@ _E = Experiment.__table__
 _A = Architecture.__table__
 _T = Trial.__table__
 _R = EpochResult.__table__
+_X = ExitCurvePoint.__table__
 _ACCURACY = func.coalesce(_T.c.final_val_acc, _T.c.final_test_acc)
 
 
@@ -284,7 +285,8 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
         if is_dataclass(value):
             out.update(_flatten(value, f"{prefix}{f.name}."))
         else:
-            out[f"{prefix}{f.name}"] = value
+            # tuples (exits.stages) as the space writes them, "L1+L2": one plain value per cell
+            out[f"{prefix}{f.name}"] = "+".join(map(str, value)) if isinstance(value, tuple) else value
     return out
 
 
@@ -371,6 +373,21 @@ def epochs(_engine: Engine, url: str, trial_ids: tuple[int, ...]) -> pd.DataFram
         .order_by(_R.c.trial_id, _R.c.epoch)
     )
     return _frame(_engine, query)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def exit_curves(_engine: Engine, url: str, trial_ids: tuple[int, ...]) -> pd.DataFrame:
+    """The early-exit curves of the given trials (BranchyNet; trials without exits have none):
+    one row per trial and threshold, thresholds ascending, ``exit_shares`` a list of
+    fractions (side exits in network order, then the final exit)."""
+    query = (
+        select(_X)
+        .where(_X.c.trial_id.in_(list(trial_ids[:MAX_CURVES])))
+        .order_by(_X.c.trial_id, _X.c.position)
+    )
+    frame = _frame(_engine, query)
+    frame["exit_shares"] = [json.loads(text) for text in frame["exit_shares"]]
+    return frame
 
 
 # ---- search insight ---------------------------------------------------------------------

@@ -233,3 +233,25 @@ class AblationVariant(Base):
     change: Mapped[str] = mapped_column(String(200))  # for people, e.g. "L1.residual 1 -> 0 (off)"
     position: Mapped[int] = mapped_column(Integer)  # order in the plan, from 0
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ExitCurvePoint(Base):
+    """One point of a trial's early-exit curve (BranchyNet, Teerapittayanon et al. 2016).
+
+    At one threshold on the normalised softmax entropy (H / ln classes; a sample leaves at
+    the first side exit below it), measured on one split after training: the accuracy, the
+    mean inference FLOPs per image (up to and including the exit taken) and the share of
+    images leaving at each exit. Written by the driver from the trial's last result.
+    """
+
+    __tablename__ = "nas_exit_curves"
+
+    trial_id: Mapped[int] = mapped_column(
+        ForeignKey("nas_trials.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)  # from 0, thresholds ascending
+    threshold: Mapped[float] = mapped_column(Float)  # in [0, 1]; inf: every image leaves at the first exit
+    split: Mapped[str] = mapped_column(String(8))  # val | test: the images measured
+    accuracy: Mapped[float] = mapped_column(Float)  # fraction in [0, 1]
+    mean_flops: Mapped[float] = mapped_column(Float)  # FLOPs per image, averaged over the images
+    exit_shares: Mapped[str] = mapped_column(Text)  # JSON list of fractions: side exits in order, then the final

@@ -16,6 +16,8 @@ writes nothing; all writes go through the methods here.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Iterator, TypeVar
 
@@ -30,6 +32,7 @@ from nas.db.schema import (
     AblationVariant,
     Architecture,
     EpochResult,
+    ExitCurvePoint,
     Experiment,
     ExperimentStatus,
     Phase,
@@ -321,6 +324,41 @@ class Store:
             return
         with self._write() as session:
             session.execute(delete(TrialWeights).where(TrialWeights.trial_id.in_(trial_ids)))
+
+    # ---- early-exit curves ------------------------------------------------------------
+
+    def save_exit_curve(self, trial_id: int, split: str, points: Sequence[Mapping[str, Any]]) -> None:
+        """Keep a trial's early-exit curve (replacing any saved before).
+
+        Args:
+            trial_id: the id from `start_trial`.
+            split: ``val`` or ``test``, the images the curve was measured on.
+            points: one mapping per threshold, ascending, with ``threshold``, ``accuracy``,
+                ``mean_flops`` and ``exit_shares`` (a list: side exits in order, then the
+                final exit), as `nas.models.exits.ExitPoint` holds them.
+        """
+        rows = [
+            ExitCurvePoint(
+                trial_id=trial_id, position=i, threshold=float(p["threshold"]), split=split,
+                accuracy=float(p["accuracy"]), mean_flops=float(p["mean_flops"]),
+                exit_shares=json.dumps([float(s) for s in p["exit_shares"]]),
+            )
+            for i, p in enumerate(points)
+        ]
+        with self._write() as session:
+            _get(session, Trial, trial_id)
+            session.execute(delete(ExitCurvePoint).where(ExitCurvePoint.trial_id == trial_id))
+            session.add_all(rows)
+
+    def exit_curve(self, trial_id: int) -> list[ExitCurvePoint]:
+        """A trial's early-exit curve, thresholds ascending; empty when none was saved."""
+        query = (
+            select(ExitCurvePoint)
+            .where(ExitCurvePoint.trial_id == trial_id)
+            .order_by(ExitCurvePoint.position)
+        )
+        with self._read() as session:
+            return list(session.scalars(query))
 
     # ---- ablations --------------------------------------------------------------------
 

@@ -34,7 +34,9 @@ from nas.space import Param, SearchSpace
 from nas.stats import PairedDifference, SeedSummary, holm_adjust, paired_difference, summarize
 
 ALPHA = 0.05  # family-wise error rate of the "matters" mark (Holm)
-NOT_COMPONENTS = ("width",)  # knobs with no "off" value: only moved to neighbours
+# Knobs with no "off" value, only moved to neighbours: the width, and the early exits'
+# threshold (an operating point of the same trained network, not a part of it).
+NOT_COMPONENTS = ("width", "exits.threshold")
 RESULT_PHASES = ("confirm", "ablation")  # where a result of (architecture, seed) may come from
 MOVES = ("off", "down", "up")
 
@@ -135,6 +137,8 @@ def _show(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, float):
         return f"{value:g}"
+    if isinstance(value, tuple):  # exits.stages, exits.weights: as the short name writes them
+        return "+".join(_show(v) for v in value) or "none"
     return str(value)
 
 

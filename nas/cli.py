@@ -130,7 +130,7 @@ def _train_command(
     from nas.db import Store, resolve_db_url
     from nas.models import build_model, count_flops, count_params
     from nas.provenance import code_version, default_device, device_name as describe_device
-    from nas.train import Recipe, train as train_model
+    from nas.train import Recipe, exit_curve, train as train_model
 
     # 1. Validate everything before touching data or the database.
     spec = read_arch_spec(arch_text)
@@ -194,9 +194,15 @@ def _train_command(
             store.finish_trial(trial_id, "failed", error=traceback.format_exc())
             raise
         status = "diverged" if result.status == "diverged" else "completed"
+        curve = None
+        if arch_cfg.exits.stages and status == "completed":  # BranchyNet: the curve across exit thresholds
+            curve = exit_curve(result.model, arch_cfg, data, recipe.eval_batch_size)
+            store.save_exit_curve(trial_id, curve.split, [asdict(p) for p in curve.points])
         store.finish_trial(trial_id, status, train_seconds=result.train_seconds)
 
     _print_summary(trial_id, arch_cfg, result, params, flops, db_url)
+    if curve is not None:
+        _print_exit_curve(arch_cfg, curve)
     if status == "diverged":
         err_console.print(
             f"[yellow]diverged:[/] the training loss became non-finite at epoch {result.final.epoch + 1}; "
@@ -208,6 +214,27 @@ def _epoch_line(m) -> str:
     val = "" if m.val_acc is None else f"val {m.val_acc:.2%}  "
     test = "" if m.test_acc is None else f"test {m.test_acc:.2%}  "
     return f"epoch {m.epoch + 1}: loss {m.train_loss:.3f}  {val}{test}{m.epoch_seconds:.1f} s"
+
+
+def _print_exit_curve(arch_cfg, curve) -> None:
+    """The early-exit curve: accuracy, mean MFLOPs per image and exit shares per threshold."""
+    names = [*arch_cfg.exits.stages, "final"]
+    table = Table(title=f"early exits ({curve.split} images): an image leaves at the first side exit "
+                        "whose softmax entropy / ln(10) is below the threshold")
+    for column in ("threshold", "accuracy", "MFLOPs / image", *(f"exit {n}" for n in names)):
+        table.add_column(column, justify="right")
+    previous = None
+    for p in curve.points:
+        mark = " *" if p.threshold == arch_cfg.exits.threshold else ""
+        same = previous is not None and (p.accuracy, p.mean_flops, p.exit_shares) == previous
+        previous = (p.accuracy, p.mean_flops, p.exit_shares)
+        if same and not mark:
+            continue  # a threshold between the same images' entropies: the row above again
+        table.add_row(f"{p.threshold:.4g}{mark}", f"{p.accuracy:.2%}", f"{p.mean_flops / 1e6:.2f}",
+                      *(f"{share:.1%}" for share in p.exit_shares))
+    console.print(table)
+    console.print("* the architecture's threshold (exits.threshold): its mean_inference_flops objective; "
+                  "thresholds that change nothing from the row above are left out")
 
 
 def _print_summary(trial_id, arch_cfg, result, params, flops, db_url) -> None:
@@ -301,15 +328,18 @@ def _start_ray(address: str | None) -> None:
 
 
 def _print_front(store, experiment: str) -> None:
-    from nas.results import arch_results
+    from nas.results import arch_results, objectives_of
 
     rows = arch_results(store, experiment, "confirm") or arch_results(store, experiment, "search")
     if not rows:
         console.print("no completed trials yet")
         return
     phase = rows[0].phase
+    # early exits: FLOPs per image at the exit threshold, when the search optimises them
+    exits = "mean_inference_flops" in [metric for metric, _ in objectives_of(store, experiment)]
     table = Table(title=f"{experiment}: {phase} results (Pareto front first)")
-    for column in ("rank", "architecture", "hash", "seeds", "accuracy (mean ± 95% CI)", "train s", "params", "MFLOPs"):
+    columns = ("rank", "architecture", "hash", "seeds", "accuracy (mean ± 95% CI)", "train s", "params", "MFLOPs")
+    for column in columns + (("inference MFLOPs",) if exits else ()):
         table.add_column(column, justify="left" if column in ("architecture", "hash") else "right")
     for row in rows:
         acc = row.accuracy
@@ -317,6 +347,7 @@ def _print_front(store, experiment: str) -> None:
         table.add_row(
             "front" if row.rank == 0 else str(row.rank), escape(row.short_name), row.arch_hash, str(row.seeds),
             f"{acc.mean:.2%}{ci}", f"{row.train_seconds.mean:.1f}", f"{row.params / 1e6:.2f}M", f"{row.flops / 1e6:.1f}",
+            *((f"{row.mean_inference_flops / 1e6:.2f}",) if exits else ()),
         )
     console.print(table)
 

@@ -39,7 +39,8 @@ ONNX_OPSET = 18
 # The ArchConfig fields this exporter writes code for; anything else new is refused by name.
 SUPPORTED_FIELDS = {
     "width", "width_schedule", "deformable_mask", "drop.kind", "drop.rate", "drop.global_share",
-    *(f"{stage}.{name}" for stage in STAGES for name in ("extra", "residual", "fractal", "deformable")),
+    "exits.stages", "exits.weights", "exits.threshold",
+    *(f"{stage}.{name}" for stage in STAGES for name in ("extra", "residual", "fractal", "clique", "deformable")),
 }
 _KNOWN_DROP_KINDS = ("none", "stochastic_depth", "depth_dropout", "drop_path", "width_dropout")
 _KNOWN_SCHEDULES = ("double", "pyramid")
@@ -209,7 +210,12 @@ def render_model(arch: ArchConfig, *, experiment: str = "", code_version: str | 
         if stage.fractal:
             previous, c = c, next(unit)
             fractal_blocks.append(f"FractalBlock({previous}, {c}, columns={stage.fractal}{d})")
-        for label, items in (("extra", extra), ("residual", residual), ("fractal", fractal_blocks)):
+        clique_blocks = []
+        if stage.clique:
+            previous, c = c, next(unit)
+            clique_blocks.append(f"CliqueBlock({previous}, {c}, layers={stage.clique}{d})")
+        for label, items in (("extra", extra), ("residual", residual), ("fractal", fractal_blocks),
+                             ("clique", clique_blocks)):
             if items:
                 parts.append(f"{label}=[{', '.join(items)}]")
         call = f"Stage({', '.join(parts)})"
@@ -220,6 +226,9 @@ def render_model(arch: ArchConfig, *, experiment: str = "", code_version: str | 
         previous = c
     lines.append("        self.pool = nn.AdaptiveMaxPool2d(1)")
     lines.append(f"        self.head = nn.Linear({previous}, num_classes, bias=False)")
+    if arch.exits.stages:  # BranchyNet side exits, keyed by stage as in nas's network
+        heads = ", ".join(f'"{s}": ExitHead({widths[s][-1]}, num_classes)' for s in arch.exits.stages)
+        lines.append(f"        self.exits = nn.ModuleDict({{{heads}}})")
 
     blocks = [_CONV_BN_DEFORMABLE if deformable else _CONV_BN]
     if deformable:
@@ -230,14 +239,19 @@ def render_model(arch: ArchConfig, *, experiment: str = "", code_version: str | 
         blocks.append(_RESIDUAL_DEFORMABLE if deformable else _RESIDUAL)
     if fractal:
         blocks.append(_FRACTAL_DEFORMABLE if deformable else _FRACTAL)
+    if any(getattr(arch, s).clique for s in STAGES):
+        blocks.append(_CLIQUE_DEFORMABLE if deformable else _CLIQUE)
     blocks.append(_STAGE)
+    if arch.exits.stages:
+        blocks.append(_EXIT_HEAD.replace("EXIT_THRESHOLD_VALUE", repr(arch.exits.threshold)))
     return _MODULE.format(
         short_name=arch.short_name(), hash=arch.hash,
         provenance=_provenance(experiment, code_version, weights_note),
         arch_json=repr(arch.to_dict()),
-        training_note=_training_note(arch),
+        training_note=_training_note(arch) + _exits_note(arch),
         blocks="\n\n\n".join(b.strip("\n") for b in blocks),
         layers="\n".join(lines),
+        exit_methods=_EXIT_METHODS.rstrip("\n") if arch.exits.stages else "",
     )
 
 
@@ -316,7 +330,7 @@ class Net(nn.Module):
         x = self.l2(x)
         x = self.l3(x)
         x = self.pool(x).flatten(1)
-        return self.head(x) * LOGIT_SCALE
+        return self.head(x) * LOGIT_SCALE{exit_methods}
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
@@ -504,21 +518,158 @@ _FRACTAL_DEFORMABLE = _FRACTAL.replace(
     "FractalBlock(out_channels, out_channels, columns - 1, deformable)",
 )
 
+_CLIQUE = '''
+class CliqueBlock(nn.Module):
+    """CliqueNet block (Yang et al. 2018): layers X_1..X_n, one 3x3 conv W_li per ordered pair.
+
+    X_0 is the input; f is BatchNorm -> ReLU, with one BatchNorm per layer and stage.
+      stage I:  X_i  = f(sum_{l<i} W_li * X_l)                      (X_0 included)
+      stage II: X_i' = f(sum_{0<l<i} W_li * X_l' + sum_{m>i} W_mi * X_m)
+    Stage II reuses stage I's convs. Output: [X_0, X_1', ..., X_n'] -> 1x1 conv-BN-ReLU.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, layers: int) -> None:
+        super().__init__()
+        self.layers = layers
+        self.convs = nn.ModuleDict({  # key "l_i": W_li, the conv from X_l to X_i
+            f"{l}_{i}": nn.Conv2d(in_channels if l == 0 else out_channels, out_channels, 3, padding=1, bias=False)
+            for i in range(1, layers + 1) for l in range(layers + 1) if l != i
+        })
+        self.stage1_bn = nn.ModuleList(nn.BatchNorm2d(out_channels) for _ in range(layers))
+        self.stage2_bn = nn.ModuleList(nn.BatchNorm2d(out_channels) for _ in range(layers))
+        self.act = nn.ReLU(inplace=True)
+        self.transition = Transition(in_channels + layers * out_channels, out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        latest = [x]  # stage I
+        for i in range(1, self.layers + 1):
+            total = sum(self.convs[f"{l}_{i}"](latest[l]) for l in range(i))
+            latest.append(self.act(self.stage1_bn[i - 1](total)))
+        for i in range(1, self.layers + 1):  # stage II: each layer from the latest of the others
+            total = sum(self.convs[f"{l}_{i}"](latest[l]) for l in range(1, self.layers + 1) if l != i)
+            latest[i] = self.act(self.stage2_bn[i - 1](total))
+        return self.transition(torch.cat(latest, dim=1))
+
+
+class Transition(nn.Module):
+    """1x1 conv (no bias) -> BatchNorm -> ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+'''
+
+# With deformable stages, every 3x3 conv of the block takes the stage's `deformable` flag.
+_CLIQUE_DEFORMABLE = _CLIQUE.replace(
+    "layers: int) -> None:", "layers: int, deformable: bool = False) -> None:"
+).replace(
+    "nn.Conv2d(in_channels if l == 0 else out_channels, out_channels, 3, padding=1, bias=False)",
+    "conv3x3(in_channels if l == 0 else out_channels, out_channels, deformable)",
+) + '''
+
+def conv3x3(in_channels: int, out_channels: int, deformable: bool = False) -> nn.Module:
+    """3x3 conv, padding 1, no bias (BN follows): deformable or plain."""
+    if deformable:
+        return DeformConv2d(in_channels, out_channels)
+    return nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+'''
+
 _STAGE = '''
 class Stage(nn.Module):
-    """conv -> 2x2 max-pool -> extra layers -> residual blocks -> fractal block."""
+    """conv -> 2x2 max-pool -> extra layers -> residual blocks -> fractal block -> clique block."""
 
-    def __init__(self, conv: nn.Module, extra=(), residual=(), fractal=()) -> None:
+    def __init__(self, conv: nn.Module, extra=(), residual=(), fractal=(), clique=()) -> None:
         super().__init__()
         self.conv = conv
         self.pool = nn.MaxPool2d(2)
         self.extra = nn.Sequential(*extra)
         self.residual = nn.Sequential(*residual)
         self.fractal = nn.Sequential(*fractal)
+        self.clique = nn.Sequential(*clique)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fractal(self.residual(self.extra(self.pool(self.conv(x)))))
+        return self.clique(self.fractal(self.residual(self.extra(self.pool(self.conv(x))))))
 '''
+
+
+_EXIT_HEAD = '''
+EXIT_THRESHOLD = EXIT_THRESHOLD_VALUE  # an image leaves a side exit where softmax entropy / ln(classes) is below this
+
+
+class ExitHead(nn.Module):
+    """A BranchyNet side classifier (Teerapittayanon et al. 2016): ConvBN -> global max-pool
+    -> linear (no bias) -> logits x 0.125."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.conv = ConvBN(channels, channels)
+        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.head = nn.Linear(channels, num_classes, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.conv(x)).flatten(1)) * LOGIT_SCALE
+
+
+def normalized_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax entropy / ln(classes) of each row, in [0, 1]."""
+    log_p = F.log_softmax(logits.float(), dim=1)
+    return -(log_p.exp() * log_p).sum(1) / torch.tensor(float(logits.shape[1])).log()
+'''
+
+# Methods of `Net` for a network with early exits; `forward` stays the final exit alone.
+_EXIT_METHODS = '''
+
+    def forward_exits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Logits of every exit: the side exits in network order, then the final one."""
+        logits = []
+        x = self.prep(x)
+        for name, stage in (("L1", self.l1), ("L2", self.l2), ("L3", self.l3)):
+            x = stage(x)
+            if name in self.exits:
+                logits.append(self.exits[name](x))
+        logits.append(self.head(self.pool(x).flatten(1)) * LOGIT_SCALE)
+        return logits
+
+    @torch.no_grad()
+    def forward_early_exit(self, x: torch.Tensor,
+                           threshold: float = EXIT_THRESHOLD) -> tuple[torch.Tensor, torch.Tensor]:
+        """BranchyNet inference (in eval mode): each image leaves at the first side exit whose
+        normalized_entropy is below `threshold`, and is not run further; the final exit takes
+        the rest. Returns the logits and the exit each image took (side exits from 0, final last)."""
+        n = x.shape[0]
+        rows = torch.arange(n, device=x.device)
+        taken = torch.full((n,), len(self.exits), dtype=torch.long, device=x.device)
+        out, k = None, 0
+        h = self.prep(x)
+        for name, stage in (("L1", self.l1), ("L2", self.l2), ("L3", self.l3)):
+            h = stage(h)
+            if name not in self.exits:
+                continue
+            logits = self.exits[name](h)
+            out = logits.new_empty((n, logits.shape[1])) if out is None else out
+            leave = normalized_entropy(logits) < threshold
+            out[rows[leave]] = logits[leave]
+            taken[rows[leave]] = k
+            h, rows, k = h[~leave], rows[~leave], k + 1
+            if rows.numel() == 0:
+                return out, taken
+        out[rows] = self.head(self.pool(h).flatten(1)) * LOGIT_SCALE
+        return out, taken
+'''
+
+
+def _exits_note(arch: ArchConfig) -> str:
+    if not arch.exits.stages:
+        return ""
+    weights = ", ".join(f"{s} {w:g}" for s, w in zip(arch.exits.stages, arch.exits.weights))
+    return (f"\nEarly exits (BranchyNet) after {'+'.join(arch.exits.stages)}, trained with loss weights "
+            f"{weights} (final 1):\n`model(x)` is the final exit; `model.forward_early_exit(x)` lets images "
+            f"leave early\n(threshold {arch.exits.threshold:g}); `model.forward_exits(x)` gives every exit's logits.")
 
 
 def load_module(source: str, name: str = "nas_exported_model") -> types.ModuleType:
@@ -549,6 +700,9 @@ def check_against_nas(arch: ArchConfig, module: types.ModuleType, weights: dict[
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         diff = (exported(x) - reference(x)).abs().max().item()
+        if arch.exits.stages:  # every exit's logits, not only the final one
+            pairs = zip(exported.forward_exits(x), reference.forward_exits(x))
+            diff = max(diff, *((ours - theirs).abs().max().item() for ours, theirs in pairs))
     if not diff <= CHECK_TOLERANCE:
         raise RuntimeError(f"generated model.py for {arch.short_name()} gives logits {diff:.2e} away from "
                            "nas's network (a bug in nas export).")

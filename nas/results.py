@@ -7,10 +7,11 @@ One `ArchResult` per architecture and phase: its seeds' final metrics summarised
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 
-from nas.db import Experiment, Store
+from nas.db import Architecture, Experiment, Store, Trial
 from nas.errors import ConfigError
 from nas.stats import SeedSummary, pareto_ranks, summarize
 
@@ -27,6 +28,9 @@ class ArchResult:
     params: int
     flops: int
     rank: int = -1  # Pareto rank among this phase's architectures (0 = front)
+    # mean over seeds of the FLOPs per image with early exits at the arch's exit threshold
+    # (the trials' exit curves); the full forward FLOPs for a net without early exits
+    mean_inference_flops: float = math.nan
 
 
 def require_experiment(store: Store, name: str) -> Experiment:
@@ -64,6 +68,7 @@ def arch_results(store: Store, experiment_name: str, phase: str) -> list[ArchRes
             accuracy=summarize(accuracy), test_acc=summarize([t.final_test_acc for t in trials]),
             train_seconds=summarize([t.train_seconds for t in trials]),
             params=arch.params, flops=arch.flops,
+            mean_inference_flops=_mean_inference_flops(store, arch, trials),
         ))
     if not rows:
         return []
@@ -79,7 +84,19 @@ def _metric(row: ArchResult, metric: str) -> float:
     return {
         "val_acc": row.accuracy.mean, "test_acc": row.test_acc.mean,
         "train_seconds": row.train_seconds.mean, "params": float(row.params), "flops": float(row.flops),
+        "mean_inference_flops": row.mean_inference_flops,
     }[metric]
+
+
+def _mean_inference_flops(store: Store, arch: Architecture, trials: list[Trial]) -> float:
+    """Mean over `trials` of the exit curve's mean FLOPs at the arch's exit threshold."""
+    from nas.models import ArchConfig
+
+    exits = ArchConfig.from_json(arch.config_json).exits
+    if not exits.stages:
+        return float(arch.flops)
+    at = [p.mean_flops for t in trials for p in store.exit_curve(t.id) if p.threshold == exits.threshold]
+    return sum(at) / len(at) if at else math.nan
 
 
 def _with_rank(row: ArchResult, rank: int) -> ArchResult:

@@ -36,6 +36,7 @@ from optuna.trial import TrialState
 from nas.db import Store
 from nas.errors import ConfigError
 from nas.models import ArchConfig, build_model, count_flops, count_params
+from nas.models.exits import ExitCurve
 from nas.provenance import code_version
 from nas.space import ExperimentSpec
 from nas.stats import pareto_ranks
@@ -44,6 +45,7 @@ CURVE_METRICS = ("val_acc", "test_acc")  # metrics reported every epoch, so prun
 CONFIRM_SEED_BASE = 10_000  # confirm seeds differ from search seeds: the search seed helped select the winner
 FINISHED = ("completed", "pruned", "diverged", "failed")  # a search trial that counts as done
 WEIGHTS_KEY = "weights_b64"  # a trial's final state_dict in its last result (confirm phase)
+EXIT_CURVE_KEY = "exit_curve_json"  # an early-exit net's ExitCurve in its last result
 DEFINING_SECTIONS = ("dataset", "recipe", "space", "search")  # must match to resume an experiment
 
 
@@ -58,7 +60,7 @@ def run_trial(config: dict[str, Any]) -> None:
 
     from nas.data import DataConfig, load_data
     from nas.provenance import device_name
-    from nas.train import Recipe, train
+    from nas.train import Recipe, exit_curve, train
 
     device = torch.device("cuda" if config["gpus"] > 0 and torch.cuda.is_available() else "cpu")
     data_cfg = DataConfig(**config["dataset"])
@@ -71,16 +73,23 @@ def run_trial(config: dict[str, Any]) -> None:
     def on_epoch(m) -> None:
         tune.report({**m.to_dict(), "diverged": not math.isfinite(m.train_loss), "device": described})
 
-    result = train(ArchConfig.from_json(config["arch"]), Recipe(**config["recipe"]), data, data_cfg,
+    arch, recipe = ArchConfig.from_json(config["arch"]), Recipe(**config["recipe"])
+    result = train(arch, recipe, data, data_cfg,
                    seed=config["seed"], device=device, threads=threads, on_epoch=on_epoch)
+    extra: dict[str, Any] = {}
+    if arch.exits.stages and result.status == "completed":
+        # BranchyNet's accuracy-vs-FLOPs curve across exit thresholds, and its operating point.
+        curve = exit_curve(result.model, arch, data, recipe.eval_batch_size)
+        extra = {EXIT_CURVE_KEY: curve.to_json(), "mean_inference_flops": curve.at(arch.exits.threshold).mean_flops}
     if config.get("save_weights") and result.status == "completed":
         # The weights travel in the last result (base64 keeps it JSON-safe for Ray's
         # bookkeeping): checkpoints would need storage shared by every node, and only
         # the driver writes the store.
         buffer = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in result.model.state_dict().items()}, buffer)
-        tune.report({**result.final.to_dict(), "diverged": False, "device": described,
-                     WEIGHTS_KEY: base64.b64encode(buffer.getvalue()).decode("ascii")})
+        extra[WEIGHTS_KEY] = base64.b64encode(buffer.getvalue()).decode("ascii")
+    if extra:
+        tune.report({**result.final.to_dict(), "diverged": False, "device": described, **extra})
 
 
 # ----------------------------------------------------------------------------- plans
@@ -248,6 +257,8 @@ class Driver:
         source = {
             "val_acc": accuracy, "test_acc": last.get("test_acc"),
             "train_seconds": last.get("cumulative_seconds"), "params": params, "flops": flops,
+            # at the arch's exit threshold; a net without early exits always runs in full
+            "mean_inference_flops": last.get("mean_inference_flops", flops),
         }
         return [float(source[o.metric]) for o in self.spec.search.objectives]
 
@@ -447,6 +458,10 @@ def _ray_classes():
             weights = result.pop(WEIGHTS_KEY, None)  # pop: Ray keeps the last result in memory
             if weights is not None:
                 self.driver.store.save_weights(plan.store_id, base64.b64decode(weights))
+            curve = result.pop(EXIT_CURVE_KEY, None)
+            if curve is not None:
+                curve = ExitCurve.from_json(curve)
+                self.driver.store.save_exit_curve(plan.store_id, curve.split, [asdict(p) for p in curve.points])
             plan.last = result
             self.driver.store.record_epoch(
                 plan.store_id, int(result["epoch"]), train_loss=result["train_loss"], train_acc=result["train_acc"],

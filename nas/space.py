@@ -38,7 +38,9 @@ from nas.train import Recipe
 
 KINDS = ("choice", "int", "float", "fixed")  # the kinds of a space entry
 SAMPLERS = ("tpe", "random", "grid", "nsga2")
-METRICS = ("val_acc", "test_acc", "train_seconds", "params", "flops")
+# mean_inference_flops: FLOPs per image with early exits at the arch's exit threshold
+# (nas.models.exits); the full forward FLOPs for a net without exits.
+METRICS = ("val_acc", "test_acc", "train_seconds", "params", "flops", "mean_inference_flops")
 DIRECTIONS = ("maximize", "minimize")
 DATASETS = ("cifar10",)
 PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
@@ -66,6 +68,7 @@ _PRUNER_EXAMPLES = {"percentile": "percentile: 25", "patience": "patience: 2"}  
 
 
 ARCH_KEYS: tuple[str, ...] = tuple(ArchConfig().to_flat())  # what a space entry may name
+_TUPLE_KEYS = frozenset(k for k, v in ArchConfig().to_flat().items() if isinstance(v, tuple))  # exits.stages, ...
 
 
 @dataclass(frozen=True)
@@ -266,7 +269,7 @@ def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> None:
 class Objective:
     """One thing the search optimises; the first one is what pruning watches."""
 
-    metric: str  # val_acc | test_acc | train_seconds | params | flops
+    metric: str  # val_acc | test_acc | train_seconds | params | flops | mean_inference_flops
     direction: str  # maximize | minimize
 
     def __post_init__(self) -> None:
@@ -757,11 +760,12 @@ def _parse_entry(src: _Source, path: tuple, entry: Any) -> Param:
             )
     here = path + (kind,)
     if kind == "fixed":
-        return Param(key, kind, value=_scalar(src, here, entry["fixed"]))
+        return Param(key, kind, value=_scalar(src, here, _as_scalar(key, entry["fixed"])))
     if kind == "choice":
         choices = entry["choice"]
         if not isinstance(choices, list):
             raise src.error(here, f"expected a list of values such as [0, 1], but got {choices!r}.")
+        choices = [_as_scalar(key, choice) for choice in choices]
         if not choices:
             raise src.error(here, "must not be empty; list at least one value, e.g. [0, 1].")
         for i, choice in enumerate(choices):
@@ -805,6 +809,15 @@ def _parse_range(src: _Source, path: tuple, kind: str, entry: dict[str, Any]) ->
     return Param(key, kind, low=low, high=high, step=step, log=log)
 
 
+def _as_scalar(key: str, value: Any) -> Any:
+    """A YAML list given for a tuple-valued field (``exits.stages: [L1, L2]``) as the
+    "+"-joined string that field also reads (``"L1+L2"``; ``[]`` is ``""``): Optuna's
+    categorical choices must be scalars. Anything else unchanged."""
+    if key in _TUPLE_KEYS and isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
+        return "+".join(str(v) for v in value)
+    return value
+
+
 def _scalar(src: _Source, path: tuple, value: Any) -> Any:
     """A value Optuna can store as a categorical choice: number, string, bool or null."""
     if value is not None and not isinstance(value, (bool, int, float, str)):
@@ -837,6 +850,7 @@ def _with_conditions(
             )
         if not isinstance(values, list) or not values:
             raise src.error(where, f"expected a non-empty list of values such as [1], but got {values!r}.")
+        values = [_as_scalar(target, value) for value in values]
         for value in values:
             if not entries[target].contains(value):
                 raise src.error(

@@ -3,8 +3,10 @@
 The recipe is Page's DAWNBench ResNet-9 schedule ("How to train your ResNet", 2018: 94%
 in 24 epochs with residual blocks at L1 and L3): SGD with Nesterov momentum, a
 piecewise-linear learning rate (linear warm-up, then linear decay to 0 at the last step),
-weight decay, label smoothing, batch 512. Read top to bottom in the order it runs:
-recipe, result types, evaluation, the training loop.
+weight decay, label smoothing, batch 512. A net with early exits (BranchyNet,
+Teerapittayanon et al. 2016) trains on the weighted sum of its exits' losses, and its
+accuracy-vs-FLOPs curve across exit thresholds is measured after training (`exit_curve`).
+Read top to bottom in the order it runs: recipe, result types, evaluation, the training loop.
 """
 
 from __future__ import annotations
@@ -23,6 +25,14 @@ from torch import nn
 from nas.data import CifarSplits, DataConfig, eval_batches, train_batches
 from nas.errors import ConfigError
 from nas.models import ArchConfig, build_model
+from nas.models.exits import (
+    SWEEP_THRESHOLDS,
+    ExitCurve,
+    exit_flops,
+    exit_loss,
+    normalized_entropy,
+    threshold_sweep,
+)
 from nas.provenance import device_name
 
 # ----------------------------------------------------------------------------- recipe
@@ -134,6 +144,39 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return correct.item() / max(1, len(y))
 
 
+@torch.no_grad()
+def exit_logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """Every exit's float32 logits over `x` in eval mode (side exits first, then the final)."""
+    model.eval()
+    parts: list[list[torch.Tensor]] = []
+    for start in range(0, len(x), batch_size):
+        xb = x[start : start + batch_size]
+        with _autocast(xb.device):
+            outputs = model.forward_exits(xb.contiguous(memory_format=torch.channels_last))
+        parts = parts or [[] for _ in outputs]
+        for collected, logits in zip(parts, outputs):
+            collected.append(logits.float())
+    return [torch.cat(collected) for collected in parts]
+
+
+def exit_curve(model: nn.Module, arch: ArchConfig, data: CifarSplits, batch_size: int) -> ExitCurve:
+    """The early-exit curve of a trained net (BranchyNet): accuracy, mean inference FLOPs per
+    image and exit shares on the val split (the test split when there is none), from one pass
+    collecting every exit. Thresholds: SWEEP_THRESHOLDS (the same for every trial), the arch's
+    own, and the deciles of the side exits' entropies, which resolve the curve where the
+    images are (a briefly trained net has every entropy near 1)."""
+    split, x, y = ("val", data.val_x, data.val_y) if len(data.val_y) else ("test", data.test_x, data.test_y)
+    logits = exit_logits(model, x, batch_size)
+    deciles: list[float] = []
+    if len(logits) > 1 and len(y):
+        entropies = torch.cat([normalized_entropy(side) for side in logits[:-1]])
+        levels = torch.linspace(0.1, 0.9, 9, device=entropies.device)
+        deciles = torch.quantile(entropies, levels).round(decimals=4).tolist()
+    thresholds = sorted({*SWEEP_THRESHOLDS, arch.exits.threshold, *deciles})
+    points = threshold_sweep(logits, y, exit_flops(model), thresholds)
+    return ExitCurve(split=split, points=tuple(points))
+
+
 def _autocast(device: torch.device):
     # bf16 on CUDA halves memory traffic; on CPU fp32 is faster than emulated bf16.
     if device.type == "cuda":
@@ -194,6 +237,7 @@ def _train(arch, recipe, data, data_cfg, seed, device, on_epoch) -> TrainResult:
     steps_per_epoch = max(1, n_train // recipe.batch_size)
     total_steps = recipe.epochs * steps_per_epoch
     has_val = len(data.val_y) > 0
+    side_weights = arch.exits.weights  # loss weights of the early exits; () for a net without
     result = TrainResult(status="completed", device=device_name(device), model=model)
     step = 0
     cumulative = 0.0
@@ -210,8 +254,13 @@ def _train(arch, recipe, data, data_cfg, seed, device, on_epoch) -> TrainResult:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total_steps, recipe)
             with _autocast(device):
-                logits = model(x.contiguous(memory_format=torch.channels_last))
-                loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
+                if side_weights:  # BranchyNet: every exit's loss, weighted; accuracy of the final exit
+                    exit_logits = model.forward_exits(x.contiguous(memory_format=torch.channels_last))
+                    logits = exit_logits[-1]
+                    loss = exit_loss(exit_logits, y, side_weights, label_smoothing=recipe.label_smoothing)
+                else:
+                    logits = model(x.contiguous(memory_format=torch.channels_last))
+                    loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

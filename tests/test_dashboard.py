@@ -281,6 +281,47 @@ def test_architecture_page_shows_config_costs_curves_and_the_export_command(open
     assert set(timing["device"]) == {runs[0].device}
 
 
+def test_architecture_page_of_a_net_without_exits_has_no_early_exit_section(open_page, seeded):
+    at = open_page("architecture", exp=EXPERIMENT, arch=seeded.confirmed_hashes[0])
+    assert "Early exits" not in [s.value for s in at.subheader]
+    assert len(figures_of(at)) == 1  # the learning curves only
+
+
+def test_architecture_page_draws_an_exit_nets_accuracy_vs_inference_flops_and_exit_shares(tmp_path, monkeypatch):
+    from nas.models import parse_short_name
+
+    url = f"sqlite:///{tmp_path / 'exits.db'}"
+    arch = parse_short_name("R:L1+L3 E:L1+L2 w=0.25")
+    points = [  # as a trial's last result brings them: thresholds ascending
+        {"threshold": 0.0, "accuracy": 0.80, "mean_flops": 60e6, "exit_shares": [0.0, 0.0, 1.0]},
+        {"threshold": 0.5, "accuracy": 0.75, "mean_flops": 40e6, "exit_shares": [0.5, 0.2, 0.3]},
+        {"threshold": math.inf, "accuracy": 0.60, "mean_flops": 20e6, "exit_shares": [1.0, 0.0, 0.0]},
+    ]
+    with Store.open(url) as store:
+        experiment_id = store.ensure_experiment("exits")
+        store.upsert_architecture(arch.hash, arch.to_json(), arch.short_name(), 400_000, 50_000_000)
+        trial_id = store.start_trial(experiment_id, arch.hash, 0, "search", epochs_planned=1, recipe_json="{}",
+                                     device="cpu", code_version="test")
+        store.record_epoch(trial_id, 0, train_loss=1.0, train_acc=0.5, val_acc=0.8, test_acc=None,
+                           epoch_seconds=1.0, cumulative_seconds=1.0)
+        store.finish_trial(trial_id, "completed")
+        store.save_exit_curve(trial_id, "val", points)
+    monkeypatch.setenv("NAS_DB", url)
+    at = _opener()("architecture", exp="exits", arch=arch.hash)
+    assert "Early exits" in [s.value for s in at.subheader]
+    line = trace(at, "accuracy vs mean inference FLOPs")
+    assert line["x"] == pytest.approx([p["mean_flops"] / 1e6 for p in points])
+    assert line["y"] == pytest.approx([p["accuracy"] * 100 for p in points])
+    assert line["customdata"] == ["0", "0.5", "∞"]
+    chosen = trace(at, "exits.threshold 0.5")  # the operating point of mean_inference_flops
+    assert (chosen["x"], chosen["y"]) == (pytest.approx([40.0]), pytest.approx([75.0]))
+    for k, name in enumerate(["L1", "L2", "final"]):
+        assert trace(at, f"exit {name}")["y"] == pytest.approx([p["exit_shares"][k] * 100 for p in points])
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Mean inference FLOPs at threshold 0.5"] == "40.00 M"
+    assert metrics["Accuracy at threshold 0.5"] == ui.percent(0.75)
+
+
 # ---- trials -----------------------------------------------------------------------------
 
 

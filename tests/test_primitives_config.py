@@ -178,6 +178,7 @@ PRIMITIVE_SPACES = {
     "width_dropout.yaml": "drop.rate",
     "deformable.yaml": "deformable_mask",
     "pyramid.yaml": "width_schedule",
+    "clique.yaml": "L2.clique",
 }
 
 

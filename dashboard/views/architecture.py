@@ -113,3 +113,38 @@ st.dataframe(
         "code_version": "Code", "error": "Error",
     },
 )
+
+try:
+    exit_config = ArchConfig.from_json(arch["config_json"]).exits
+except Exception:  # a config this version cannot build
+    exit_config = None
+if exit_config is not None and exit_config.stages:
+    # BranchyNet (Teerapittayanon et al. 2016): accuracy against inference cost across thresholds.
+    st.subheader("Early exits")
+    exit_curves = queries.exit_curves(engine, url, tuple(int(i) for i in runs["id"]))
+    if exit_curves.empty:
+        st.info("No early-exit curve recorded yet: a trial measures it after its last epoch, so "
+                "completed trials of this architecture have one.")
+        st.stop()
+    measured = runs[runs["id"].isin(exit_curves["trial_id"])].sort_values(["accuracy", "id"], ascending=[False, True])
+    trial_labels = {int(r.id): f"trial {r.id}: seed {r.seed} ({r.phase})" for r in measured.itertuples()}
+    exit_trial = st.selectbox("Trial", list(trial_labels), format_func=trial_labels.get, key="arch_exit_trial",
+                              help="the most accurate first")
+    points = exit_curves[exit_curves["trial_id"] == exit_trial]
+    operating = points[points["threshold"] == exit_config.threshold]
+    if not operating.empty:
+        at = operating.iloc[0]
+        full = points.iloc[0]  # threshold 0: every image runs to the final exit
+        with st.container(horizontal=True, wrap=True):
+            st.metric(f"Mean inference FLOPs at threshold {exit_config.threshold:g}", f"{at['mean_flops'] / 1e6:.2f} M",
+                      f"{at['mean_flops'] / full['mean_flops'] - 1:+.1%} vs every image to the final exit",
+                      delta_color="inverse", border=True, width="content")
+            st.metric(f"Accuracy at threshold {exit_config.threshold:g}", ui.percent(at["accuracy"]),
+                      border=True, width="content")
+    exit_names = [*exit_config.stages, "final"]
+    st.plotly_chart(figures.exit_curve_figure(points, exit_config.threshold), key="arch_exit_curve")
+    st.caption(f"Measured on the {points['split'].iloc[0]} images after training. An image leaves at the first "
+               "side exit whose softmax entropy / ln 10 is below the threshold; threshold 0 sends every image "
+               "to the final exit (the side heads included in its FLOPs), ∞ every image to the first exit. "
+               f"The mean_inference_flops objective is the point at exits.threshold ({exit_config.threshold:g}).")
+    st.plotly_chart(figures.exit_share_figure(points, exit_names), key="arch_exit_shares")

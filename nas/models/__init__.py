@@ -1,6 +1,6 @@
 """The fast CIFAR-10 ResNet family: configs, blocks, the builder and cost counters."""
 
-from nas.models.arch import STAGES, ArchConfig, DropConfig, StageConfig, parse_short_name
+from nas.models.arch import STAGES, ArchConfig, DropConfig, ExitConfig, StageConfig, parse_short_name
 from nas.models.builder import (
     FastResNet,
     build_model,
@@ -16,6 +16,7 @@ __all__ = [
     "ArchConfig",
     "DeformConv2d",
     "DropConfig",
+    "ExitConfig",
     "FastResNet",
     "StageConfig",
     "build_model",

@@ -10,15 +10,17 @@ of every stored architecture unchanged.
 Settings that build the same network are stored the same way, so they share one hash: a
 drop of kind ``none`` has rate 0; a drop that cannot drop anything (rate 0, except depth
 dropout, whose 1x1 shortcut changes the network; or a net without the blocks it acts on:
-residual blocks, and fractal blocks for drop-path) is kind ``none``; ``global_share`` is 0
-unless the kind is ``drop_path``; and ``deformable_mask`` is false when no stage is
-deformable. The search spaces rely on this: they sample each key on its own.
+residual blocks, and fractal blocks for drop-path; no kind acts on clique blocks) is kind
+``none``; ``global_share`` is 0 unless the kind is ``drop_path``; and ``deformable_mask``
+is false when no stage is deformable. The search spaces rely on this: they sample each key
+on its own.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
@@ -27,8 +29,12 @@ from nas.errors import ConfigError
 STAGES = ("L1", "L2", "L3")
 MAX_LAYERS_PER_STAGE = 8  # more than this is a typo, not a search
 MAX_FRACTAL_COLUMNS = 4  # a 4-column fractal block is 15 convs deep; more is a typo
+MIN_CLIQUE_LAYERS = 2  # stage II updates each layer from the others: one layer is no clique
+MAX_CLIQUE_LAYERS = 6  # 6 layers are 36 convs run 51 times; more is a typo
 DROP_KINDS = ("none", "stochastic_depth", "depth_dropout", "drop_path", "width_dropout")
 WIDTH_SCHEDULES = ("double", "pyramid")
+EXIT_STAGES = ("L1", "L2")  # stages a side exit may follow; after L3 comes the final exit
+DEFAULT_EXIT_THRESHOLD = 0.5  # normalised entropy; label smoothing 0.2 alone puts a perfect fit at 0.38
 _DROP_TOKENS = {  # short-name token of each drop kind
     "stochastic_depth": "sd",
     "depth_dropout": "dd",
@@ -44,6 +50,7 @@ class StageConfig:
     extra: int = 0  # additional conv-BN-ReLU layers after the pool
     residual: int = 0  # residual blocks (two conv-BN-ReLU, identity shortcut) after the extras
     fractal: int = 0  # columns of one FractalNet block after the residual blocks; 0 = none
+    clique: int = 0  # layers of one CliqueNet block after the fractal block; 0 = none
     deformable: bool = False  # every 3x3 conv of the stage is deformable (offsets start at 0)
 
     def __post_init__(self) -> None:
@@ -60,6 +67,13 @@ class StageConfig:
         if not 0 <= self.fractal <= MAX_FRACTAL_COLUMNS:
             raise ConfigError(
                 f"fractal must be between 0 and {MAX_FRACTAL_COLUMNS} columns (0 = none), but got {self.fractal}."
+            )
+        if isinstance(self.clique, bool) or not isinstance(self.clique, int):
+            raise ConfigError(f"clique must be an integer (layers; 0 = none), but got {self.clique!r}.")
+        if self.clique != 0 and not MIN_CLIQUE_LAYERS <= self.clique <= MAX_CLIQUE_LAYERS:
+            raise ConfigError(
+                f"clique must be 0 (none) or between {MIN_CLIQUE_LAYERS} and {MAX_CLIQUE_LAYERS} layers,"
+                f" but got {self.clique}."
             )
         if not isinstance(self.deformable, bool):
             raise ConfigError(f"deformable must be true or false, but got {self.deformable!r}.")
@@ -104,6 +118,89 @@ class DropConfig:
 
 
 @dataclass(frozen=True)
+class ExitConfig:
+    """Early exits (BranchyNet: Teerapittayanon, McDanel & Kung, ICPR 2016): a side classifier
+    after each stage in `stages`; the final exit is the backbone's own head.
+
+    Training minimises sum_n w_n * CE(exit n) (`weights` for the side exits, 1 for the final
+    exit); at inference a sample leaves at the first side exit whose softmax entropy divided
+    by ln(classes) is below `threshold`. See `nas.models.exits`.
+
+    ``stages`` may be written as a list or as ``"L1+L2"`` (``""``: none), ``weights`` as a
+    list, as one number for every side exit, or as ``"0.5+0.3"``; search spaces use the
+    strings and single numbers, since Optuna's choices must be scalars. Stored canonically:
+    stages in network order, one weight per stage (1.0 when none are given); without stages
+    the weights and the threshold are left at their defaults (no exit to weigh or leave at).
+    """
+
+    stages: tuple[str, ...] = ()  # stages followed by a side exit, in network order: L1, L2
+    weights: tuple[float, ...] = ()  # loss weight of each side exit; the final exit weighs 1.0
+    threshold: float = DEFAULT_EXIT_THRESHOLD  # operating point: leave where entropy/ln(classes) < this, in [0, 1]
+
+    def __post_init__(self) -> None:
+        stages = _read_exit_stages(self.stages)
+        weights = _read_exit_weights(self.weights, len(stages))
+        if not isinstance(self.threshold, (int, float)) or isinstance(self.threshold, bool):
+            raise ConfigError(f"threshold must be a number in [0, 1], but got {self.threshold!r}.")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(
+                f"threshold must be in [0, 1] (softmax entropy / ln(classes)), but got {self.threshold}."
+            )
+        if not stages:  # no exit: nothing to weigh or leave at
+            weights, threshold = (), DEFAULT_EXIT_THRESHOLD
+        else:
+            if not weights:
+                weights = (1.0,) * len(stages)
+            if len(weights) != len(stages):
+                raise ConfigError(
+                    f"weights has {len(weights)} values for {len(stages)} side exits (stages "
+                    f"{'+'.join(stages)}); give one weight per stage, or one number for all."
+                )
+            order = sorted(range(len(stages)), key=lambda i: EXIT_STAGES.index(stages[i]))
+            stages, weights = tuple(stages[i] for i in order), tuple(weights[i] for i in order)
+            threshold = float(self.threshold)
+        object.__setattr__(self, "stages", stages)
+        object.__setattr__(self, "weights", weights)
+        object.__setattr__(self, "threshold", threshold)
+
+
+def _read_exit_stages(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split("+")] if value.strip() else []
+    if not isinstance(value, (list, tuple)) or not all(isinstance(s, str) for s in value):
+        raise ConfigError(f"stages must be a list of stage names such as [L1, L2] (or 'L1+L2'), but got {value!r}.")
+    for i, stage in enumerate(value):
+        if stage not in EXIT_STAGES:
+            raise ConfigError(
+                f"stages: unknown stage {stage!r}; a side exit may follow {', '.join(EXIT_STAGES)}"
+                " (after L3 comes the final exit)."
+            )
+        if stage in value[:i]:
+            raise ConfigError(f"stages lists {stage} twice; a stage takes at most one side exit.")
+    return tuple(value)
+
+
+def _read_exit_weights(value: Any, side_exits: int) -> tuple[float, ...]:
+    if isinstance(value, str):
+        try:
+            value = [float(part) for part in value.split("+")] if value.strip() else []
+        except ValueError:
+            raise ConfigError(
+                f"weights must be numbers such as [0.5, 0.3] (or '0.5+0.3'), but got {value!r}."
+            ) from None
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value] * side_exits  # one number weighs every side exit
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"weights must be a list of numbers, or one number for every side exit, but got {value!r}.")
+    for weight in value:
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+            raise ConfigError(f"weights must be finite numbers, but got {weight!r}.")
+        if weight < 0:
+            raise ConfigError(f"weights must be non-negative (a loss weight), but got {weight}.")
+    return tuple(float(w) for w in value)
+
+
+@dataclass(frozen=True)
 class ArchConfig:
     """One network of the family. Build it with `nas.models.build_model`."""
 
@@ -113,10 +210,11 @@ class ArchConfig:
     L3: StageConfig = field(default_factory=StageConfig)
     drop: DropConfig = field(default_factory=DropConfig)  # depth/width dropping in training
     # double: every unit of a stage has the stage's width (64w, 128w, 256w, 512w);
-    # pyramid: each unit after prep (stage conv, extra, residual or fractal block) adds the
-    # same number of channels, from 64w after prep to 512w at the last unit (PyramidNet).
+    # pyramid: each unit after prep (stage conv, extra, residual, fractal or clique block)
+    # adds the same number of channels, from 64w after prep to 512w at the last unit (PyramidNet).
     width_schedule: str = "double"
     deformable_mask: bool = False  # deformable stages use v2 modulation (a 2*sigmoid mask per tap)
+    exits: ExitConfig = field(default_factory=ExitConfig)  # BranchyNet side exits; none by default
 
     def __post_init__(self) -> None:
         if isinstance(self.width, bool) or not isinstance(self.width, (int, float)):
@@ -188,7 +286,8 @@ class ArchConfig:
                 if value is None:
                     value = {}
                 if not isinstance(value, dict):
-                    example = "{kind: stochastic_depth, rate: 0.2}" if key == "drop" else "{residual: 1}"
+                    example = {"drop": "{kind: stochastic_depth, rate: 0.2}",
+                               "exits": "{stages: [L1, L2], weights: 0.5}"}.get(key, "{residual: 1}")
                     raise ConfigError(f"{path}: expected a mapping such as {example}, but got {value!r}.")
                 _reject_unknown(value, {f.name for f in fields(_NESTED[key])}, path)
                 kwargs[key] = _build(_NESTED[key], value, path)
@@ -231,7 +330,10 @@ class ArchConfig:
 
         ``R`` lists stages with residual blocks and ``X`` stages with extra layers; a
         count above one is written as ``L1x2``. ``F3:L2`` is a 3-column fractal block at
-        L2; ``D:L2`` makes L2's convs deformable (``Dm:L2`` with the v2 modulation mask).
+        L2, ``C4:L2`` a 4-layer clique block at L2; ``D:L2`` makes L2's convs deformable
+        (``Dm:L2`` with the v2 modulation mask). ``E:L1+L2`` puts early exits after L1 and
+        L2, ``ew=0.3`` (or ``ew=0.5+0.3``, per exit) their loss weights when not 1, ``et=0.4``
+        their entropy threshold when not the default.
         Drops are ``sd=0.2`` (stochastic depth), ``dd=0.5`` (depth dropout), ``dp=0.1``
         (drop-path; ``dpg=0.5`` its global share) and ``wd=0.1`` (width dropout); ``pyr``
         is the pyramid width schedule. ``base`` is the plain backbone.
@@ -249,9 +351,15 @@ class ArchConfig:
             stages = [stage for stage in STAGES if getattr(self, stage).fractal == columns]
             if stages:
                 parts.append(f"F{columns}:{'+'.join(stages)}")
+        for layers in range(MIN_CLIQUE_LAYERS, MAX_CLIQUE_LAYERS + 1):
+            stages = [stage for stage in STAGES if getattr(self, stage).clique == layers]
+            if stages:
+                parts.append(f"C{layers}:{'+'.join(stages)}")
         deformable = [stage for stage in STAGES if getattr(self, stage).deformable]
         if deformable:
             parts.append(f"{'Dm' if self.deformable_mask else 'D'}:{'+'.join(deformable)}")
+        if self.exits.stages:
+            parts += _exit_tokens(self.exits)
         if not parts:
             parts.append("base")
         if self.drop.kind != "none":
@@ -273,10 +381,11 @@ class ArchConfig:
 
 
 def parse_short_name(text: str) -> ArchConfig:
-    """Inverse of `ArchConfig.short_name`: ``"R:L1+L3 X:L2 F3:L2 D:L2 sd=0.2 pyr w=0.25"`` -> config."""
+    """Inverse of `ArchConfig.short_name`: ``"R:L1+L3 X:L2 F3:L2 C4:L2 D:L2 sd=0.2 pyr w=0.25"`` -> config."""
     stages: dict[str, dict[str, Any]] = {s: {} for s in STAGES}
     top: dict[str, Any] = {}
     drop: dict[str, Any] = {}
+    exits: dict[str, Any] = {}
     kinds = {token: kind for kind, token in _DROP_TOKENS.items()}
     for token in text.split():
         name, eq, value = token.partition("=")
@@ -296,14 +405,25 @@ def parse_short_name(text: str) -> ArchConfig:
         if eq and name == "dpg":
             drop["global_share"] = _read_number(value, token, text)
             continue
+        if token.startswith("E:"):
+            exits["stages"] = token[2:]
+            continue
+        if eq and name == "ew":  # one number for every exit, or one per exit joined by +
+            exits["weights"] = value if "+" in value else _read_number(value, token, text)
+            continue
+        if eq and name == "et":
+            exits["threshold"] = _read_number(value, token, text)
+            continue
         letter, sep, rest = token.partition(":")
         attr, attr_value = _STAGE_LETTERS.get(letter, (None, None))
         if letter.startswith("F") and letter[1:].isdigit():
             attr, attr_value = "fractal", int(letter[1:])
+        if letter.startswith("C") and letter[1:].isdigit():
+            attr, attr_value = "clique", int(letter[1:])
         if not sep or attr is None:
             raise ConfigError(
                 f"cannot read {token!r} in architecture {text!r}: expected R:L1+L3, X:L2, F3:L2, D:L2,"
-                " Dm:L2, sd=0.2, dd=0.5, dp=0.1, dpg=0.5, wd=0.1, pyr or w=0.5."
+                " Dm:L2, C4:L2, sd=0.2, dd=0.5, dp=0.1, dpg=0.5, wd=0.1, pyr or w=0.5."
             )
         if letter == "Dm":
             top["deformable_mask"] = True
@@ -318,19 +438,36 @@ def parse_short_name(text: str) -> ArchConfig:
             stages[stage][attr] = int(count) if count else attr_value
     if "global_share" in drop and drop.get("kind") != "drop_path":
         raise ConfigError(f"cannot read architecture {text!r}: dpg= (drop-path global share) needs dp= too.")
+    if exits and "stages" not in exits:
+        raise ConfigError(f"cannot read architecture {text!r}: ew= and et= (early exits) need E:L1 or the like too.")
     data: dict[str, Any] = {**top, **stages}
     if drop:
         data["drop"] = drop
+    if exits:
+        data["exits"] = exits
     return ArchConfig.from_dict(data)
 
 
-_NESTED: dict[str, type] = {"L1": StageConfig, "L2": StageConfig, "L3": StageConfig, "drop": DropConfig}
+_NESTED: dict[str, type] = {
+    "L1": StageConfig, "L2": StageConfig, "L3": StageConfig, "drop": DropConfig, "exits": ExitConfig,
+}
 _STAGE_LETTERS: dict[str, tuple[str, Any]] = {  # short-name letter -> (stage field, value of a bare stage)
     "R": ("residual", 1),
     "X": ("extra", 1),
     "D": ("deformable", True),
     "Dm": ("deformable", True),
 }
+
+
+def _exit_tokens(exits: ExitConfig) -> list[str]:
+    """``E:L1+L2``, then ``ew=`` (weights, when not all 1) and ``et=`` (threshold, when not the default)."""
+    tokens = [f"E:{'+'.join(exits.stages)}"]
+    if any(w != 1.0 for w in exits.weights):
+        same = len(set(exits.weights)) == 1
+        tokens.append("ew=" + (_number(exits.weights[0]) if same else "+".join(_number(w) for w in exits.weights)))
+    if exits.threshold != DEFAULT_EXIT_THRESHOLD:
+        tokens.append(f"et={_number(exits.threshold)}")
+    return tokens
 
 
 def _number(value: float) -> str:
@@ -347,7 +484,11 @@ def _read_number(text: str, token: str, name: str) -> float:
 
 
 def _non_default(obj: Any) -> dict[str, Any]:
-    return {f.name: getattr(obj, f.name) for f in fields(obj) if getattr(obj, f.name) != f.default}
+    # Tuples (exits.stages) as lists: the dict is plain data for JSON and YAML alike.
+    return {
+        f.name: list(value) if isinstance(value, tuple) else value
+        for f in fields(obj) if (value := getattr(obj, f.name)) != f.default
+    }
 
 
 def _reject_unknown(data: dict[str, Any], allowed: set[str], path: str) -> None:

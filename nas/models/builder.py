@@ -17,9 +17,19 @@ import torch
 from torch import nn
 
 from nas.models.arch import STAGES, ArchConfig
-from nas.models.blocks import ConvBN, ConvLayer, FractalBlock, ResidualBlock, Stage, conv1x1_shortcut, conv3x3
+from nas.models.blocks import (
+    CliqueBlock,
+    ConvBN,
+    ConvLayer,
+    FractalBlock,
+    ResidualBlock,
+    Stage,
+    conv1x1_shortcut,
+    conv3x3,
+)
 from nas.models.deform import DeformConv2d
 from nas.models.drop import DepthDropout, DropPath, StochasticDepth, WidthDropout
+from nas.models.exits import ExitHead
 
 BASE_CHANNELS = {"prep": 64, "L1": 128, "L2": 256, "L3": 512}  # at width 1.0
 NUM_CLASSES = 10
@@ -27,7 +37,8 @@ LOGIT_SCALE = 0.125
 
 
 def unit_channels(arch: ArchConfig) -> dict[str, list[int]]:
-    """Output channels of every unit: prep, then per stage [conv, *extras, *residual, fractal].
+    """Output channels of every unit: prep, then per stage [conv, *extras, *residual, fractal,
+    clique] (a fractal or clique block is one unit; each is there only when the stage has it).
 
     ``double``: every unit of a stage has the stage's width. ``pyramid`` (PyramidNet): the
     N units after prep grow by the same step, unit k (1..N) having
@@ -64,7 +75,7 @@ def survival_probabilities(blocks: int, final_drop: float) -> list[float]:
 
 def _units(arch: ArchConfig, stage: str) -> int:
     s = getattr(arch, stage)
-    return 1 + s.extra + s.residual + (1 if s.fractal else 0)
+    return 1 + s.extra + s.residual + (1 if s.fractal else 0) + (1 if s.clique else 0)
 
 
 class FastResNet(nn.Module):
@@ -110,10 +121,19 @@ class FastResNet(nn.Module):
                     drop_prob=drop.rate if drop.kind == "drop_path" else 0.0,
                     global_prob=drop.global_share, generator=generator,
                 ))
-            setattr(self, name.lower(), Stage(conv, extra=extra, residual=residual, fractal=fractal))
+            clique = []  # no drop acts on clique blocks
+            if stage.clique:
+                previous, c = c, next(unit)
+                clique.append(CliqueBlock(previous, c, stage.clique, conv_layer=conv_layer))
+            setattr(self, name.lower(), Stage(conv, extra=extra, residual=residual, fractal=fractal, clique=clique))
             previous = c
         self.pool = nn.AdaptiveMaxPool2d(1)
         self.head = nn.Linear(previous, num_classes, bias=False)
+        # BranchyNet side exits (`nas.models.exits`), made last so the backbone's weights
+        # from a seed are those of the same net without exits; empty without exits.
+        self.exits = nn.ModuleDict({
+            name: ExitHead(widths[name][-1], num_classes, LOGIT_SCALE) for name in arch.exits.stages
+        })
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.prep(x)
@@ -127,6 +147,18 @@ class FastResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+    def forward_exits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Logits of every exit: the side exits in network order, then the final one
+        (which `forward` returns alone)."""
+        logits = []
+        x = self.prep(x)
+        for name in STAGES:
+            x = getattr(self, name.lower())(x)
+            if name in self.exits:
+                logits.append(self.exits[name](x))
+        logits.append(self.forward_head(self.pool(x).flatten(1)))
+        return logits
 
 
 def _conv_layer(deformable: bool, modulated: bool) -> ConvLayer:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -10,7 +13,12 @@ INPUT_SHAPE = (3, 32, 32)  # one CIFAR-10 image
 
 
 def count_params(model: nn.Module) -> int:
-    """Trainable and frozen parameters (BN running statistics are buffers, not counted)."""
+    """Trainable and frozen parameters (BN running statistics are buffers, not counted).
+
+    A weight used more than once (a clique block's stage II reruns stage I's convs) is one
+    parameter, counted once: `parameters()` yields each only once. `count_flops` counts
+    every run.
+    """
     return sum(p.numel() for p in model.parameters())
 
 
@@ -31,3 +39,15 @@ def count_flops(model: nn.Module) -> int:
     finally:
         model.train(was_training)
     return int(counter.get_total_flops())
+
+
+def count_call_flops(fn: Callable[..., Any], *args: Any) -> tuple[Any, int]:
+    """``fn(*args)`` without gradients under `FlopCounterMode`: its result and the FLOPs counted.
+
+    For costs of a part of a network (the segments up to an early exit); same conventions
+    as `count_flops`. The caller puts the modules in eval mode.
+    """
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        result = fn(*args)
+    return result, int(counter.get_total_flops())
