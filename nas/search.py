@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import math
 import os
 import shutil
@@ -27,6 +28,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -46,6 +48,7 @@ CONFIRM_SEED_BASE = 10_000  # confirm seeds differ from search seeds: the search
 FINISHED = ("completed", "pruned", "diverged", "failed")  # a search trial that counts as done
 WEIGHTS_KEY = "weights_b64"  # a trial's final state_dict in its last result (confirm phase)
 EXIT_CURVE_KEY = "exit_curve_json"  # an early-exit net's ExitCurve in its last result
+WIDTH_CURVE_KEY = "width_curve_json"  # a universally slimmable trial's WidthCurve in its last result
 DEFINING_SECTIONS = ("dataset", "recipe", "space", "search")  # must match to resume an experiment
 
 
@@ -81,6 +84,13 @@ def run_trial(config: dict[str, Any]) -> None:
         # BranchyNet's accuracy-vs-FLOPs curve across exit thresholds, and its operating point.
         curve = exit_curve(result.model, arch, data, recipe.eval_batch_size)
         extra = {EXIT_CURVE_KEY: curve.to_json(), "mean_inference_flops": curve.at(arch.exits.threshold).mean_flops}
+    if recipe.slimmable is not None and result.status == "completed":
+        from nas.slimmable import accuracy_at_widths, curve_widths
+
+        # US-Nets: accuracy, params and FLOPs per width ratio, BN statistics recomputed per width.
+        curve = accuracy_at_widths(result.model, data, data_cfg, recipe, curve_widths(recipe.slimmable),
+                                   seed=config["seed"])
+        extra[WIDTH_CURVE_KEY] = curve.to_json()
     if config.get("save_weights") and result.status == "completed":
         # The weights travel in the last result (base64 keeps it JSON-safe for Ray's
         # bookkeeping): checkpoints would need storage shared by every node, and only
@@ -119,7 +129,11 @@ class Driver:
         self.data_root = data_root
         self.log = log
         self.plans: dict[str, TrialPlan] = {}
-        self._costs: dict[str, tuple[int, int]] = {}
+        # Params and FLOPs are counted in a driver thread as soon as a plan exists, so the
+        # count (FlopCounterMode's first use takes ~2 s) overlaps the trial's start instead
+        # of holding up the trial's first result.
+        self._counter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nas-costs")
+        self._costs: dict[str, Future[tuple[int, int]]] = {}
         self.experiment_id = self._open_experiment()
         self.study, self.prune_study = self._open_studies(db_url)
         self.used_seeds: dict[str, set[int]] = defaultdict(set)
@@ -307,18 +321,21 @@ class Driver:
 
     # -- shared --
 
-    def costs(self, arch: ArchConfig) -> tuple[int, int]:
+    def count_costs_soon(self, arch: ArchConfig) -> None:
+        """Start counting `arch`'s params and FLOPs in the background (once per architecture)."""
         if arch.hash not in self._costs:
-            model = build_model(arch)
-            self._costs[arch.hash] = (count_params(model), count_flops(model))
-        return self._costs[arch.hash]
+            self._costs[arch.hash] = self._counter.submit(_count_costs, arch)
+
+    def costs(self, arch: ArchConfig) -> tuple[int, int]:
+        self.count_costs_soon(arch)
+        return self._costs[arch.hash].result()
 
     def trial_config(self, plan: TrialPlan) -> dict[str, Any]:
         dataset = {k: v for k, v in self.spec.dataset.items() if k != "name"}
         cpus, gpus = self.trial_resources()
         return {
             "arch": plan.arch.to_json(), "seed": plan.seed, "phase": plan.phase,
-            "recipe": asdict(self.spec.recipe), "dataset": {**dataset, "root": self.data_root},
+            "recipe": self.spec.recipe.to_dict(), "dataset": {**dataset, "root": self.data_root},
             "cpus": cpus, "gpus": gpus, "save_weights": plan.phase == "confirm",
         }
 
@@ -338,6 +355,11 @@ class Driver:
             recipe_json=json.dumps({"recipe": config["recipe"], "dataset": config["dataset"]}, sort_keys=True),
             device=device, code_version=code_version(),
         )
+
+
+def _count_costs(arch: ArchConfig) -> tuple[int, int]:
+    model = build_model(arch)
+    return count_params(model), count_flops(model)
 
 
 def stored_spec(store: Store, name: str) -> ExperimentSpec:
@@ -419,6 +441,7 @@ def _ray_classes():
             if plan is None:
                 return Searcher.FINISHED
             self.driver.plans[trial_id] = plan
+            self.driver.count_costs_soon(plan.arch)
             return self.driver.trial_config(plan)
 
         def on_trial_complete(self, trial_id, result=None, error=False) -> None:
@@ -462,6 +485,12 @@ def _ray_classes():
             if curve is not None:
                 curve = ExitCurve.from_json(curve)
                 self.driver.store.save_exit_curve(plan.store_id, curve.split, [asdict(p) for p in curve.points])
+            widths = result.pop(WIDTH_CURVE_KEY, None)
+            if widths is not None:
+                from nas.slimmable import WidthCurve
+
+                widths = WidthCurve.from_json(widths)
+                self.driver.store.save_width_curve(plan.store_id, [asdict(p) for p in widths.points])
             plan.last = result
             self.driver.store.record_epoch(
                 plan.store_id, int(result["epoch"]), train_loss=result["train_loss"], train_acc=result["train_acc"],
@@ -510,6 +539,8 @@ def run_phase(driver: Driver, next_plan: Callable[[], TrialPlan | None], num_sam
         return
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard files per trial
+    # ...so Ray's end-of-run metrics fetch finds no files: its warning per trial is noise.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     PlanSearcher, OptunaPruningScheduler, StoreCallback = _ray_classes()
     res = driver.spec.resources
     cpus, gpus = driver.trial_resources()
