@@ -223,3 +223,71 @@ def test_sigkill_of_the_driver_then_the_same_command_completes_without_duplicate
     assert not [t for t in trials if str(t.status) == "running"]
     study = optuna.load_study(study_name="killed", storage=f"sqlite:///{db}")
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 8
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process under `pid`, read from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # the process ended while we looked
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _trial_workers(pid: int) -> list[int]:
+    """The Ray actor processes that run trials (function trainables are `ImplicitFunc` actors)."""
+    workers = []
+    for child in _descendants(pid):
+        try:
+            title = Path(f"/proc/{child}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if title.startswith("ray::ImplicitFunc"):
+            workers.append(child)
+    return workers
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds Ray's worker processes through /proc (Linux)")
+def test_a_crashing_trial_is_retried_max_failures_times_then_recorded_failed_and_the_search_goes_on(tmp_path, data_root):
+    space = experiment_yaml(
+        tmp_path / "crash.yaml", name="crashing",
+        recipe={"epochs": 4, "batch_size": 50},
+        resources={"cpus_per_trial": 2, "max_concurrent": 1, "max_failures": 1},
+    )
+    db = tmp_path / "nas.db"
+    cmd = [sys.executable, "-m", "nas", "launch", str(space), "--db", str(db), "--data-root", str(data_root)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    killed: list[int] = []
+    try:
+        deadline = time.time() + 240
+        while len(killed) < 2 and time.time() < deadline:  # the first run and its one retry
+            time.sleep(0.5)
+            fresh = [w for w in _trial_workers(proc.pid) if w not in killed]
+            if fresh:
+                os.kill(fresh[0], signal.SIGKILL)  # the worker dies mid-trial, as on an OOM kill
+                killed.append(fresh[0])
+        assert len(killed) == 2, "never saw the trial's worker process (and its retry) to kill"
+        output, _ = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, output
+    trials = store_trials(db, "search")
+    statuses = Counter(str(t.status) for t in trials)
+    assert statuses == {"failed": 1, "completed": 3}, (statuses, output)  # 4 grid points, one crashed
+    failed = next(t for t in trials if str(t.status) == "failed")
+    assert failed.error  # why, for `nas status` and the dashboard
+    assert "failed" in output
+    study = optuna.load_study(study_name="crashing", storage=f"sqlite:///{db}")
+    assert Counter(t.state for t in study.trials) == {TrialState.FAIL: 1, TrialState.COMPLETE: 3}
