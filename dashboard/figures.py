@@ -344,3 +344,32 @@ def exit_share_figure(points: pd.DataFrame, exit_names: list[str]) -> go.Figure:
     fig.update_xaxes(type="category")  # thresholds as labels, in order, ∞ last
     return _layout(fig, x="Threshold (softmax entropy / ln 10 below which an image leaves)",
                    y="Images leaving at each exit (%)", height=360)
+
+
+def width_curve_figure(curve: pd.DataFrame, separate: pd.DataFrame, member_names: list[str]) -> go.Figure:
+    """Accuracy against FLOPs per image across the widths of one universally slimmable
+    network (US-Nets), beside the widths of the same architecture trained on their own.
+
+    Args:
+        curve: one trial's `queries.width_curves` rows (width, flops, params, accuracy).
+        separate: `queries.width_siblings` rows (one per trial: width, flops, accuracy, ...).
+        member_names: the short name of the member at each width of `curve`, in its order.
+    """
+    custom = np.stack([curve["width"].to_numpy(dtype=float), curve["params"].to_numpy(dtype=float) * 1e-6,
+                       np.array(member_names, dtype=object)], axis=1) if len(curve) else None
+    fig = go.Figure(go.Scatter(
+        x=curve["flops"] * 1e-6, y=curve["accuracy"] * 100, mode="lines+markers",
+        name="US-Net: one training, every width", line=dict(color="#1f77b4"), customdata=custom,
+        hovertemplate="width ratio %{customdata[0]:g}: %{customdata[2]}<br>%{customdata[1]:.3f} M params"
+                      "<br>%{x:.2f} MFLOPs<br>%{y:.2f}%<extra></extra>",
+    ))
+    if not separate.empty:
+        fig.add_trace(go.Scatter(
+            x=separate["flops"] * 1e-6, y=separate["accuracy"] * 100, mode="markers",
+            name="each width trained separately", marker=dict(color=FRONT_COLOR, size=10, symbol="diamond"),
+            customdata=np.stack([separate["short_name"].to_numpy(dtype=object), separate["seed"].to_numpy(),
+                                 separate["experiment"].to_numpy(dtype=object)], axis=1),
+            hovertemplate="%{customdata[0]}, seed %{customdata[1]} (%{customdata[2]})<br>%{x:.2f} MFLOPs"
+                          "<br>%{y:.2f}%<extra></extra>",
+        ))
+    return _layout(fig, x="FLOPs per image (MFLOPs)", y=ACCURACY_TITLE, height=420)

@@ -39,7 +39,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.sql import Select
 
 from nas.db import Store, resolve_db_url
-from nas.db.schema import Architecture, EpochResult, ExitCurvePoint, Experiment, Trial
+from nas.db.schema import Architecture, EpochResult, ExitCurvePoint, Experiment, Trial, WidthCurvePoint
 from nas.stats import pareto_front, summarize
 
 TTL_S = 5  # seconds a cached read stays fresh; a live search appears within this
@@ -52,6 +52,7 @@ _A = Architecture.__table__
 _T = Trial.__table__
 _R = EpochResult.__table__
 _X = ExitCurvePoint.__table__
+_W = WidthCurvePoint.__table__
 _ACCURACY = func.coalesce(_T.c.final_val_acc, _T.c.final_test_acc)
 
 
@@ -388,6 +389,61 @@ def exit_curves(_engine: Engine, url: str, trial_ids: tuple[int, ...]) -> pd.Dat
     frame = _frame(_engine, query)
     frame["exit_shares"] = [json.loads(text) for text in frame["exit_shares"]]
     return frame
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def width_curves(_engine: Engine, url: str, trial_ids: tuple[int, ...]) -> pd.DataFrame:
+    """The width curves of the given trials (US-Nets; only trials trained with
+    ``recipe.slimmable`` have one): one row per trial and width ratio, widths ascending,
+    with ``accuracy`` the val accuracy, else the test accuracy."""
+    query = (
+        select(_W, func.coalesce(_W.c.val_acc, _W.c.test_acc).label("accuracy"))
+        .where(_W.c.trial_id.in_(list(trial_ids[:MAX_CURVES])))
+        .order_by(_W.c.trial_id, _W.c.width)
+    )
+    return _frame(_engine, query)
+
+
+def _without_width(config_json: str) -> str:
+    config = json.loads(config_json)
+    config.pop("width", None)
+    return json.dumps(config, sort_keys=True)
+
+
+def _slimmable_recipe(recipe_json: str | None) -> bool:
+    try:
+        return bool((json.loads(recipe_json or "{}").get("recipe") or {}).get("slimmable"))
+    except (ValueError, AttributeError):
+        return False
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def width_siblings(_engine: Engine, url: str, arch_hash: str, experiment: str | None) -> pd.DataFrame:
+    """Completed trials of every architecture that differs from `arch_hash` only in its width
+    (itself included), each width trained on its own (trials trained as a US-Net are left
+    out), in one experiment or in all (None): one row per trial with the architecture's
+    ``width``, ``short_name``, ``params`` and ``flops``, and the trial's ``accuracy``."""
+    archs = _frame(_engine, select(_A.c.hash, _A.c.config_json, _A.c.short_name, _A.c.params, _A.c.flops))
+    own = archs[archs["hash"] == arch_hash]
+    if own.empty:
+        return pd.DataFrame(columns=["id", "arch_hash", "seed", "phase", "accuracy", "experiment", "width",
+                                     "short_name", "params", "flops"])
+    key = _without_width(own["config_json"].iloc[0])
+    archs = archs[[_without_width(c) == key for c in archs["config_json"]]]
+    archs = archs.assign(width=[float(json.loads(c).get("width", 1.0)) for c in archs["config_json"]])
+    query = (
+        select(_T.c.id, _T.c.arch_hash, _T.c.seed, _T.c.phase, _ACCURACY.label("accuracy"), _T.c.recipe_json,
+               _E.c.name.label("experiment"))
+        .select_from(_T.join(_E, _E.c.id == _T.c.experiment_id))
+        .where(_T.c.arch_hash.in_(archs["hash"].tolist()), _T.c.status == "completed")
+        .order_by(_T.c.id)
+    )
+    if experiment is not None:
+        query = query.where(_E.c.name == experiment)
+    trials = _frame(_engine, query)
+    trials = trials[[not _slimmable_recipe(r) for r in trials["recipe_json"]]].drop(columns="recipe_json")
+    columns = archs[["hash", "width", "short_name", "params", "flops"]].rename(columns={"hash": "arch_hash"})
+    return trials.merge(columns, on="arch_hash").sort_values(["width", "id"], ignore_index=True)
 
 
 # ---- search insight ---------------------------------------------------------------------

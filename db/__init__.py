@@ -18,6 +18,7 @@ from nas.db.schema import (
     Trial,
     TrialStatus,
     TrialWeights,
+    WidthCurvePoint,
 )
 from nas.db.store import Store
 
@@ -33,6 +34,7 @@ __all__ = [
     "Trial",
     "TrialStatus",
     "TrialWeights",
+    "WidthCurvePoint",
     "make_engine",
     "mask_url",
     "resolve_db_url",

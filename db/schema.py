@@ -255,3 +255,24 @@ class ExitCurvePoint(Base):
     accuracy: Mapped[float] = mapped_column(Float)  # fraction in [0, 1]
     mean_flops: Mapped[float] = mapped_column(Float)  # FLOPs per image, averaged over the images
     exit_shares: Mapped[str] = mapped_column(Text)  # JSON list of fractions: side exits in order, then the final
+
+
+class WidthCurvePoint(Base):
+    """One width of a universally slimmable trial (US-Nets: Yu & Huang, ICCV 2019).
+
+    A trial trained with `recipe.slimmable` is evaluated after training at several width
+    ratios of its architecture: the member at ratio r is the architecture with width x r
+    (its params and FLOPs here), its weights the first channels of the trained net's, its
+    BN statistics recomputed for it. Written by the driver from the trial's last result.
+    """
+
+    __tablename__ = "nas_width_curves"
+
+    trial_id: Mapped[int] = mapped_column(
+        ForeignKey("nas_trials.id", ondelete="CASCADE"), primary_key=True
+    )
+    width: Mapped[float] = mapped_column(Float, primary_key=True)  # ratio of the architecture's width, in (0, 1]
+    params: Mapped[int] = mapped_column(BigInteger)  # of the member at this width
+    flops: Mapped[int] = mapped_column(BigInteger)  # forward FLOPs per 32x32 image of that member
+    val_acc: Mapped[float | None] = mapped_column(Float)  # None without a val split
+    test_acc: Mapped[float | None] = mapped_column(Float)

@@ -39,6 +39,7 @@ from nas.db.schema import (
     Trial,
     TrialStatus,
     TrialWeights,
+    WidthCurvePoint,
     utcnow,
 )
 from nas.errors import StoreError
@@ -356,6 +357,40 @@ class Store:
             select(ExitCurvePoint)
             .where(ExitCurvePoint.trial_id == trial_id)
             .order_by(ExitCurvePoint.position)
+        )
+        with self._read() as session:
+            return list(session.scalars(query))
+
+    # ---- width curves (US-Nets) -------------------------------------------------------
+
+    def save_width_curve(self, trial_id: int, points: Sequence[Mapping[str, Any]]) -> None:
+        """Keep a universally slimmable trial's accuracy per width (replacing any saved before).
+
+        Args:
+            trial_id: the id from `start_trial`.
+            points: one mapping per width ratio with ``width``, ``params``, ``flops``,
+                ``val_acc`` (None without a val split) and ``test_acc``, as
+                `nas.slimmable.WidthPoint` holds them.
+        """
+        rows = [
+            WidthCurvePoint(
+                trial_id=trial_id, width=float(p["width"]), params=int(p["params"]), flops=int(p["flops"]),
+                val_acc=None if p["val_acc"] is None else float(p["val_acc"]),
+                test_acc=None if p["test_acc"] is None else float(p["test_acc"]),
+            )
+            for p in points
+        ]
+        with self._write() as session:
+            _get(session, Trial, trial_id)
+            session.execute(delete(WidthCurvePoint).where(WidthCurvePoint.trial_id == trial_id))
+            session.add_all(rows)
+
+    def width_curve(self, trial_id: int) -> list[WidthCurvePoint]:
+        """A trial's accuracy per width ratio, widths ascending; empty when none was saved."""
+        query = (
+            select(WidthCurvePoint)
+            .where(WidthCurvePoint.trial_id == trial_id)
+            .order_by(WidthCurvePoint.width)
         )
         with self._read() as session:
             return list(session.scalars(query))

@@ -100,6 +100,18 @@ def train(
         int | None, typer.Option(help="CPU threads for torch. [default: all cores]", min=1)
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda. [default: cuda when present]")] = None,
+    slimmable_min: Annotated[
+        float | None,
+        typer.Option(help="Train a universally slimmable net (US-Nets) down to this ratio of --arch's width, "
+                     "and print its accuracy per width. [default: off; 0.25 when another --slimmable-* is given]"),
+    ] = None,
+    slimmable_max: Annotated[
+        float | None, typer.Option(help="US-Nets: the largest width ratio trained. [default: 1.0]")
+    ] = None,
+    slimmable_samples: Annotated[
+        int | None,
+        typer.Option(help="US-Nets: widths trained per step (the max, the min and the rest random). [default: 4]"),
+    ] = None,
     db: DbOption = None,
     data_root: DataRootOption = None,
 ) -> None:
@@ -116,12 +128,13 @@ def train(
             arch_text=arch, epochs=epochs, seed=seed, width=width, train_subset=train_subset,
             val_size=val_size, batch_size=batch_size, lr=lr, experiment=experiment,
             threads=threads, device_name=device, db=db, data_root=data_root,
+            slimmable=_given(min_width=slimmable_min, max_width=slimmable_max, samples=slimmable_samples),
         )
 
 
 def _train_command(
     *, arch_text, epochs, seed, width, train_subset, val_size, batch_size, lr, experiment,
-    threads, device_name, db, data_root,
+    threads, device_name, db, data_root, slimmable=None,
 ) -> None:
     # Imported here so `nas --help` stays fast (torch takes seconds to import).
     import torch
@@ -135,9 +148,14 @@ def _train_command(
     # 1. Validate everything before touching data or the database.
     spec = read_arch_spec(arch_text)
     arch_cfg = spec.arch if width is None else spec.arch.replace(width=width)
-    recipe = Recipe.from_dict(
-        {**spec.recipe, **_given(epochs=epochs, batch_size=batch_size, lr=lr)}, source=spec.source + "recipe"
-    )
+    recipe_fields = {**spec.recipe, **_given(epochs=epochs, batch_size=batch_size, lr=lr)}
+    if slimmable:  # --slimmable-* flags: over the file's recipe.slimmable, if any
+        recipe_fields["slimmable"] = {**(spec.recipe.get("slimmable") or {}), **slimmable}
+    recipe = Recipe.from_dict(recipe_fields, source=spec.source + "recipe")
+    if recipe.slimmable is not None:
+        from nas.models.slimmable import check_slimmable
+
+        check_slimmable(arch_cfg, source="--slimmable-* (recipe.slimmable)")
     data_fields = {**spec.dataset, **_given(train_subset=train_subset, val_size=val_size)}
     yaml_root = data_fields.pop("root", None)
     data_cfg = _data_config(data_fields, source=spec.source + "dataset")
@@ -158,7 +176,7 @@ def _train_command(
     with store:
         experiment_id = store.ensure_experiment(experiment, code_version=code_version())
         store.upsert_architecture(arch_cfg.hash, arch_cfg.to_json(), arch_cfg.short_name(), params, flops)
-        recipe_json = json.dumps({"recipe": asdict(recipe), "dataset": asdict(data_cfg)}, sort_keys=True)
+        recipe_json = json.dumps({"recipe": recipe.to_dict(), "dataset": asdict(data_cfg)}, sort_keys=True)
         trial_id = store.start_trial(
             experiment_id, arch_cfg.hash, seed, "train", epochs_planned=recipe.epochs,
             recipe_json=recipe_json, device=describe_device(device, threads), code_version=code_version(),
@@ -198,11 +216,21 @@ def _train_command(
         if arch_cfg.exits.stages and status == "completed":  # BranchyNet: the curve across exit thresholds
             curve = exit_curve(result.model, arch_cfg, data, recipe.eval_batch_size)
             store.save_exit_curve(trial_id, curve.split, [asdict(p) for p in curve.points])
+        width_curve = None
+        if recipe.slimmable is not None and status == "completed":  # US-Nets: accuracy per width
+            from nas.slimmable import accuracy_at_widths, curve_widths
+
+            console.print("measuring every width (BN statistics recomputed per width) ...")
+            width_curve = accuracy_at_widths(result.model, data, data_cfg, recipe,
+                                             curve_widths(recipe.slimmable), seed=seed)
+            store.save_width_curve(trial_id, [asdict(p) for p in width_curve.points])
         store.finish_trial(trial_id, status, train_seconds=result.train_seconds)
 
     _print_summary(trial_id, arch_cfg, result, params, flops, db_url)
     if curve is not None:
         _print_exit_curve(arch_cfg, curve)
+    if width_curve is not None:
+        _print_width_curve(arch_cfg, recipe.slimmable, width_curve)
     if status == "diverged":
         err_console.print(
             f"[yellow]diverged:[/] the training loss became non-finite at epoch {result.final.epoch + 1}; "
@@ -235,6 +263,22 @@ def _print_exit_curve(arch_cfg, curve) -> None:
     console.print(table)
     console.print("* the architecture's threshold (exits.threshold): its mean_inference_flops objective; "
                   "thresholds that change nothing from the row above are left out")
+
+
+def _print_width_curve(arch_cfg, slimmable, curve) -> None:
+    """A US-Net's accuracy, params and FLOPs per width ratio, each width its family member."""
+    from nas.models.slimmable import width_member
+
+    table = Table(title=f"universally slimmable {arch_cfg.short_name()}: one training, every width "
+                        f"(ratios {slimmable.min_width:g}-{slimmable.max_width:g} of its width, "
+                        f"{slimmable.samples} per step; BN statistics recomputed per width)")
+    for column in ("width ratio", "member", "params", "MFLOPs / image", "val acc", "test acc"):
+        table.add_column(column, justify="left" if column == "member" else "right")
+    for p in curve.points:
+        table.add_row(f"{p.width:g}", escape(width_member(arch_cfg, p.width).short_name()), f"{p.params:,}",
+                      f"{p.flops / 1e6:.2f}", "-" if p.val_acc is None else f"{p.val_acc:.2%}",
+                      f"{p.test_acc:.2%}")
+    console.print(table)
 
 
 def _print_summary(trial_id, arch_cfg, result, params, flops, db_url) -> None:

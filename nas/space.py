@@ -429,7 +429,7 @@ class ExperimentSpec:
             "name": self.name,
             "budget": self.budget,
             "dataset": dict(self.dataset),
-            "recipe": asdict(self.recipe),
+            "recipe": self.recipe.to_dict(),  # slimmable left out when off: older experiments resume
             "space": self.space.to_dict(),
             "search": self.search.to_dict(),
             "confirm": asdict(self.confirm),
@@ -480,6 +480,8 @@ def load_experiment(path: str | Path, budget: str | None = None) -> ExperimentSp
     space = _parse_space(src, data["space"])
     search = _parse_search(src, data.get("search"), space)
     _check_buildable(space, src, every_point=search.sampler == "grid")
+    if recipe.slimmable is not None:
+        _check_slimmable(space, src)
     confirm = _build_section(src, ("confirm",), ConfirmSettings, data.get("confirm"))
     resources = _build_section(src, ("resources",), Resources, data.get("resources"))
     return ExperimentSpec(
@@ -910,6 +912,22 @@ def _check_buildable(space: SearchSpace, src: _Source, *, every_point: bool) -> 
                     f"the grid point {point} is not a valid architecture ({err}); narrow the space "
                     "or add a `when` condition that excludes it.",
                 ) from None
+
+
+def _check_slimmable(space: SearchSpace, src: _Source) -> None:
+    """With `recipe.slimmable`, no value of the space may turn on a primitive that slimmable
+    training does not support (each value is checked alone, as `_check_buildable` does)."""
+    from nas.models.slimmable import SUPPORTED, slimmable_conflicts
+
+    for param in space.params:
+        ends = (param.low, param.high) if param.kind in ("int", "float") else param.values()
+        for value in ends:
+            if slimmable_conflicts({param.key: value}):
+                raise src.error(
+                    ("space", param.key, param.kind),
+                    f"{value!r} is not supported by slimmable training (recipe.slimmable), which supports "
+                    f"{SUPPORTED}; remove {param.key} from the space (or fix it off), or remove recipe.slimmable.",
+                )
 
 
 # ----------------------------------------------------------------------------- the search section

@@ -39,6 +39,47 @@ from nas.provenance import device_name
 
 
 @dataclass(frozen=True)
+class SlimmableConfig:
+    """Universally slimmable training (US-Nets: Yu & Huang, ICCV 2019; see `nas.slimmable`).
+
+    Widths are ratios of the architecture's own width: the network at ratio r is the family
+    member ``arch.replace(width=arch.width * r)``, so `arch.width` is the widest one.
+    """
+
+    min_width: float = 0.25  # smallest width ratio trained: the bottom of the sandwich
+    max_width: float = 1.0  # largest width ratio: learns from the labels and teaches the others
+    samples: int = 4  # widths trained per step: the max, the min and samples - 2 random ones between
+
+    def __post_init__(self) -> None:
+        for name in ("min_width", "max_width"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{name} must be a number (a ratio of the architecture's width), but got {value!r}.")
+            object.__setattr__(self, name, float(value))
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int):
+            raise ConfigError(f"samples must be an integer, but got samples={self.samples!r}.")
+        _check(0.0 < self.max_width <= 1.0, "max_width", self.max_width,
+               "in (0, 1] (a ratio of the architecture's width, which is the widest)")
+        _check(0.0 < self.min_width < self.max_width, "min_width", self.min_width,
+               f"in (0, max_width={self.max_width:g})")
+        _check(self.samples >= 2, "samples", self.samples,
+               "at least 2 (the sandwich rule trains the max and the min width every step)")
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "slimmable") -> SlimmableConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a mapping such as {{min_width: 0.25, samples: 4}}, but got {data!r}.")
+        allowed = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise ConfigError(f"{source}.{unknown[0]}: unknown key; allowed keys are {', '.join(sorted(allowed))}.")
+        try:
+            return cls(**data)
+        except ConfigError as err:
+            raise ConfigError(f"{source}.{err}") from None
+
+
+@dataclass(frozen=True)
 class Recipe:
     """How to train. Defaults are the 24-epoch fast-CIFAR recipe."""
 
@@ -54,8 +95,17 @@ class Recipe:
     # selects on val, so by default test accuracy is measured after the last epoch only
     # (and every epoch when there is no val split, as the only curve).
     test_every_epoch: bool = False
+    # US-Nets training of every width between min_width and max_width (a mapping is read as
+    # a SlimmableConfig); None: the architecture alone, the plain loop.
+    slimmable: SlimmableConfig | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.slimmable, dict):
+            object.__setattr__(self, "slimmable", SlimmableConfig.from_dict(self.slimmable))
+        if self.slimmable is not None and not isinstance(self.slimmable, SlimmableConfig):
+            raise ConfigError(
+                f"slimmable must be a mapping such as {{min_width: 0.25, samples: 4}} or null, but got {self.slimmable!r}."
+            )
         _check(self.epochs >= 1, "epochs", self.epochs, "at least 1")
         _check(self.batch_size >= 2, "batch_size", self.batch_size, "at least 2 (BatchNorm needs 2 images)")
         _check(self.lr > 0, "lr", self.lr, "positive")
@@ -64,6 +114,14 @@ class Recipe:
         _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "non-negative")
         _check(0.0 <= self.label_smoothing < 1.0, "label_smoothing", self.label_smoothing, "in [0, 1)")
         _check(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, "at least 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON, YAML and `Recipe(**...)`. `slimmable` is left out when off, so
+        the stored recipes of experiments from before it still match (and resume)."""
+        out = asdict(self)
+        if self.slimmable is None:
+            del out["slimmable"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "recipe") -> Recipe:
@@ -214,13 +272,18 @@ def train(
     Returns:
         The per-epoch metrics and a status: ``diverged`` when the training loss went
         non-finite (that epoch is the last reported), ``stopped`` when the callback
-        stopped it, else ``completed``.
+        stopped it, else ``completed``. With `recipe.slimmable`, the US-Nets loop of
+        `nas.slimmable` trains every width and the metrics are the max width's.
     """
     device = torch.device(device) if device is not None else data.train_x.device
     previous_threads = torch.get_num_threads()
     if threads and device.type == "cpu":
         torch.set_num_threads(threads)
     try:
+        if recipe.slimmable is not None:
+            from nas.slimmable import train_slimmable  # imports this module: import it late
+
+            return train_slimmable(arch, recipe, data, data_cfg, seed, device, on_epoch)
         return _train(arch, recipe, data, data_cfg, seed, device, on_epoch)
     finally:
         torch.set_num_threads(previous_threads)

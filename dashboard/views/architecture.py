@@ -148,3 +148,42 @@ if exit_config is not None and exit_config.stages:
                "to the final exit (the side heads included in its FLOPs), ∞ every image to the first exit. "
                f"The mean_inference_flops objective is the point at exits.threshold ({exit_config.threshold:g}).")
     st.plotly_chart(figures.exit_share_figure(points, exit_names), key="arch_exit_shares")
+
+width_curves = queries.width_curves(engine, url, tuple(int(i) for i in runs["id"]))
+if not width_curves.empty:
+    # US-Nets (Yu & Huang 2019): one slimmable training answers "accuracy at width w" for any w;
+    # beside it, the widths of this architecture trained on their own.
+    from nas.models.slimmable import width_member
+
+    st.subheader("Slimmable widths")
+    measured = runs[runs["id"].isin(width_curves["trial_id"])].sort_values(["accuracy", "id"], ascending=[False, True])
+    trial_labels = {int(r.id): f"trial {r.id}: seed {r.seed} ({r.phase})" for r in measured.itertuples()}
+    width_trial = st.selectbox("US-Net trial", list(trial_labels), format_func=trial_labels.get,
+                               key="arch_width_trial", help="the most accurate first")
+    every_experiment = st.toggle("Separately trained widths from every experiment", value=False,
+                                 key="arch_width_every", help="off: this experiment's only (same recipe and data)")
+    curve = width_curves[width_curves["trial_id"] == width_trial]
+    separate = queries.width_siblings(engine, url, arch_hash, None if every_experiment else experiment)
+    try:
+        names = [width_member(ArchConfig.from_json(arch["config_json"]), w).short_name() for w in curve["width"]]
+    except Exception:  # a config this version cannot build
+        names = [f"{w:g} × {arch['short_name']}" for w in curve["width"]]
+    st.plotly_chart(figures.width_curve_figure(curve, separate, names), key="arch_width_curve")
+    split = "val" if curve["val_acc"].notna().all() else "test"
+    st.caption(f"Accuracy ({split}) of the US-Net trained once: the net at width ratio r is the member with "
+               "r × this width (the first channels of every layer), its BatchNorm statistics recomputed "
+               "on training images after training. Diamonds: architectures that differ from this one only "
+               f"in width, each trained on its own ({ui.plural(len(separate), 'completed trial')}).")
+    st.dataframe(
+        curve.assign(member=names, params=curve["params"] / 1e6, flops=curve["flops"] / 1e6,
+                     val_acc=curve["val_acc"] * 100, test_acc=curve["test_acc"] * 100)[
+            ["width", "member", "params", "flops", "val_acc", "test_acc"]],
+        hide_index=True, key="arch_width_table",
+        column_config={
+            "width": st.column_config.NumberColumn("Width ratio", format="%g"), "member": "Member",
+            "params": st.column_config.NumberColumn("Params (M)", format="%.3f"),
+            "flops": st.column_config.NumberColumn("MFLOPs / image", format="%.2f"),
+            "val_acc": st.column_config.NumberColumn("Val accuracy (%)", format="%.2f"),
+            "test_acc": st.column_config.NumberColumn("Test accuracy (%)", format="%.2f"),
+        },
+    )

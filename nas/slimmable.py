@@ -1,0 +1,298 @@
+"""Train one network for every width: universally slimmable training (US-Nets).
+
+Yu & Huang, "Universally Slimmable Networks and Improved Training Techniques", ICCV 2019:
+- **Sandwich rule.** Every step trains the max width, the min width and ``samples - 2``
+  widths drawn uniformly in between: the extremes bound the performance of every width in
+  between, so training them every step trains them all.
+- **Inplace distillation.** The max width learns from the labels; every smaller width learns
+  from the max width's predicted distribution of the same batch, detached (a soft-target
+  cross-entropy: the teacher is not pulled towards its students).
+- **Post-statistics of BatchNorm.** Each width needs its own BN statistics; they are not
+  kept during training but recomputed after it, per evaluated width, over a few training
+  batches (`recalibrate_bn`; the paper: about 2,000 images suffice).
+
+The gradients of all widths accumulate into the shared weights and the optimizer steps once
+per batch, with the fast recipe's schedule (`nas.train`). The smaller widths' losses are
+averaged (each weighs 1 / (samples - 1)), where the paper's code sums them: summed, the first
+channels, which every width shares, get about `samples` times a plain step's gradient, and at
+the fast recipe's learning rate (0.4, set for one loss) training stalled. Measured on
+R:L1+L3 w=0.25, 3,000 CIFAR-10 images, 4 epochs, samples 4: the max width's val accuracy was
+13.2% summed, 30.2% averaged, 24.0% for the same net trained plainly (one seed each). With
+samples 2 the two rules agree. Only the max width updates the BN
+running statistics in training, so the per-epoch metrics (the max width's) mean what they
+mean for a plain trial, and search, pruning and the store need no change. After training,
+`accuracy_at_widths` gives the curve of accuracy against params and FLOPs; the slicing
+itself is in `nas.models.slimmable`.
+
+Read top to bottom in the order it runs: the widths of a step, the distillation loss, the
+training loop, then BN recalibration and the width curve.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from nas.data import CifarSplits, DataConfig, train_batches
+from nas.models import ArchConfig, FastResNet, build_model, count_flops, count_params
+from nas.models.slimmable import check_slimmable, extract_width, make_slimmable, set_bn_updates, set_width
+from nas.provenance import device_name
+from nas.train import (
+    EpochCallback,
+    EpochMetrics,
+    Recipe,
+    SlimmableConfig,
+    TrainResult,
+    _autocast,
+    _sync,
+    evaluate,
+    lr_at,
+)
+
+# Width ratios of the recorded curve, besides min_width and max_width: those inside (min, max).
+CURVE_WIDTHS = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
+CALIBRATION_IMAGES = 2000  # training images per width for BN post-statistics (US-Nets: 2,000 suffice)
+
+# ----------------------------------------------------------------------------- one step's widths
+
+
+def sandwich_widths(cfg: SlimmableConfig, generator: torch.Generator) -> list[float]:
+    """The width ratios of one step: max, min, then ``samples - 2`` uniform in [min, max]."""
+    draws = torch.rand(cfg.samples - 2, generator=generator, dtype=torch.float64).tolist()
+    return [cfg.max_width, cfg.min_width, *(cfg.min_width + u * (cfg.max_width - cfg.min_width) for u in draws)]
+
+
+def distillation_loss(logits: torch.Tensor, teacher_probs: torch.Tensor) -> torch.Tensor:
+    """Soft-target cross-entropy, -sum_k p_k log softmax(logits)_k, mean over the batch.
+
+    Inplace distillation's loss: `teacher_probs` is the max width's softmax, detached. It
+    differs from KL(p || q) by the teacher's entropy, a constant, so the gradients are KL's.
+    """
+    return -(teacher_probs * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass
+class SlimmableTrainResult(TrainResult):
+    """A `TrainResult` whose epochs are the max width's, plus the widths every step trained."""
+
+    step_widths: list[tuple[float, ...]] = field(default_factory=list)  # per step, in training order: max, min, ...
+
+
+def train_slimmable(
+    arch: ArchConfig,
+    recipe: Recipe,
+    data: CifarSplits,
+    data_cfg: DataConfig,
+    seed: int,
+    device: torch.device,
+    on_epoch: EpochCallback | None,
+) -> SlimmableTrainResult:
+    """`nas.train.train` for a recipe with `slimmable` set (call that; it sets the threads).
+
+    `arch` is the widest network; the result's model is it, made slimmable, set to
+    `max_width`. Metrics: the max width's training loss on the labels and accuracy, and its
+    val/test accuracy with the running BN statistics it kept in training. The random widths
+    come from their own generator, seeded from `seed`, so a seed reproduces a run.
+
+    Raises:
+        ConfigError: `arch` has a primitive slimmable training does not support.
+    """
+    cfg = recipe.slimmable
+    check_slimmable(arch)
+    model = make_slimmable(build_model(arch, seed=seed)).to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=0.0, momentum=recipe.momentum, nesterov=True,
+        weight_decay=recipe.weight_decay,
+    )
+    generator = torch.Generator().manual_seed(seed)  # batch order and augmentation, as the plain loop
+    width_generator = torch.Generator().manual_seed(seed)  # the sandwich's random widths
+    student_weight = 1.0 / (cfg.samples - 1)  # the smaller widths' losses are averaged (module docstring)
+    n_train = len(data.train_y)
+    steps_per_epoch = max(1, n_train // recipe.batch_size)
+    total_steps = recipe.epochs * steps_per_epoch
+    has_val = len(data.val_y) > 0
+    result = SlimmableTrainResult(status="completed", device=device_name(device), model=model)
+    step = 0
+    cumulative = 0.0
+
+    for epoch in range(recipe.epochs):
+        # -- train one epoch (timed, evaluation excluded) --
+        model.train()
+        loss_sum = torch.zeros((), device=device)  # the max width's loss on the labels
+        distill_sum = torch.zeros((), device=device)  # the other widths' losses: only checked for divergence
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        seen = 0
+        _sync(device)
+        start = time.perf_counter()
+        for x, y in train_batches(data, recipe.batch_size, data_cfg, generator):
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, total_steps, recipe)
+            x = x.contiguous(memory_format=torch.channels_last)
+            widths = sandwich_widths(cfg, width_generator)
+            optimizer.zero_grad(set_to_none=True)
+            # the max width: labels; it alone updates the BN running statistics
+            set_width(model, widths[0])
+            set_bn_updates(model, True)
+            with _autocast(device):
+                logits = model(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
+            loss.backward()
+            teacher = logits.detach().float().softmax(dim=1)
+            # the other widths: the max width's predictions (inplace distillation)
+            set_bn_updates(model, False)
+            for width in widths[1:]:
+                set_width(model, width)
+                with _autocast(device):
+                    student_loss = distillation_loss(model(x), teacher) * student_weight
+                student_loss.backward()
+                distill_sum += student_loss.detach()
+            optimizer.step()
+            result.step_widths.append(tuple(widths))
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            step += 1
+        _sync(device)
+        epoch_seconds = time.perf_counter() - start
+        cumulative += epoch_seconds
+        train_loss = loss_sum.item() / seen
+
+        # -- evaluate the max width and report --
+        set_width(model, cfg.max_width)
+        set_bn_updates(model, True)
+        diverged = not (math.isfinite(train_loss) and math.isfinite(distill_sum.item()))
+        if diverged:
+            train_loss = math.nan  # a smaller width went non-finite: the shared weights did too
+        last = epoch == recipe.epochs - 1
+        measure_test = not diverged and (last or recipe.test_every_epoch or not has_val)
+        metrics = EpochMetrics(
+            epoch=epoch,
+            train_loss=train_loss,
+            train_acc=correct.item() / seen,
+            val_acc=None if diverged or not has_val else evaluate(model, data.val_x, data.val_y, recipe.eval_batch_size),
+            test_acc=evaluate(model, data.test_x, data.test_y, recipe.eval_batch_size) if measure_test else None,
+            epoch_seconds=epoch_seconds,
+            cumulative_seconds=cumulative,
+        )
+        result.epochs.append(metrics)
+        if diverged:
+            result.status = "diverged"
+        stop = on_epoch(metrics) if on_epoch is not None else False
+        if diverged:
+            break
+        if stop:
+            result.status = "stopped"
+            break
+    return result
+
+
+# ----------------------------------------------------------------------------- BN post-statistics
+
+
+@torch.no_grad()
+def recalibrate_bn(
+    model: FastResNet,
+    data: CifarSplits,
+    data_cfg: DataConfig,
+    *,
+    batch_size: int,
+    images: int = CALIBRATION_IMAGES,
+    generator: torch.Generator,
+) -> None:
+    """Recompute every BatchNorm's running statistics of `model` from training batches.
+
+    US-Nets' post-statistics: the running statistics are reset and recomputed in training
+    mode as a cumulative average (momentum None) over ``ceil(images / batch_size)``
+    augmented training batches (at most one epoch), without gradients. Leaves `model` in
+    eval mode, its weights unchanged.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the batches, not an exponential one
+    model.train()
+    batches = max(1, math.ceil(images / batch_size))
+    try:
+        for i, (x, _) in enumerate(train_batches(data, batch_size, data_cfg, generator)):
+            if i == batches:
+                break
+            with _autocast(x.device):
+                model(x.contiguous(memory_format=torch.channels_last))
+    finally:
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+        model.eval()
+
+
+# ----------------------------------------------------------------------------- the width curve
+
+
+@dataclass(frozen=True)
+class WidthPoint:
+    """One width of a US-Net after training, with BN statistics recomputed for it."""
+
+    width: float  # ratio of the architecture's width, in (0, 1]
+    params: int  # of the member at this width (the sliced network)
+    flops: int  # forward FLOPs per image of that member
+    val_acc: float | None  # None without a val split
+    test_acc: float
+
+
+@dataclass(frozen=True)
+class WidthCurve:
+    """Accuracy against cost across the widths of one universally slimmable network."""
+
+    points: tuple[WidthPoint, ...]  # widths ascending
+
+    def at(self, width: float) -> WidthPoint:
+        return next(p for p in self.points if p.width == width)
+
+    def to_json(self) -> str:
+        return json.dumps([asdict(p) for p in self.points])
+
+    @classmethod
+    def from_json(cls, text: str) -> WidthCurve:
+        return cls(points=tuple(WidthPoint(**p) for p in json.loads(text)))
+
+
+def curve_widths(cfg: SlimmableConfig) -> list[float]:
+    """The widths a trial records: min, max and the `CURVE_WIDTHS` between them."""
+    return sorted({cfg.min_width, cfg.max_width, *(w for w in CURVE_WIDTHS if cfg.min_width < w < cfg.max_width)})
+
+
+def accuracy_at_widths(
+    model: FastResNet,
+    data: CifarSplits,
+    data_cfg: DataConfig,
+    recipe: Recipe,
+    widths: list[float],
+    *,
+    seed: int = 0,
+    calibration_images: int = CALIBRATION_IMAGES,
+) -> WidthCurve:
+    """Per width ratio: params, FLOPs, val and test accuracy of the trained US-Net.
+
+    Each width is cut out as a standalone network (`extract_width`), its BN statistics are
+    recomputed (`recalibrate_bn`, the same training images for every width) and it is
+    evaluated; `model` itself is left unchanged.
+    """
+    points = []
+    for width in sorted(widths):
+        net = extract_width(model, width)
+        recalibrate_bn(net, data, data_cfg, batch_size=recipe.batch_size, images=calibration_images,
+                       generator=torch.Generator().manual_seed(seed))
+        val_acc = evaluate(net, data.val_x, data.val_y, recipe.eval_batch_size) if len(data.val_y) else None
+        points.append(WidthPoint(
+            width=width, params=count_params(net), flops=count_flops(net), val_acc=val_acc,
+            test_acc=evaluate(net, data.test_x, data.test_y, recipe.eval_batch_size),
+        ))
+    return WidthCurve(points=tuple(points))
