@@ -44,12 +44,12 @@ from nas.models.slimmable import check_slimmable, extract_width, make_slimmable,
 from nas.provenance import device_name
 from nas.train import (
     EpochCallback,
-    EpochMetrics,
     Recipe,
     SlimmableConfig,
     TrainResult,
     _autocast,
     _sync,
+    end_epoch,
     evaluate,
     lr_at,
 )
@@ -118,7 +118,6 @@ def train_slimmable(
     n_train = len(data.train_y)
     steps_per_epoch = max(1, n_train // recipe.batch_size)
     total_steps = recipe.epochs * steps_per_epoch
-    has_val = len(data.val_y) > 0
     result = SlimmableTrainResult(status="completed", device=device_name(device), model=model)
     step = 0
     cumulative = 0.0
@@ -168,28 +167,10 @@ def train_slimmable(
         # -- evaluate the max width and report --
         set_width(model, cfg.max_width)
         set_bn_updates(model, True)
-        diverged = not (math.isfinite(train_loss) and math.isfinite(distill_sum.item()))
-        if diverged:
+        if not math.isfinite(distill_sum.item()):
             train_loss = math.nan  # a smaller width went non-finite: the shared weights did too
-        last = epoch == recipe.epochs - 1
-        measure_test = not diverged and (last or recipe.test_every_epoch or not has_val)
-        metrics = EpochMetrics(
-            epoch=epoch,
-            train_loss=train_loss,
-            train_acc=correct.item() / seen,
-            val_acc=None if diverged or not has_val else evaluate(model, data.val_x, data.val_y, recipe.eval_batch_size),
-            test_acc=evaluate(model, data.test_x, data.test_y, recipe.eval_batch_size) if measure_test else None,
-            epoch_seconds=epoch_seconds,
-            cumulative_seconds=cumulative,
-        )
-        result.epochs.append(metrics)
-        if diverged:
-            result.status = "diverged"
-        stop = on_epoch(metrics) if on_epoch is not None else False
-        if diverged:
-            break
-        if stop:
-            result.status = "stopped"
+        if end_epoch(result, model, data, recipe, on_epoch, epoch=epoch, train_loss=train_loss,
+                     train_acc=correct.item() / seen, epoch_seconds=epoch_seconds, cumulative=cumulative):
             break
     return result
 

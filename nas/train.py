@@ -299,7 +299,6 @@ def _train(arch, recipe, data, data_cfg, seed, device, on_epoch) -> TrainResult:
     n_train = len(data.train_y)
     steps_per_epoch = max(1, n_train // recipe.batch_size)
     total_steps = recipe.epochs * steps_per_epoch
-    has_val = len(data.val_y) > 0
     side_weights = arch.exits.weights  # loss weights of the early exits; () for a net without
     result = TrainResult(status="completed", device=device_name(device), model=model)
     step = 0
@@ -337,28 +336,43 @@ def _train(arch, recipe, data, data_cfg, seed, device, on_epoch) -> TrainResult:
         train_loss = loss_sum.item() / seen
 
         # -- evaluate and report --
-        diverged = not math.isfinite(train_loss)
-        last = epoch == recipe.epochs - 1
-        measure_test = not diverged and (last or recipe.test_every_epoch or not has_val)
-        metrics = EpochMetrics(
-            epoch=epoch,
-            train_loss=train_loss,
-            train_acc=correct.item() / seen,
-            val_acc=None if diverged or not has_val else evaluate(model, data.val_x, data.val_y, recipe.eval_batch_size),
-            test_acc=evaluate(model, data.test_x, data.test_y, recipe.eval_batch_size) if measure_test else None,
-            epoch_seconds=epoch_seconds,
-            cumulative_seconds=cumulative,
-        )
-        result.epochs.append(metrics)
-        if diverged:
-            result.status = "diverged"
-        stop = on_epoch(metrics) if on_epoch is not None else False
-        if diverged:
-            break
-        if stop:
-            result.status = "stopped"
+        if end_epoch(result, model, data, recipe, on_epoch, epoch=epoch, train_loss=train_loss,
+                     train_acc=correct.item() / seen, epoch_seconds=epoch_seconds, cumulative=cumulative):
             break
     return result
+
+
+def end_epoch(result: TrainResult, model: nn.Module, data: CifarSplits, recipe: Recipe,
+              on_epoch: EpochCallback | None, *, epoch: int, train_loss: float, train_acc: float,
+              epoch_seconds: float, cumulative: float) -> bool:
+    """Evaluate `model` after an epoch, record the metrics in `result` and report them.
+
+    A non-finite `train_loss` marks the run diverged (no evaluation). Returns True when
+    training must stop: it diverged, or `on_epoch` asked to (status ``stopped``).
+    """
+    diverged = not math.isfinite(train_loss)
+    has_val = len(data.val_y) > 0
+    last = epoch == recipe.epochs - 1
+    measure_test = not diverged and (last or recipe.test_every_epoch or not has_val)
+    metrics = EpochMetrics(
+        epoch=epoch,
+        train_loss=train_loss,
+        train_acc=train_acc,
+        val_acc=None if diverged or not has_val else evaluate(model, data.val_x, data.val_y, recipe.eval_batch_size),
+        test_acc=evaluate(model, data.test_x, data.test_y, recipe.eval_batch_size) if measure_test else None,
+        epoch_seconds=epoch_seconds,
+        cumulative_seconds=cumulative,
+    )
+    result.epochs.append(metrics)
+    if diverged:
+        result.status = "diverged"
+        if on_epoch is not None:
+            on_epoch(metrics)
+        return True
+    if on_epoch is not None and on_epoch(metrics):
+        result.status = "stopped"
+        return True
+    return False
 
 
 def _sync(device: torch.device) -> None:
