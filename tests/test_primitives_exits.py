@@ -15,12 +15,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from alembic import command
-from sqlalchemy import text
 
-import nas.db.engine as nas_db_engine
 from nas.data import DataConfig, load_data, train_batches
-from nas.db import Store, make_engine
+from nas.db import Store
 from nas.errors import ConfigError
 from nas.models import ArchConfig, ExitConfig, build_model, count_flops, parse_short_name
 from nas.models.builder import FastResNet
@@ -38,6 +35,7 @@ from nas.models.exits import (
 from nas.space import ARCH_KEYS, METRICS, SearchSpace, list_budgets, load_experiment
 from nas.train import Recipe, exit_curve, train
 from tests.cifar_fixture import write_cifar
+from tests.old_store import write_old_store
 
 SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 R13 = {"width": 0.125, "L1": {"residual": 1}, "L3": {"residual": 1}}
@@ -320,22 +318,7 @@ def test_the_exit_curve_of_a_trained_net_holds_the_operating_threshold_and_both_
 
 
 def test_the_migration_adds_exit_curves_to_an_existing_store(tmp_path):
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    engine = make_engine(url)
-    config = nas_db_engine.alembic_config()
-    with engine.begin() as connection:  # a store as nas wrote it before early exits
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0003")
-        connection.execute(text("INSERT INTO nas_experiments (id, name, status, created_at) "
-                                "VALUES (1, 'old', 'finished', '2026-01-01 00:00:00')"))
-        connection.execute(text("INSERT INTO nas_architectures VALUES ('a1b2c3d4e5f6', '{}', 'base', 1, 2, "
-                                "'2026-01-01 00:00:00')"))
-        connection.execute(text(
-            "INSERT INTO nas_trials (id, experiment_id, arch_hash, seed, phase, status, epochs_planned, epochs_done, "
-            "device, recipe_json, started_at) VALUES (7, 1, 'a1b2c3d4e5f6', 0, 'search', 'completed', 1, 1, 'cpu', "
-            "'{}', '2026-01-01 00:00:00')"))
-        tables = {row[0] for row in connection.execute(text("SELECT name FROM sqlite_master WHERE type='table'"))}
-    engine.dispose()
+    url, tables = write_old_store(tmp_path, "0003")  # a store as nas wrote it before early exits
     assert "nas_exit_curves" not in tables
     points = [{"threshold": 0.0, "accuracy": 0.5, "mean_flops": 3e6, "exit_shares": [0.0, 1.0]},
               {"threshold": math.inf, "accuracy": 0.25, "mean_flops": 1e6, "exit_shares": [1.0, 0.0]}]

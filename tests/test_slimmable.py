@@ -9,15 +9,12 @@ import math
 import pytest
 import torch
 import yaml
-from alembic import command
-from sqlalchemy import text
 from typer.testing import CliRunner
 
-import nas.db.engine as nas_db_engine
 import nas.slimmable
 from nas.cli import app
 from nas.data import DataConfig, load_data
-from nas.db import Store, make_engine
+from nas.db import Store
 from nas.errors import ConfigError
 from nas.models import ArchConfig, build_model, count_flops, count_params, parse_short_name, unit_channels
 from nas.models.slimmable import (
@@ -40,6 +37,7 @@ from nas.slimmable import (
 from nas.space import load_experiment
 from nas.train import Recipe, SlimmableConfig, evaluate, train
 from tests.cifar_fixture import write_cifar
+from tests.old_store import write_old_store
 
 ARCH = parse_short_name("R:L1 w=0.125")
 RECIPE = Recipe(epochs=1, batch_size=50, eval_batch_size=100, slimmable=SlimmableConfig(min_width=0.25, samples=4))
@@ -347,22 +345,7 @@ def test_the_store_writes_and_reads_a_width_curve(tmp_path):
 
 
 def test_the_migration_adds_width_curves_to_an_existing_store(tmp_path):
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    engine = make_engine(url)
-    config = nas_db_engine.alembic_config()
-    with engine.begin() as connection:  # a store as nas wrote it before slimmable training
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0004")
-        connection.execute(text("INSERT INTO nas_experiments (id, name, status, created_at) "
-                                "VALUES (1, 'old', 'finished', '2026-01-01 00:00:00')"))
-        connection.execute(text("INSERT INTO nas_architectures VALUES ('a1b2c3d4e5f6', '{}', 'base', 1, 2, "
-                                "'2026-01-01 00:00:00')"))
-        connection.execute(text(
-            "INSERT INTO nas_trials (id, experiment_id, arch_hash, seed, phase, status, epochs_planned, epochs_done, "
-            "device, recipe_json, started_at) VALUES (7, 1, 'a1b2c3d4e5f6', 0, 'search', 'completed', 1, 1, 'cpu', "
-            "'{}', '2026-01-01 00:00:00')"))
-        tables = {row[0] for row in connection.execute(text("SELECT name FROM sqlite_master WHERE type='table'"))}
-    engine.dispose()
+    url, tables = write_old_store(tmp_path, "0004")  # a store as nas wrote it before slimmable training
     assert "nas_width_curves" not in tables and "nas_exit_curves" in tables
     with Store.open(url) as store:  # opening upgrades it
         assert [t.id for t in store.trials()] == [7]
