@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from nas.errors import ConfigError, NasError
+from nas.errors import ConfigError, NasError, reject_unknown_keys
 
 app = typer.Typer(
     name="nas",
@@ -774,10 +774,7 @@ def _data_config(fields: dict[str, Any], *, source: str):
 
     from nas.data import DataConfig
 
-    allowed = {f.name for f in dc_fields(DataConfig)}
-    unknown = sorted(set(fields) - allowed)
-    if unknown:
-        raise ConfigError(f"{source}.{unknown[0]}: unknown key; allowed keys are {', '.join(sorted(allowed))}.")
+    reject_unknown_keys(fields, (f.name for f in dc_fields(DataConfig)), source)
     try:
         return DataConfig(**fields)
     except (ConfigError, TypeError) as err:

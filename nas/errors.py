@@ -7,6 +7,9 @@ from (file, key path) and what to do about it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 
 class NasError(Exception):
     """A problem the user can fix; the CLI exits 2 with this message."""
@@ -24,3 +27,11 @@ class DataError(NasError):
 
 class StoreError(NasError):
     """The database URL is unusable or the store is in an unexpected state."""
+
+
+def reject_unknown_keys(data: Mapping[str, Any], allowed: Iterable[str], path: str) -> None:
+    """ConfigError naming the first key of `data` not in `allowed`, and the allowed ones."""
+    allowed = sorted(allowed)
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{path}.{unknown[0]}: unknown key; allowed keys are {', '.join(allowed)}.")

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.data import CifarSplits, DataConfig, eval_batches, train_batches
-from nas.errors import ConfigError
+from nas.errors import ConfigError, reject_unknown_keys
 from nas.models import ArchConfig, build_model
 from nas.models.exits import (
     SWEEP_THRESHOLDS,
@@ -69,10 +69,7 @@ class SlimmableConfig:
     def from_dict(cls, data: Any, *, source: str = "slimmable") -> SlimmableConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a mapping such as {{min_width: 0.25, samples: 4}}, but got {data!r}.")
-        allowed = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - allowed)
-        if unknown:
-            raise ConfigError(f"{source}.{unknown[0]}: unknown key; allowed keys are {', '.join(sorted(allowed))}.")
+        reject_unknown_keys(data, (f.name for f in fields(cls)), source)
         try:
             return cls(**data)
         except ConfigError as err:
@@ -125,10 +122,7 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "recipe") -> Recipe:
-        allowed = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - allowed)
-        if unknown:
-            raise ConfigError(f"{source}.{unknown[0]}: unknown key; allowed keys are {', '.join(sorted(allowed))}.")
+        reject_unknown_keys(data, (f.name for f in fields(cls)), source)
         try:
             return cls(**data)
         except (ConfigError, TypeError) as err:

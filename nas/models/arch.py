@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, reject_unknown_keys
 
 STAGES = ("L1", "L2", "L3")
 MAX_LAYERS_PER_STAGE = 8  # more than this is a typo, not a search
@@ -278,7 +278,7 @@ class ArchConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a mapping, but got {type(data).__name__}.")
         allowed = {f.name for f in fields(cls)}
-        _reject_unknown(data, allowed, source)
+        reject_unknown_keys(data, allowed, source)
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
             path = f"{source}.{key}"
@@ -289,7 +289,7 @@ class ArchConfig:
                     example = {"drop": "{kind: stochastic_depth, rate: 0.2}",
                                "exits": "{stages: [L1, L2], weights: 0.5}"}.get(key, "{residual: 1}")
                     raise ConfigError(f"{path}: expected a mapping such as {example}, but got {value!r}.")
-                _reject_unknown(value, {f.name for f in fields(_NESTED[key])}, path)
+                reject_unknown_keys(value, {f.name for f in fields(_NESTED[key])}, path)
                 kwargs[key] = _build(_NESTED[key], value, path)
             else:
                 kwargs[key] = value
@@ -489,14 +489,6 @@ def _non_default(obj: Any) -> dict[str, Any]:
         f.name: list(value) if isinstance(value, tuple) else value
         for f in fields(obj) if (value := getattr(obj, f.name)) != f.default
     }
-
-
-def _reject_unknown(data: dict[str, Any], allowed: set[str], path: str) -> None:
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ConfigError(
-            f"{path}.{unknown[0]}: unknown key; allowed keys are {', '.join(sorted(allowed))}."
-        )
 
 
 def _build(cls: type, kwargs: dict[str, Any], path: str) -> Any:
