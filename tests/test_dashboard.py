@@ -25,6 +25,7 @@ from nas.dashboard import queries, serve, ui
 from nas.dashboard.seed import DIMENSIONS, seed_store
 from nas.db import Store
 from nas.stats import pareto_front, summarize
+from tests.postgres_schema import fresh_schema_url
 
 APP = Path(nas.dashboard.__file__).resolve().parent / "app.py"
 EXPERIMENT = "cifar_fast"
@@ -480,25 +481,9 @@ def test_serve_runs_streamlit_on_the_app_with_the_store_in_the_environment(tmp_p
 @pytest.fixture
 def postgres_url():
     """A URL whose search_path is a fresh schema, dropped afterwards."""
-    import os
-    import uuid
-    from urllib.parse import quote
-
-    from sqlalchemy import create_engine
-
-    base = os.environ.get("NAS_TEST_POSTGRES_URL")
-    if not base:
-        pytest.skip("NAS_TEST_POSTGRES_URL not set; .ci/run starts a server")
-    schema = f"nas_dash_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base.replace("postgresql://", "postgresql+psycopg://", 1))
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    separator = "&" if "?" in base else "?"
-    yield f"{base}{separator}options={quote(f'-csearch_path={schema}')}"
-    queries.open_store.clear()  # let go of the dashboard's pooled connections first
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-    admin.dispose()
+    # let go of the dashboard's pooled connections before the schema is dropped
+    with fresh_schema_url("nas_dash", before_drop=queries.open_store.clear) as url:
+        yield url
 
 
 @pytest.mark.postgres

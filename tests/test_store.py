@@ -6,20 +6,17 @@ NAS_TEST_POSTGRES_URL is set (`source .ci/postgres.sh`), on PostgreSQL in a fres
 
 from __future__ import annotations
 
-import os
 import shutil
 import sqlite3
 import time
-import uuid
 from datetime import timezone
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from alembic.script import ScriptDirectory
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 import nas.db.engine as nas_db_engine
@@ -34,8 +31,8 @@ from nas.db import (
 )
 from nas.db.schema import ALEMBIC_VERSION_TABLE, Base
 from nas.errors import StoreError
+from tests.postgres_schema import fresh_schema_url
 
-PG_SKIP_REASON = "NAS_TEST_POSTGRES_URL not set; .ci/run starts a server"
 
 # ---- fixtures -----------------------------------------------------------------------
 
@@ -48,18 +45,8 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture
 def postgres_url() -> str:
     """A URL whose search_path is a fresh schema, dropped afterwards (reruns are clean)."""
-    base = os.environ.get("NAS_TEST_POSTGRES_URL")
-    if not base:
-        pytest.skip(PG_SKIP_REASON)
-    schema = f"nas_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base.replace("postgresql://", "postgresql+psycopg://", 1))
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    separator = "&" if "?" in base else "?"
-    yield f"{base}{separator}options={quote(f'-csearch_path={schema}')}"
-    with admin.begin() as connection:
-        connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-    admin.dispose()
+    with fresh_schema_url("nas_test") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
