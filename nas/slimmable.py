@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -43,7 +44,6 @@ from nas.models import ArchConfig, FastResNet, build_model, count_flops, count_p
 from nas.models.slimmable import check_slimmable, extract_width, make_slimmable, set_bn_updates, set_width
 from nas.provenance import device_name
 from nas.train import (
-    EpochCallback,
     Recipe,
     SlimmableConfig,
     TrainResult,
@@ -93,9 +93,9 @@ def train_slimmable(
     data_cfg: DataConfig,
     seed: int,
     device: torch.device,
-    on_epoch: EpochCallback | None,
-) -> SlimmableTrainResult:
-    """`nas.train.train` for a recipe with `slimmable` set (call that; it sets the threads).
+) -> Iterator[SlimmableTrainResult]:
+    """`nas.train.train_epochs` for a recipe with `slimmable` set (call that or `train`: they
+    set the threads). Yields the result after every epoch, as the plain loop does.
 
     `arch` is the widest network; the result's model is it, made slimmable, set to
     `max_width`. Metrics: the max width's training loss on the labels and accuracy, and its
@@ -169,10 +169,11 @@ def train_slimmable(
         set_bn_updates(model, True)
         if not math.isfinite(distill_sum.item()):
             train_loss = math.nan  # a smaller width went non-finite: the shared weights did too
-        if end_epoch(result, model, data, recipe, on_epoch, epoch=epoch, train_loss=train_loss,
-                     train_acc=correct.item() / seen, epoch_seconds=epoch_seconds, cumulative=cumulative):
-            break
-    return result
+        end_epoch(result, model, data, recipe, epoch=epoch, train_loss=train_loss,
+                  train_acc=correct.item() / seen, epoch_seconds=epoch_seconds, cumulative=cumulative)
+        yield result
+        if result.status == "diverged":
+            return
 
 
 # ----------------------------------------------------------------------------- BN post-statistics

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import closing, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -269,6 +269,31 @@ def train(
         stopped it, else ``completed``. With `recipe.slimmable`, the US-Nets loop of
         `nas.slimmable` trains every width and the metrics are the max width's.
     """
+    with closing(train_epochs(arch, recipe, data, data_cfg, seed=seed, device=device, threads=threads)) as epochs:
+        for result in epochs:
+            if on_epoch is not None and on_epoch(result.final) and result.status == "completed":
+                result.status = "stopped"
+                break
+    return result
+
+
+def train_epochs(
+    arch: ArchConfig,
+    recipe: Recipe,
+    data: CifarSplits,
+    data_cfg: DataConfig,
+    *,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    threads: int | None = None,
+) -> Iterator[TrainResult]:
+    """`train`, one epoch per step: yields the same TrainResult after every epoch.
+
+    The newest metrics are ``result.final``; after a non-finite loss the status is
+    ``diverged`` and nothing more is yielded. Stopping early is not iterating further
+    (close the iterator to restore the thread count at once). The work runs in the
+    thread that iterates, so a Ray Tune class trainable trains on its actor's main thread.
+    """
     device = torch.device(device) if device is not None else data.train_x.device
     previous_threads = torch.get_num_threads()
     if threads and device.type == "cpu":
@@ -277,13 +302,14 @@ def train(
         if recipe.slimmable is not None:
             from nas.slimmable import train_slimmable  # imports this module: import it late
 
-            return train_slimmable(arch, recipe, data, data_cfg, seed, device, on_epoch)
-        return _train(arch, recipe, data, data_cfg, seed, device, on_epoch)
+            yield from train_slimmable(arch, recipe, data, data_cfg, seed, device)
+        else:
+            yield from _train(arch, recipe, data, data_cfg, seed, device)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _train(arch, recipe, data, data_cfg, seed, device, on_epoch) -> TrainResult:
+def _train(arch, recipe, data, data_cfg, seed, device) -> Iterator[TrainResult]:
     model = build_model(arch, seed=seed).to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=0.0, momentum=recipe.momentum, nesterov=True,
@@ -330,25 +356,25 @@ def _train(arch, recipe, data, data_cfg, seed, device, on_epoch) -> TrainResult:
         train_loss = loss_sum.item() / seen
 
         # -- evaluate and report --
-        if end_epoch(result, model, data, recipe, on_epoch, epoch=epoch, train_loss=train_loss,
-                     train_acc=correct.item() / seen, epoch_seconds=epoch_seconds, cumulative=cumulative):
-            break
-    return result
+        end_epoch(result, model, data, recipe, epoch=epoch, train_loss=train_loss,
+                  train_acc=correct.item() / seen, epoch_seconds=epoch_seconds, cumulative=cumulative)
+        yield result
+        if result.status == "diverged":
+            return
 
 
-def end_epoch(result: TrainResult, model: nn.Module, data: CifarSplits, recipe: Recipe,
-              on_epoch: EpochCallback | None, *, epoch: int, train_loss: float, train_acc: float,
-              epoch_seconds: float, cumulative: float) -> bool:
-    """Evaluate `model` after an epoch, record the metrics in `result` and report them.
+def end_epoch(result: TrainResult, model: nn.Module, data: CifarSplits, recipe: Recipe, *,
+              epoch: int, train_loss: float, train_acc: float, epoch_seconds: float, cumulative: float) -> None:
+    """Evaluate `model` after an epoch and append the metrics to `result`.
 
-    A non-finite `train_loss` marks the run diverged (no evaluation). Returns True when
-    training must stop: it diverged, or `on_epoch` asked to (status ``stopped``).
+    A non-finite `train_loss` marks the run ``diverged`` (and is not evaluated): the loop
+    yields that epoch and stops.
     """
     diverged = not math.isfinite(train_loss)
     has_val = len(data.val_y) > 0
     last = epoch == recipe.epochs - 1
     measure_test = not diverged and (last or recipe.test_every_epoch or not has_val)
-    metrics = EpochMetrics(
+    result.epochs.append(EpochMetrics(
         epoch=epoch,
         train_loss=train_loss,
         train_acc=train_acc,
@@ -356,17 +382,9 @@ def end_epoch(result: TrainResult, model: nn.Module, data: CifarSplits, recipe: 
         test_acc=evaluate(model, data.test_x, data.test_y, recipe.eval_batch_size) if measure_test else None,
         epoch_seconds=epoch_seconds,
         cumulative_seconds=cumulative,
-    )
-    result.epochs.append(metrics)
+    ))
     if diverged:
         result.status = "diverged"
-        if on_epoch is not None:
-            on_epoch(metrics)
-        return True
-    if on_epoch is not None and on_epoch(metrics):
-        result.status = "stopped"
-        return True
-    return False
 
 
 def _sync(device: torch.device) -> None:

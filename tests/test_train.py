@@ -11,7 +11,7 @@ import torch
 from nas.data import DataConfig, load_data
 from nas.errors import ConfigError
 from nas.models import ArchConfig
-from nas.train import Recipe, lr_at, train
+from nas.train import Recipe, lr_at, train, train_epochs
 from tests.cifar_fixture import write_cifar
 
 TINY_ARCH = ArchConfig.from_dict({"width": 0.125, "L1": {"residual": 1}})
@@ -96,6 +96,26 @@ def test_threads_are_set_for_the_trial_and_restored(tiny):
     train(TINY_ARCH, replace(FAST, epochs=1), data, cfg, threads=1,
           on_epoch=lambda m: during.append(torch.get_num_threads()))
     assert during == [1] and torch.get_num_threads() == before
+
+
+def test_train_epochs_yields_every_epoch_and_stops_where_the_caller_stops(tiny):
+    data, cfg = tiny
+    before = torch.get_num_threads()
+    recipe = replace(FAST, epochs=3)
+    epochs = train_epochs(TINY_ARCH, recipe, data, cfg, seed=3, threads=1)
+    first = next(epochs)
+    assert [m.epoch for m in first.epochs] == [0] and torch.get_num_threads() == 1
+    epochs.close()  # a pruned trial: no more epochs, threads restored at once
+    assert len(first.epochs) == 1 and first.status == "completed" and torch.get_num_threads() == before
+    whole = train(TINY_ARCH, recipe, data, cfg, seed=3, threads=1)
+    assert first.epochs[0].train_loss == whole.epochs[0].train_loss and len(whole.epochs) == 3
+
+
+def test_train_epochs_stops_after_the_epoch_that_diverged(tiny):
+    data, cfg = tiny
+    poisoned = replace(data, train_x=torch.full_like(data.train_x, float("nan")))
+    results = list(train_epochs(TINY_ARCH, replace(FAST, epochs=3), poisoned, cfg))
+    assert len(results) == 1 and results[0].status == "diverged"
 
 
 @pytest.mark.parametrize(
