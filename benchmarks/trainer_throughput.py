@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from nas.data import DataConfig, load_data, resolve_data_root
+from nas.malloc import keep_freed_memory
 from nas.models import ArchConfig, build_model
 from nas.train import Recipe, lr_at, train
 
@@ -87,6 +88,7 @@ def main() -> None:
           f"{args.epochs} epochs x {args.rounds} rounds, {torch.get_num_threads()} threads")
 
     nas_rates, bare_rates = [], []
+    keep_freed_memory()  # as nas's trainer does on the CPU: both loops under the same malloc settings
     bare_loop(data, Recipe(epochs=1), seed=0)  # warm-up: first-call allocations and kernels
     for r in range(args.rounds):
         nas_rates.append(nas_trainer(data, data_cfg, recipe, seed=r))

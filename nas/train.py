@@ -24,6 +24,7 @@ from torch import nn
 
 from nas.data import CifarSplits, DataConfig, eval_batches, train_batches
 from nas.errors import ConfigError, reject_unknown_keys
+from nas.malloc import keep_freed_memory
 from nas.models import ArchConfig, build_model
 from nas.models.exits import (
     SWEEP_THRESHOLDS,
@@ -292,12 +293,15 @@ def train_epochs(
     The newest metrics are ``result.final``; after a non-finite loss the status is
     ``diverged`` and nothing more is yielded. Stopping early is not iterating further
     (close the iterator to restore the thread count at once). The work runs in the
-    thread that iterates, so a Ray Tune class trainable trains on its actor's main thread.
+    thread that iterates, so a Ray Tune class trainable trains on its actor's main thread
+    (see `nas.malloc` for why that thread).
     """
     device = torch.device(device) if device is not None else data.train_x.device
     previous_threads = torch.get_num_threads()
-    if threads and device.type == "cpu":
-        torch.set_num_threads(threads)
+    if device.type == "cpu":
+        keep_freed_memory()
+        if threads:
+            torch.set_num_threads(threads)
     try:
         if recipe.slimmable is not None:
             from nas.slimmable import train_slimmable  # imports this module: import it late
