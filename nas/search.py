@@ -1,7 +1,7 @@
 """`nas launch`: Ray Tune runs the trials; Optuna, in the driver, samples and prunes them.
 
     YAML -> ExperimentSpec -> Optuna ask (driver) -> TrialPlan (architecture, seed)
-         -> Ray Tune trial (worker): build, train, tune.report per epoch
+         -> Ray Tune trial (worker, on its main thread): build, train, one result per epoch
          -> driver: store rows + Optuna report/should_prune -> STOP when pruned
          -> confirm: the top-K architectures again with fresh seeds, unpruned
 
@@ -52,54 +52,80 @@ WIDTH_CURVE_KEY = "width_curve_json"  # a universally slimmable trial's WidthCur
 DEFINING_SECTIONS = ("dataset", "recipe", "space", "search")  # must match to resume an experiment
 
 
-# ----------------------------------------------------------------------------- the trainable
+# ----------------------------------------------------------------------------- the trial, in its worker
 
 
-def run_trial(config: dict[str, Any]) -> None:
-    """The Ray Tune trainable: train one (architecture, seed) and report every epoch."""
-    import ray
-    import torch
-    from ray import tune
+class TrialRun:
+    """One (architecture, seed) inside its Ray worker: trains it an epoch per `next_result`.
 
-    from nas.data import DataConfig, load_data
-    from nas.provenance import device_name
-    from nas.train import Recipe, exit_curve, train
+    Each call trains one epoch and returns it as a Ray Tune result; the last one (the last
+    epoch, or a diverged one) has ``done`` set and carries what the driver keeps of a
+    finished trial: the early-exit curve, the width curve, the weights (confirm phase).
+    The class trainable of `_ray_classes` calls it from its actor's main thread.
+    """
 
-    device = torch.device("cuda" if config["gpus"] > 0 and torch.cuda.is_available() else "cpu")
-    data_cfg = DataConfig(**config["dataset"])
-    data = load_data(data_cfg, device=device)  # cached per worker process
-    threads = max(1, int(config["cpus"])) if device.type == "cpu" else None
-    node = ray.get_runtime_context()
-    # Which machine of the cluster: timings are only comparable on the same hardware.
-    described = f"{device_name(device, threads)} @ {ray.util.get_node_ip_address()}/{node.get_node_id()[:8]}"
+    def __init__(self, config: dict[str, Any]) -> None:
+        import ray
+        import torch
 
-    def on_epoch(m) -> None:
-        tune.report({**m.to_dict(), "diverged": not math.isfinite(m.train_loss), "device": described})
+        from nas.data import DataConfig, load_data
+        from nas.provenance import device_name
+        from nas.train import Recipe, train_epochs
 
-    arch, recipe = ArchConfig.from_json(config["arch"]), Recipe(**config["recipe"])
-    result = train(arch, recipe, data, data_cfg,
-                   seed=config["seed"], device=device, threads=threads, on_epoch=on_epoch)
-    extra: dict[str, Any] = {}
-    if arch.exits.stages and result.status == "completed":
-        # BranchyNet's accuracy-vs-FLOPs curve across exit thresholds, and its operating point.
-        curve = exit_curve(result.model, arch, data, recipe.eval_batch_size)
-        extra = {EXIT_CURVE_KEY: curve.to_json(), "mean_inference_flops": curve.at(arch.exits.threshold).mean_flops}
-    if recipe.slimmable is not None and result.status == "completed":
-        from nas.slimmable import accuracy_at_widths, curve_widths
+        self.config = config
+        self.device = torch.device("cuda" if config["gpus"] > 0 and torch.cuda.is_available() else "cpu")
+        self.data_cfg = DataConfig(**config["dataset"])
+        self.data = load_data(self.data_cfg, device=self.device)  # cached per worker process
+        threads = max(1, int(config["cpus"])) if self.device.type == "cpu" else None
+        node = ray.get_runtime_context()
+        # Which machine of the cluster: timings are only comparable on the same hardware.
+        self.described = (f"{device_name(self.device, threads)} @ "
+                          f"{ray.util.get_node_ip_address()}/{node.get_node_id()[:8]}")
+        self.arch, self.recipe = ArchConfig.from_json(config["arch"]), Recipe(**config["recipe"])
+        self.epochs = train_epochs(self.arch, self.recipe, self.data, self.data_cfg,
+                                   seed=config["seed"], device=self.device, threads=threads)
 
-        # US-Nets: accuracy, params and FLOPs per width ratio, BN statistics recomputed per width.
-        curve = accuracy_at_widths(result.model, data, data_cfg, recipe, curve_widths(recipe.slimmable),
-                                   seed=config["seed"])
-        extra[WIDTH_CURVE_KEY] = curve.to_json()
-    if config.get("save_weights") and result.status == "completed":
-        # The weights travel in the last result (base64 keeps it JSON-safe for Ray's
-        # bookkeeping): checkpoints would need storage shared by every node, and only
-        # the driver writes the store.
-        buffer = io.BytesIO()
-        torch.save({k: v.detach().cpu() for k, v in result.model.state_dict().items()}, buffer)
-        extra[WEIGHTS_KEY] = base64.b64encode(buffer.getvalue()).decode("ascii")
-    if extra:
-        tune.report({**result.final.to_dict(), "diverged": False, "device": described, **extra})
+    def next_result(self) -> dict[str, Any]:
+        result = next(self.epochs)
+        metrics = result.final
+        diverged = result.status == "diverged"
+        out = {**metrics.to_dict(), "diverged": diverged, "device": self.described}
+        if diverged or metrics.epoch == self.recipe.epochs - 1:
+            if not diverged:
+                out.update(self._finished_extras(result))
+            out["done"] = True
+            self.close()
+        return out
+
+    def _finished_extras(self, result) -> dict[str, Any]:
+        import torch
+
+        from nas.train import exit_curve
+
+        arch, recipe, extra = self.arch, self.recipe, {}
+        if arch.exits.stages:
+            # BranchyNet's accuracy-vs-FLOPs curve across exit thresholds, and its operating point.
+            curve = exit_curve(result.model, arch, self.data, recipe.eval_batch_size)
+            extra = {EXIT_CURVE_KEY: curve.to_json(), "mean_inference_flops": curve.at(arch.exits.threshold).mean_flops}
+        if recipe.slimmable is not None:
+            from nas.slimmable import accuracy_at_widths, curve_widths
+
+            # US-Nets: accuracy, params and FLOPs per width ratio, BN statistics recomputed per width.
+            curve = accuracy_at_widths(result.model, self.data, self.data_cfg, recipe,
+                                       curve_widths(recipe.slimmable), seed=self.config["seed"])
+            extra[WIDTH_CURVE_KEY] = curve.to_json()
+        if self.config.get("save_weights"):
+            # The weights travel in the last result (base64 keeps it JSON-safe for Ray's
+            # bookkeeping): checkpoints would need storage shared by every node, and only
+            # the driver writes the store.
+            buffer = io.BytesIO()
+            torch.save({k: v.detach().cpu() for k, v in result.model.state_dict().items()}, buffer)
+            extra[WEIGHTS_KEY] = base64.b64encode(buffer.getvalue()).decode("ascii")
+        return extra
+
+    def close(self) -> None:
+        """Stop training (a pruned or finished trial) and restore the thread count."""
+        self.epochs.close()
 
 
 # ----------------------------------------------------------------------------- plans
@@ -415,8 +441,39 @@ def _optuna_storage(db_url: str) -> optuna.storages.RDBStorage:
 def _ray_classes():
     """Ray Tune subclasses, defined lazily so importing nas does not import Ray."""
     from ray import tune
+    from ray.tune import PlacementGroupFactory
     from ray.tune.schedulers import FIFOScheduler, TrialScheduler
     from ray.tune.search import Searcher
+
+    class TrialTrainable(tune.Trainable):
+        """Trains a TrialRun, one epoch per step, on the actor's main thread.
+
+        Not a function trainable: Tune runs those in a side thread, where glibc's malloc maps
+        and faults in every large block again whatever its settings (`nas.malloc`): there
+        the same training took 1.28x as long as on the main thread with freed memory kept
+        (`python benchmarks/cpu_malloc.py`: 17.9 s vs 14.0 s). A stopped (pruned)
+        trial simply gets no further step; `reset_config` starts the next trial in the
+        same worker (reuse_actors). Its resources come from the trial's config, so its
+        processes are named for it (``ray::TrialTrainable``).
+        """
+
+        @classmethod
+        def default_resource_request(cls, config: dict[str, Any]):
+            return PlacementGroupFactory([{"CPU": config["cpus"], "GPU": config["gpus"]}])
+
+        def setup(self, config: dict[str, Any]) -> None:
+            self.run = TrialRun(config)
+
+        def step(self) -> dict[str, Any]:
+            return self.run.next_result()
+
+        def reset_config(self, new_config: dict[str, Any]) -> bool:
+            self.run.close()
+            self.run = TrialRun(new_config)
+            return True
+
+        def cleanup(self) -> None:
+            self.run.close()
 
     class _InProcess:
         """Ray pickles the Tuner's parts for its own restore; ours hold the live driver
@@ -516,7 +573,7 @@ def _ray_classes():
             self.driver.tell(plan, "failed")
             self.progress(plan, "failed")
 
-    return PlanSearcher, OptunaPruningScheduler, StoreCallback
+    return TrialTrainable, PlanSearcher, OptunaPruningScheduler, StoreCallback
 
 
 def _read_error(trial) -> str:
@@ -541,14 +598,12 @@ def run_phase(driver: Driver, next_plan: Callable[[], TrialPlan | None], num_sam
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard files per trial
     # ...so Ray's end-of-run metrics fetch finds no files: its warning per trial is noise.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-    PlanSearcher, OptunaPruningScheduler, StoreCallback = _ray_classes()
+    TrialTrainable, PlanSearcher, OptunaPruningScheduler, StoreCallback = _ray_classes()
     res = driver.spec.resources
-    cpus, gpus = driver.trial_resources()
-    resources = {"cpu": cpus, "gpu": gpus}
     storage = tempfile.mkdtemp(prefix="nas-ray-")  # Ray's own bookkeeping; the store is the record
     try:
         tuner = tune.Tuner(
-            tune.with_resources(run_trial, resources),
+            TrialTrainable,  # its resources: the trial config's cpus and gpus
             tune_config=tune.TuneConfig(
                 search_alg=PlanSearcher(driver, next_plan),
                 scheduler=OptunaPruningScheduler(driver) if prune else None,
@@ -559,6 +614,8 @@ def run_phase(driver: Driver, next_plan: Callable[[], TrialPlan | None], num_sam
             run_config=tune.RunConfig(
                 storage_path=storage, name=driver.spec.name.replace(":", "_"),
                 failure_config=tune.FailureConfig(max_failures=res.max_failures),
+                # no Tune checkpoints: a retried trial starts again; the store keeps results
+                checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
                 callbacks=[StoreCallback(driver, progress)], verbose=0,
             ),
         )

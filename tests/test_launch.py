@@ -71,6 +71,45 @@ def store_trials(db: Path, phase: str):
         return store.trials(phase=phase)
 
 
+def test_a_trial_trains_on_its_workers_main_thread_one_result_per_epoch(tmp_path, data_root, local_ray):
+    # The main thread, not a function trainable's side thread: only there can glibc reuse
+    # freed activations (nas.malloc); tests/test_malloc.py shows the side thread cannot.
+    from ray import tune
+
+    from nas.models import ArchConfig
+    from nas.search import WEIGHTS_KEY, _ray_classes
+    from nas.train import Recipe
+
+    trial_trainable = _ray_classes()[0]
+
+    class Probe(trial_trainable):
+        def step(self):
+            import threading
+
+            return {**super().step(), "main_thread": threading.current_thread() is threading.main_thread()}
+
+    class Collect(tune.Callback):
+        def __init__(self):
+            self.results = []
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.results.append(result)
+
+    arch = ArchConfig.from_dict({"width": 0.125, "L1": {"residual": 1}})
+    config = {"arch": arch.to_json(), "seed": 0, "phase": "confirm",
+              "recipe": Recipe(epochs=2, batch_size=50, eval_batch_size=256).to_dict(),
+              "dataset": {"root": str(data_root), "val_size": 100}, "cpus": 1, "gpus": 0, "save_weights": True}
+    collect = Collect()
+    tune.Tuner(Probe, param_space=config, run_config=tune.RunConfig(
+        storage_path=str(tmp_path), callbacks=[collect], verbose=0,
+        checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False))).fit()
+    results = collect.results
+    assert [r["epoch"] for r in results] == [0, 1]
+    assert all(r["main_thread"] for r in results)
+    assert [bool(r["done"]) for r in results] == [False, True]
+    assert WEIGHTS_KEY not in results[0] and WEIGHTS_KEY in results[1]  # a finished trial's weights, once
+
+
 def test_a_grid_search_runs_every_point_exactly_once(tmp_path, data_root, local_ray):
     space = experiment_yaml(tmp_path / "grid.yaml")
     db = tmp_path / "nas.db"
@@ -244,14 +283,14 @@ def _descendants(pid: int) -> list[int]:
 
 
 def _trial_workers(pid: int) -> list[int]:
-    """The Ray actor processes that run trials (function trainables are `ImplicitFunc` actors)."""
+    """The Ray actor processes that run trials (`TrialTrainable` actors)."""
     workers = []
     for child in _descendants(pid):
         try:
             title = Path(f"/proc/{child}/cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
-        if title.startswith("ray::ImplicitFunc"):
+        if title.startswith("ray::TrialTrainable"):
             workers.append(child)
     return workers
 
