@@ -152,7 +152,9 @@ class Driver:
                  log: Callable[[str], None] = print) -> None:
         self.spec = spec
         self.store = store
-        self.data_root = data_root
+        # Absolute: Tune runs each trial in a working directory of its own, where a relative
+        # root (NAS_DATA_DIR=../shared/data) would name another folder.
+        self.data_root = os.path.abspath(os.path.expanduser(data_root))
         self.log = log
         self.plans: dict[str, TrialPlan] = {}
         # Params and FLOPs are counted in a driver thread as soon as a plan exists, so the

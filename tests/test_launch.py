@@ -121,6 +121,16 @@ def test_a_grid_search_runs_every_point_exactly_once(tmp_path, data_root, local_
     assert all(str(t.status) == "completed" and t.epochs_done == 3 for t in trials)
 
 
+def test_a_data_root_relative_to_the_working_directory_reaches_the_trials(tmp_path, data_root, local_ray, monkeypatch):
+    # Tune runs each trial in a directory of its own: the driver must pass the root absolute.
+    space = experiment_yaml(tmp_path / "relative.yaml", name="relative", recipe={"epochs": 1})
+    db = tmp_path / "nas.db"
+    monkeypatch.chdir(data_root.parent)
+    launch(space, db, Path(data_root.name))
+    trials = store_trials(db, "search")
+    assert len(trials) == 4 and all(str(t.status) == "completed" for t in trials), [t.error for t in trials]
+
+
 def test_a_pruned_search_really_stops_trials_and_optuna_agrees(tmp_path, data_root, local_ray):
     space = experiment_yaml(
         tmp_path / "tpe.yaml",
