@@ -6,10 +6,11 @@ pruning, no confirm) run two ways, alternating so that machine noise hits both a
   nas:  `nas.search.launch` on an already-started local Ray: Optuna in the driver, one
         Ray Tune trial per config (reused actor), every epoch written to a SQLite store.
 `ray.init` is a one-off cost per `nas launch` and is printed, not counted. The rest of the
-overhead is split in two, from when each run's first trial ends:
+overhead is split in two, from when each trial ends (in the store for nas, timed for bare):
   startup:   nas's first trial ends this much later than bare's (Tuner start, the worker
              process, its torch import and data load, minus bare's own data load);
-  per trial: what is left of (nas - bare - startup), over the K - 1 later trials.
+  per trial: the median over the K - 1 later trials of (nas's time from the previous
+             trial's end to this one's) - (bare's), in the same grid order.
 
     python benchmarks/orchestration_overhead.py [--rounds 2] [--subset 5000] [--epochs 2]
 
@@ -50,30 +51,35 @@ def write_space(folder: Path, args) -> Path:
     return path
 
 
-def run_bare(spec, root: str) -> tuple[float, float]:
-    """(total seconds, seconds until the first trial ended)."""
+def run_bare(spec, root: str) -> tuple[float, list[float]]:
+    """(total seconds, seconds from the start at which each trial ended)."""
     _cached_splits.cache_clear()  # read the data from disk every round, as a fresh process (and a Ray worker) does
     _load_cifar10_cached.cache_clear()
     start = time.perf_counter()
     data_cfg = DataConfig(**{**{k: v for k, v in spec.dataset.items() if k != "name"}, "root": root})
     data = load_data(data_cfg)
-    first = None
+    ends = []
     for point in spec.space.grid():
         train(spec.space.arch_from_params(point), spec.recipe, data, data_cfg, seed=spec.search.seed)
-        first = first or time.perf_counter() - start
-    return time.perf_counter() - start, first
+        ends.append(time.perf_counter() - start)
+    return time.perf_counter() - start, ends
 
 
-def run_nas(spec, root: str, folder: Path, round_: int) -> tuple[float, float]:
-    """(total seconds, seconds until the first trial ended), the latter from the store."""
+def run_nas(spec, root: str, folder: Path, round_: int) -> tuple[float, list[float]]:
+    """(total seconds, seconds from the start at which each trial ended, from the store)."""
     db = f"sqlite:///{folder}/round{round_}.db"
     start_wall, start = time.time(), time.perf_counter()
     with Store.open(db) as store:
         launch(spec, store=store, db_url=db, data_root=root, log=lambda line: None)
         total = time.perf_counter() - start
         trials = store.trials(experiment_id=store.get_experiment(spec.name).id)
-        first_end = min(t.finished_at for t in trials).timestamp()
-    return total, first_end - start_wall
+        ends = sorted(t.finished_at.timestamp() - start_wall for t in trials)
+    return total, ends
+
+
+def gaps(ends: list[float]) -> list[float]:
+    """Seconds from each trial's end to the next one's."""
+    return [b - a for a, b in zip(ends, ends[1:])]
 
 
 def main() -> None:
@@ -98,13 +104,14 @@ def main() -> None:
               f"ray.init took {ray_start:.1f} s (once per launch, not counted below)")
         bare, nas, startup, per_trial = [], [], [], []
         for r in range(args.rounds):
-            (b, b_first), (n, n_first) = run_bare(spec, root), run_nas(spec, root, folder, r)
+            (b, b_ends), (n, n_ends) = run_bare(spec, root), run_nas(spec, root, folder, r)
             bare.append(b)
             nas.append(n)
-            startup.append(n_first - b_first)
-            per_trial.append((n - b - startup[-1]) / (k - 1))
-            print(f"round {r}: bare {b:6.1f} s (first trial ends at {b_first:5.1f} s)   "
-                  f"nas launch {n:6.1f} s (first trial ends at {n_first:5.1f} s)")
+            startup.append(n_ends[0] - b_ends[0])
+            per_trial.append(statistics.median(x - y for x, y in zip(gaps(n_ends), gaps(b_ends))))
+            print(f"round {r}: bare {b:6.1f} s (first trial ends at {b_ends[0]:5.1f} s)   "
+                  f"nas launch {n:6.1f} s (first trial ends at {n_ends[0]:5.1f} s)   "
+                  f"later trials: nas - bare " + " ".join(f"{x - y:+.2f}" for x, y in zip(gaps(n_ends), gaps(b_ends))) + " s")
         ray.shutdown()
     ratio = statistics.median(n / b for n, b in zip(nas, bare))
     print(f"per trial: bare {statistics.median(bare) / k:.1f} s, nas {statistics.median(nas) / k:.1f} s; "
