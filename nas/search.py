@@ -451,9 +451,8 @@ def _ray_classes():
         """Trains a TrialRun, one epoch per step, on the actor's main thread.
 
         Not a function trainable: Tune runs those in a side thread, where glibc's malloc maps
-        and faults in every large block again whatever its settings (`nas.malloc`): there
-        the same training took 1.28x as long as on the main thread with freed memory kept
-        (`python benchmarks/cpu_malloc.py`: 17.9 s vs 14.0 s). A stopped (pruned)
+        and faults in every large block again whatever its settings (`nas.malloc` has the
+        measurements, from `benchmarks/cpu_malloc.py`). A stopped (pruned)
         trial simply gets no further step; `reset_config` starts the next trial in the
         same worker (reuse_actors). Its resources come from the trial's config, so its
         processes are named for it (``ray::TrialTrainable``).
