@@ -3,7 +3,7 @@
 The same training (R:L1+L3 w=0.25, one seed) runs in a fresh process per run, three ways,
 alternating round by round so that machine noise hits all alike:
   default: glibc's defaults (NAS_KEEP_FREED_MEMORY=0), on the main thread;
-  kept:    `nas.malloc.keep_freed_memory()` as `nas.train` applies it, on the main thread
+  kept:    `nas.malloc.keep_freed_memory()` as `nas.training.loop` applies it, on the main thread
            (how `nas train` and, since the class trainable, every `nas launch` trial train);
   thread:  the defaults again, in a side thread (how a Ray Tune function trainable trained).
 Reported per run: training seconds, minor page faults and kernel CPU seconds while training,
@@ -33,9 +33,12 @@ MODES = ("default", "kept", "thread")
 
 def worker(args) -> None:
     """One run, in this process: prints one JSON line."""
-    from nas.data import DataConfig, load_data, resolve_data_root
+    from nas.data.archive import resolve_data_root
+    from nas.data.config import DataConfig
+    from nas.data.tensors import load_data
     from nas.models import ArchConfig
-    from nas.train import Recipe, train
+    from nas.training.loop import train
+    from nas.training.recipe import Recipe
 
     data_cfg = DataConfig(root=str(resolve_data_root(args.data_root)), train_subset=args.subset, val_size=1000)
     data = load_data(data_cfg)

@@ -2,7 +2,7 @@
 
 The same K fixed trials (a grid over residual blocks at L1/L2/L3: 8 configs, one seed, no
 pruning, no confirm) run two ways, alternating so that machine noise hits both alike:
-  bare: one process loads the data once and calls `nas.train.train` on each config;
+  bare: one process loads the data once and calls `nas.training.loop.train` on each config;
   nas:  `nas.search.launch` on an already-started local Ray: Optuna in the driver, one
         Ray Tune trial per config (reused actor), every epoch written to a SQLite store.
 `ray.init` is a one-off cost per `nas launch` and is printed, not counted. The rest of the
@@ -28,11 +28,13 @@ from pathlib import Path
 
 import yaml
 
-from nas.data import DataConfig, _cached_splits, _load_cifar10_cached, load_data, resolve_data_root
+from nas.data.archive import _load_cifar10_cached, resolve_data_root
+from nas.data.config import DataConfig
+from nas.data.tensors import _cached_splits, load_data
 from nas.db import Store
 from nas.search import launch
-from nas.space import load_experiment
-from nas.train import train
+from nas.config.experiment import load_experiment
+from nas.training.loop import train
 
 
 def write_space(folder: Path, args) -> Path:

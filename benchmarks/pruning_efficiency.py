@@ -26,11 +26,11 @@ from pathlib import Path
 
 import yaml
 
-from nas.data import resolve_data_root
+from nas.data.archive import resolve_data_root
 from nas.db import Store
 from nas.results import arch_results
 from nas.search import launch
-from nas.space import load_experiment
+from nas.config.experiment import load_experiment
 
 SPACE = {
     "width": {"fixed": 0.125},

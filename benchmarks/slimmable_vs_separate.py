@@ -28,11 +28,14 @@ import time
 
 import torch
 
-from nas.data import DataConfig, load_data, resolve_data_root
+from nas.data.archive import resolve_data_root
+from nas.data.config import DataConfig
+from nas.data.tensors import load_data
 from nas.models import build_model, count_flops, parse_short_name
-from nas.models.slimmable import width_member
-from nas.slimmable import CALIBRATION_IMAGES, accuracy_at_widths
-from nas.train import Recipe, SlimmableConfig, train
+from nas.models.width_slicing import width_member
+from nas.training.usnets import CALIBRATION_IMAGES, accuracy_at_widths
+from nas.training.loop import train
+from nas.training.recipe import Recipe, SlimmableConfig
 
 COMPARED = (0.25, 0.5, 1.0)  # width ratios trained separately too
 CURVE = (0.25, 0.375, 0.5, 0.75, 1.0)  # width ratios the US-Net is measured at

@@ -19,10 +19,13 @@ import time
 import torch
 import torch.nn.functional as F
 
-from nas.data import DataConfig, load_data, resolve_data_root
+from nas.data.archive import resolve_data_root
+from nas.data.config import DataConfig
+from nas.data.tensors import load_data
 from nas.malloc import keep_freed_memory
 from nas.models import ArchConfig, build_model
-from nas.train import Recipe, lr_at, train
+from nas.training.loop import train
+from nas.training.recipe import Recipe, lr_at
 
 ARCH = ArchConfig.from_dict({"width": 0.25, "L1": {"residual": 1}, "L3": {"residual": 1}})
 

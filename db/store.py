@@ -370,7 +370,7 @@ class Store:
             trial_id: the id from `start_trial`.
             points: one mapping per width ratio with ``width``, ``params``, ``flops``,
                 ``val_acc`` (None without a val split) and ``test_acc``, as
-                `nas.slimmable.WidthPoint` holds them.
+                `nas.training.usnets.WidthPoint` holds them.
         """
         rows = [
             WidthCurvePoint(

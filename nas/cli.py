@@ -139,11 +139,14 @@ def _train_command(
     # Imported here so `nas --help` stays fast (torch takes seconds to import).
     import torch
 
-    from nas.data import load_data, resolve_data_root
+    from nas.data.archive import resolve_data_root
+    from nas.data.tensors import load_data
     from nas.db import Store, resolve_db_url
     from nas.models import build_model, count_flops, count_params
     from nas.provenance import code_version, default_device, device_name as describe_device
-    from nas.train import Recipe, exit_curve, train as train_model
+    from nas.training.evaluate import exit_curve
+    from nas.training.loop import train as train_model
+    from nas.training.recipe import Recipe
 
     # 1. Validate everything before touching data or the database.
     spec = read_arch_spec(arch_text)
@@ -153,7 +156,7 @@ def _train_command(
         recipe_fields["slimmable"] = {**(spec.recipe.get("slimmable") or {}), **slimmable}
     recipe = Recipe.from_dict(recipe_fields, source=spec.source + "recipe")
     if recipe.slimmable is not None:
-        from nas.models.slimmable import check_slimmable
+        from nas.models.width_slicing import check_slimmable
 
         check_slimmable(arch_cfg, source="--slimmable-* (recipe.slimmable)")
     data_fields = {**spec.dataset, **_given(train_subset=train_subset, val_size=val_size)}
@@ -218,7 +221,7 @@ def _train_command(
             store.save_exit_curve(trial_id, curve.split, [asdict(p) for p in curve.points])
         width_curve = None
         if recipe.slimmable is not None and status == "completed":  # US-Nets: accuracy per width
-            from nas.slimmable import accuracy_at_widths, curve_widths
+            from nas.training.usnets import accuracy_at_widths, curve_widths
 
             console.print("measuring every width (BN statistics recomputed per width) ...")
             width_curve = accuracy_at_widths(result.model, data, data_cfg, recipe,
@@ -267,7 +270,7 @@ def _print_exit_curve(arch_cfg, curve) -> None:
 
 def _print_width_curve(arch_cfg, slimmable, curve) -> None:
     """A US-Net's accuracy, params and FLOPs per width ratio, each width its family member."""
-    from nas.models.slimmable import width_member
+    from nas.models.width_slicing import width_member
 
     table = Table(title=f"universally slimmable {arch_cfg.short_name()}: one training, every width "
                         f"(ratios {slimmable.min_width:g}-{slimmable.max_width:g} of its width, "
@@ -333,9 +336,9 @@ def launch(
 def _launch_command(space: Path, budget: str | None, address: str | None, db: str | None, data_root: str | None) -> None:
     import torch
 
-    from nas.data import ensure_cifar10, resolve_data_root
+    from nas.data.archive import ensure_cifar10, resolve_data_root
     from nas.db import Store, resolve_db_url
-    from nas.space import list_budgets, load_experiment
+    from nas.config.experiment import list_budgets, load_experiment
 
     if not space.is_file():
         raise ConfigError(f"{space}: no such file; pass an experiment YAML such as search_spaces/cifar_fast.yaml.")
@@ -562,7 +565,7 @@ def _ablate_command(experiment, arch_text, repeats, dry_run, until_separated, ma
         return
 
     # 2. Data (may download), then the runs.
-    from nas.data import ensure_cifar10, resolve_data_root
+    from nas.data.archive import ensure_cifar10, resolve_data_root
 
     root = resolve_data_root(data_root, spec.dataset.get("root"))
     ensure_cifar10(root)
@@ -772,7 +775,7 @@ def read_arch_spec(text: str) -> ArchSpec:
 def _data_config(fields: dict[str, Any], *, source: str):
     from dataclasses import fields as dc_fields
 
-    from nas.data import DataConfig
+    from nas.data.config import DataConfig
 
     reject_unknown_keys(fields, (f.name for f in dc_fields(DataConfig)), source)
     try:

@@ -40,7 +40,7 @@ from nas.errors import ConfigError
 from nas.models import ArchConfig, build_model, count_flops, count_params
 from nas.models.exits import ExitCurve
 from nas.provenance import code_version
-from nas.space import ExperimentSpec
+from nas.config.experiment import ExperimentSpec
 from nas.stats import pareto_ranks
 
 CURVE_METRICS = ("val_acc", "test_acc")  # metrics reported every epoch, so prunable
@@ -68,9 +68,11 @@ class TrialRun:
         import ray
         import torch
 
-        from nas.data import DataConfig, load_data
+        from nas.data.config import DataConfig
+        from nas.data.tensors import load_data
         from nas.provenance import device_name
-        from nas.train import Recipe, train_epochs
+        from nas.training.loop import train_epochs
+        from nas.training.recipe import Recipe
 
         self.config = config
         self.device = torch.device("cuda" if config["gpus"] > 0 and torch.cuda.is_available() else "cpu")
@@ -100,7 +102,7 @@ class TrialRun:
     def _finished_extras(self, result) -> dict[str, Any]:
         import torch
 
-        from nas.train import exit_curve
+        from nas.training.evaluate import exit_curve
 
         arch, recipe, extra = self.arch, self.recipe, {}
         if arch.exits.stages:
@@ -108,7 +110,7 @@ class TrialRun:
             curve = exit_curve(result.model, arch, self.data, recipe.eval_batch_size)
             extra = {EXIT_CURVE_KEY: curve.to_json(), "mean_inference_flops": curve.at(arch.exits.threshold).mean_flops}
         if recipe.slimmable is not None:
-            from nas.slimmable import accuracy_at_widths, curve_widths
+            from nas.training.usnets import accuracy_at_widths, curve_widths
 
             # US-Nets: accuracy, params and FLOPs per width ratio, BN statistics recomputed per width.
             curve = accuracy_at_widths(result.model, self.data, self.data_cfg, recipe,
@@ -404,7 +406,7 @@ def stored_spec(store: Store, name: str) -> ExperimentSpec:
 
     import yaml
 
-    from nas.space import load_experiment
+    from nas.config.experiment import load_experiment
 
     from nas.results import require_experiment
 
@@ -545,7 +547,7 @@ def _ray_classes():
                 self.driver.store.save_exit_curve(plan.store_id, curve.split, [asdict(p) for p in curve.points])
             widths = result.pop(WIDTH_CURVE_KEY, None)
             if widths is not None:
-                from nas.slimmable import WidthCurve
+                from nas.training.usnets import WidthCurve
 
                 widths = WidthCurve.from_json(widths)
                 self.driver.store.save_width_curve(plan.store_id, [asdict(p) for p in widths.points])

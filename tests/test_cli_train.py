@@ -87,7 +87,7 @@ def test_a_bad_recipe_value_exits_2(tmp_path, data_root):
 
 
 def test_missing_data_offline_exits_2_saying_where_to_put_the_archive(tmp_path, monkeypatch):
-    monkeypatch.setattr("nas.data.CIFAR10_URL", "http://127.0.0.1:9/cifar-10-python.tar.gz")
+    monkeypatch.setattr("nas.data.archive.CIFAR10_URL", "http://127.0.0.1:9/cifar-10-python.tar.gz")
     empty, db = tmp_path / "empty", tmp_path / "nas.db"
     empty.mkdir()
     result = runner.invoke(app, ["train", "--arch", "R:L1", "--db", str(db), "--data-root", str(empty)])

@@ -19,19 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from nas.data import (
-    CIFAR10_MEAN,
-    CIFAR10_STD,
-    DataConfig,
-    RawCifar,
-    augment,
-    ensure_cifar10,
-    eval_batches,
-    load_cifar10,
-    make_splits,
-    resolve_data_root,
-    train_batches,
-)
+from nas.data.archive import RawCifar, ensure_cifar10, load_cifar10, resolve_data_root
+from nas.data.config import CIFAR10_MEAN, CIFAR10_STD, DataConfig
+from nas.data.tensors import augment, eval_batches, make_splits, train_batches
 from nas.errors import ConfigError, DataError
 from tests.cifar_fixture import CLASS_COLOURS, CLASSES, write_cifar
 

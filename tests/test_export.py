@@ -21,13 +21,15 @@ import torch
 from typer.testing import CliRunner
 
 from nas.cli import app
-from nas.data import DataConfig, load_data
+from nas.data.config import DataConfig
+from nas.data.tensors import load_data
 from nas.db import Store
 from nas.errors import ConfigError
 from nas.export import check_against_nas, load_module, render_model
 from nas.models import ArchConfig, build_model, count_flops, count_params, parse_short_name
-from nas.space import load_experiment
-from nas.train import Recipe, train
+from nas.config.experiment import load_experiment
+from nas.training.loop import train
+from nas.training.recipe import Recipe
 from tests.cifar_fixture import write_cifar
 from tests.test_launch import experiment_yaml
 

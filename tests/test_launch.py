@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from nas.cli import app
 from nas.db import Store
-from nas.space import load_experiment
+from nas.config.experiment import load_experiment
 from tests.cifar_fixture import write_cifar
 from tests.test_space import INVALID_CASES  # (file, budget, key path, rule) per invalid YAML
 
@@ -78,7 +78,7 @@ def test_a_trial_trains_on_its_workers_main_thread_one_result_per_epoch(tmp_path
 
     from nas.models import ArchConfig
     from nas.search import WEIGHTS_KEY, _ray_classes
-    from nas.train import Recipe
+    from nas.training.recipe import Recipe
 
     trial_trainable = _ray_classes()[0]
 

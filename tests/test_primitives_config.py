@@ -10,7 +10,7 @@ import pytest
 
 from nas.errors import ConfigError
 from nas.models import ArchConfig, DropConfig, StageConfig, parse_short_name
-from nas.space import ARCH_KEYS, list_budgets, load_experiment
+from nas.config.experiment import ARCH_KEYS, list_budgets, load_experiment
 
 SPACES = sorted((Path(__file__).resolve().parent.parent / "search_spaces").glob("*.yaml"))
 R13 = {"L1": {"residual": 1}, "L3": {"residual": 1}}

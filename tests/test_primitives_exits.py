@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from nas.data import DataConfig, load_data, train_batches
+from nas.data.config import DataConfig
+from nas.data.tensors import load_data, train_batches
 from nas.db import Store
 from nas.errors import ConfigError
 from nas.models import ArchConfig, ExitConfig, build_model, count_flops, parse_short_name
@@ -32,8 +33,10 @@ from nas.models.exits import (
     normalized_entropy,
     threshold_sweep,
 )
-from nas.space import ARCH_KEYS, METRICS, SearchSpace, list_budgets, load_experiment
-from nas.train import Recipe, exit_curve, train
+from nas.config.experiment import ARCH_KEYS, METRICS, SearchSpace, list_budgets, load_experiment
+from nas.training.evaluate import exit_curve
+from nas.training.loop import train
+from nas.training.recipe import Recipe
 from tests.cifar_fixture import write_cifar
 from tests.old_store import write_old_store
 

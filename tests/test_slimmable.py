@@ -11,31 +11,19 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-import nas.slimmable
+import nas.training.usnets
 from nas.cli import app
-from nas.data import DataConfig, load_data
+from nas.data.config import DataConfig
+from nas.data.tensors import load_data
 from nas.db import Store
 from nas.errors import ConfigError
 from nas.models import ArchConfig, build_model, count_flops, count_params, parse_short_name, unit_channels
-from nas.models.slimmable import (
-    SlimmableBatchNorm2d,
-    check_slimmable,
-    extract_width,
-    make_slimmable,
-    set_bn_updates,
-    set_width,
-    width_member,
-)
-from nas.slimmable import (
-    WidthCurve,
-    accuracy_at_widths,
-    curve_widths,
-    distillation_loss,
-    recalibrate_bn,
-    sandwich_widths,
-)
-from nas.space import load_experiment
-from nas.train import Recipe, SlimmableConfig, evaluate, train
+from nas.models.width_slicing import SlimmableBatchNorm2d, check_slimmable, extract_width, make_slimmable, set_bn_updates, set_width, width_member
+from nas.training.usnets import WidthCurve, accuracy_at_widths, curve_widths, distillation_loss, recalibrate_bn, sandwich_widths
+from nas.config.experiment import load_experiment
+from nas.training.evaluate import evaluate
+from nas.training.loop import train
+from nas.training.recipe import Recipe, SlimmableConfig
 from tests.cifar_fixture import write_cifar
 from tests.old_store import write_old_store
 
@@ -71,8 +59,8 @@ def recorded(tiny):
         return distillation_loss(logits, teacher)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(nas.slimmable, "make_slimmable", spy_make_slimmable)
-        mp.setattr(nas.slimmable, "distillation_loss", spy_distillation_loss)
+        mp.setattr(nas.training.usnets, "make_slimmable", spy_make_slimmable)
+        mp.setattr(nas.training.usnets, "distillation_loss", spy_distillation_loss)
         result = train(ARCH, RECIPE, data, cfg, seed=0)
     training_calls = [(channels, logits) for training, channels, logits in head_calls if training]
     return result, training_calls, distill_calls

@@ -12,13 +12,7 @@ import pytest
 
 from nas.errors import ConfigError
 from nas.models import ArchConfig
-from nas.space import (
-    PrunerSpec,
-    SearchSettings,
-    SearchSpace,
-    list_budgets,
-    load_experiment,
-)
+from nas.config.experiment import PrunerSpec, SearchSettings, SearchSpace, list_budgets, load_experiment
 
 REPO = Path(__file__).resolve().parent.parent
 CIFAR_FAST = REPO / "search_spaces" / "cifar_fast.yaml"

@@ -8,10 +8,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from nas.data import DataConfig, load_data
+from nas.data.config import DataConfig
+from nas.data.tensors import load_data
 from nas.errors import ConfigError
 from nas.models import ArchConfig
-from nas.train import Recipe, lr_at, train, train_epochs
+from nas.training.loop import train, train_epochs
+from nas.training.recipe import Recipe, lr_at
 from tests.cifar_fixture import write_cifar
 
 TINY_ARCH = ArchConfig.from_dict({"width": 0.125, "L1": {"residual": 1}})

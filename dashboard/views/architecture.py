@@ -153,7 +153,7 @@ width_curves = queries.width_curves(engine, url, tuple(int(i) for i in runs["id"
 if not width_curves.empty:
     # US-Nets (Yu & Huang 2019): one slimmable training answers "accuracy at width w" for any w;
     # beside it, the widths of this architecture trained on their own.
-    from nas.models.slimmable import width_member
+    from nas.models.width_slicing import width_member
 
     st.subheader("Slimmable widths")
     measured = runs[runs["id"].isin(width_curves["trial_id"])].sort_values(["accuracy", "id"], ascending=[False, True])

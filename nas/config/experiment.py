@@ -34,7 +34,7 @@ import yaml
 
 from nas.errors import ConfigError
 from nas.models.arch import ArchConfig
-from nas.train import Recipe
+from nas.training.recipe import Recipe
 
 KINDS = ("choice", "int", "float", "fixed")  # the kinds of a space entry
 SAMPLERS = ("tpe", "random", "grid", "nsga2")
@@ -409,7 +409,7 @@ class ExperimentSpec:
     name: str  # experiment name in the store
     path: str  # the YAML file
     budget: str | None  # the budget applied, if any
-    dataset: dict[str, Any]  # "name" plus every nas.data.DataConfig field
+    dataset: dict[str, Any]  # "name" plus every nas.data.config.DataConfig field
     recipe: Recipe
     space: SearchSpace
     search: SearchSettings
@@ -418,8 +418,8 @@ class ExperimentSpec:
     source_text: str  # the YAML as written (stored with the experiment)
 
     def data_config(self):
-        """The dataset section as a `nas.data.DataConfig`."""
-        from nas.data import DataConfig
+        """The dataset section as a `nas.data.config.DataConfig`."""
+        from nas.data.config import DataConfig
 
         return DataConfig(**{k: v for k, v in self.dataset.items() if k != "name"})
 
@@ -708,7 +708,7 @@ def _parse_dataset(src: _Source, value: Any) -> dict[str, Any]:
     if isinstance(root, str) and root:  # relative to the YAML file, not to where nas runs
         data["root"] = str(Path(src.file).resolve().parent / Path(root).expanduser())
     try:
-        from nas.data import DataConfig
+        from nas.data.config import DataConfig
     except ImportError:  # nas.data absent: check the keys only
         allowed = ("root", "train_subset", "val_size", "split_seed", "crop_padding", "flip", "cutout")
         for key in data:
@@ -917,7 +917,7 @@ def _check_buildable(space: SearchSpace, src: _Source, *, every_point: bool) -> 
 def _check_slimmable(space: SearchSpace, src: _Source) -> None:
     """With `recipe.slimmable`, no value of the space may turn on a primitive that slimmable
     training does not support (each value is checked alone, as `_check_buildable` does)."""
-    from nas.models.slimmable import SUPPORTED, slimmable_conflicts
+    from nas.models.width_slicing import SUPPORTED, slimmable_conflicts
 
     for param in space.params:
         ends = (param.low, param.high) if param.kind in ("int", "float") else param.values()

@@ -15,7 +15,7 @@ identity to the block's active width. `set_width` sets the active filters of eve
 from the member built on the meta device (no memory, no weights). `extract_width` copies
 the sliced weights into a standalone `FastResNet` of the member, for evaluation, costs and
 export. The training recipe (sandwich rule, inplace distillation, BN recalibration) is in
-`nas.slimmable`.
+`nas.training.usnets`.
 
 Supported: the backbone, extra layers, residual blocks and both width schedules. The other
 primitives are refused by `check_slimmable` (deformable convs slice their offset convs

@@ -1,14 +1,7 @@
-"""CIFAR-10 on the device: find or fetch the archive, load it safely, split, augment, batch.
+"""The CIFAR-10 archive: find it or fetch it, verify it, extract it, read its pickles safely.
 
-Read top to bottom in the order data flows:
-config -> where the data lives -> archive (download, verify, extract) -> pickles -> splits
-(validation carved from the official train set, class-balanced, fixed by one seed) ->
-augmentation -> batches.
-
-As in airbench, the whole dataset stays on the device as one normalised float32 tensor;
-normalisation is done once, and an epoch is slices of `torch.randperm` with batched
-augmentation (no Python loop over images). Every random draw comes from an explicit CPU
-`torch.Generator`, so the same seed gives the same batches on any device.
+Read top to bottom in the order data flows: where the data lives -> archive (download,
+verify, extract) -> pickles (an allowlist unpickler) -> `RawCifar`, uint8 tensors.
 """
 
 from __future__ import annotations
@@ -25,75 +18,25 @@ import tarfile
 import tempfile
 import urllib.request
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from nas.errors import ConfigError, DataError
-
+from nas.data.config import IMAGE_SHAPE, NUM_CLASSES
+from nas.errors import DataError
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"  # of the official archive only
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)  # per channel (R, G, B), pixels scaled to [0, 1]
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)  # per channel (R, G, B), pixels scaled to [0, 1]
-
 TARBALL_NAME = "cifar-10-python.tar.gz"
 BATCHES_DIR_NAME = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
 META_FILE = "batches.meta"
-IMAGE_SHAPE = (3, 32, 32)  # channels, height, width of every CIFAR image
-NUM_CLASSES = 10
 
 _DOWNLOAD_CHUNK = 1 << 20  # bytes read per network call
 _DOWNLOAD_TIMEOUT = 60.0  # seconds without data before the download is abandoned
-
-
-# ---- config ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Where CIFAR-10 lives, how it is split and how training batches are augmented."""
-
-    root: str | None = None  # holds cifar-10-batches-py/ or the tarball; None: resolve_data_root()
-    train_subset: int | None = None  # train images kept after the val split, balanced; None: all
-    val_size: int = 5000  # images carved from the official train set for validation (0: none)
-    split_seed: int = 0  # fixes the val split and the subset; the same for every trial of a search
-    crop_padding: int = 4  # reflect padding of the random crop, pixels (0: no crop)
-    flip: bool = True  # random horizontal flip, p = 0.5
-    cutout: int = 0  # side of the cutout square, pixels (0: off)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.root, os.PathLike):
-            # keep the stored config plain data (it is saved with every result)
-            object.__setattr__(self, "root", os.fspath(self.root))
-        if self.root is not None and (not isinstance(self.root, str) or not self.root):
-            raise ConfigError(f"root must be a folder path or None, but got {self.root!r}.")
-        if self.train_subset is not None:
-            rule = "(one per class), or None for all"
-            _check_int("train_subset", self.train_subset, NUM_CLASSES, rule=rule)
-        _check_int("val_size", self.val_size, 0)
-        _check_int("split_seed", self.split_seed, 0, 2**63 - 1)
-        # reflect padding needs padding < image side
-        _check_int("crop_padding", self.crop_padding, 0, IMAGE_SHAPE[1] - 1)
-        if not isinstance(self.flip, bool):
-            raise ConfigError(f"flip must be true or false, but got {self.flip!r}.")
-        _check_int("cutout", self.cutout, 0, IMAGE_SHAPE[1])
-
-
-def _check_int(name: str, value: object, lo: int, hi: int | None = None, *, rule: str = "") -> None:
-    """Raises ConfigError unless `value` is an int (not a bool) in [lo, hi]."""
-    bounds = f">= {lo}" if hi is None else f"between {lo} and {hi}"
-    if rule:
-        bounds += f" {rule}"
-    is_int = isinstance(value, int) and not isinstance(value, bool)
-    if not is_int or value < lo or (hi is not None and value > hi):
-        raise ConfigError(f"{name} must be an integer {bounds}, but got {value!r}.")
 
 
 # ---- where the data lives --------------------------------------------------------------
@@ -469,230 +412,3 @@ def _load_cifar10_cached(root: Path, download: bool) -> RawCifar:
         classes=classes,
     )
 
-
-# ---- splits -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CifarSplits:
-    """Normalised images and labels, all on one device."""
-
-    train_x: torch.Tensor  # float32 [n_train, 3, 32, 32], normalised per channel
-    train_y: torch.Tensor  # int64 [n_train]
-    val_x: torch.Tensor  # float32 [n_val, 3, 32, 32]; 0 rows when val_size == 0
-    val_y: torch.Tensor  # int64 [n_val]
-    test_x: torch.Tensor  # float32 [10000, 3, 32, 32], the official test set
-    test_y: torch.Tensor  # int64 [10000]
-    classes: tuple[str, ...]  # class names, indexed by label
-
-
-def _balanced_quotas(counts: list[int], k: int, generator: torch.Generator) -> list[int]:
-    """How many of `k` picks each class gets: as equal as the class sizes `counts` allow.
-
-    Classes that run out give their share to the others; the last few picks that cannot
-    be spread evenly go to classes chosen at random.
-    """
-    quotas = [0] * len(counts)
-    remaining = k
-    while remaining > 0:
-        open_classes = [c for c, n in enumerate(counts) if quotas[c] < n]
-        share = remaining // len(open_classes)
-        if share == 0:
-            for i in torch.randperm(len(open_classes), generator=generator)[:remaining].tolist():
-                quotas[open_classes[i]] += 1
-            break
-        for c in open_classes:
-            take = min(share, counts[c] - quotas[c])
-            quotas[c] += take
-            remaining -= take
-    return quotas
-
-
-def _balanced_pick(
-    labels: torch.Tensor, pool: torch.Tensor, k: int, num_classes: int, generator: torch.Generator
-) -> torch.Tensor:
-    """`k` indices drawn from `pool`, class-balanced, sorted ascending."""
-    if k == 0:
-        return pool[:0]
-    pool_labels = labels[pool]
-    counts = torch.bincount(pool_labels, minlength=num_classes).tolist()
-    quotas = _balanced_quotas(counts, k, generator)
-    picks = []
-    for c, quota in enumerate(quotas):
-        members = pool[pool_labels == c]
-        picks.append(members[torch.randperm(len(members), generator=generator)[:quota]])
-    return torch.cat(picks).sort().values
-
-
-def _normalise(images: torch.Tensor, device: torch.device | str) -> torch.Tensor:
-    """uint8 NCHW -> float32, minus the CIFAR-10 mean, over its std, on `device`."""
-    # move as uint8: a quarter of the bytes of float32
-    x = images.to(device).float().div_(255)
-    mean = torch.tensor(CIFAR10_MEAN, device=x.device).view(1, -1, 1, 1)
-    std = torch.tensor(CIFAR10_STD, device=x.device).view(1, -1, 1, 1)
-    return x.sub_(mean).div_(std)
-
-
-def make_splits(raw: RawCifar, cfg: DataConfig, device: torch.device | str = "cpu") -> CifarSplits:
-    """Carves validation from the official train set, subsets the rest, normalises once.
-
-    The validation set depends only on `split_seed` and `val_size` (it is drawn first), so
-    trials with different `train_subset`s are scored on the same images.
-
-    Args:
-        raw: CIFAR-10 as loaded by `load_cifar10`.
-        cfg: the split sizes and seed.
-        device: where the tensors live.
-
-    Returns:
-        Train, validation and test tensors on `device`.
-
-    Raises:
-        ConfigError: `val_size` plus `train_subset` exceed the training images there are.
-    """
-    labels = raw.train_labels
-    n = len(labels)
-    wanted = cfg.val_size + (cfg.train_subset or 0)
-    if wanted > n:
-        raise ConfigError(
-            f"val_size ({cfg.val_size}) + train_subset ({cfg.train_subset or 0}) = {wanted} "
-            f"exceeds the {n} training images there are; lower them."
-        )
-    generator = torch.Generator().manual_seed(cfg.split_seed)
-    num_classes = len(raw.classes)
-    everything = torch.arange(n)
-    val_idx = _balanced_pick(labels, everything, cfg.val_size, num_classes, generator)
-    is_rest = torch.ones(n, dtype=torch.bool)
-    is_rest[val_idx] = False
-    rest = everything[is_rest]
-    if cfg.train_subset is None:
-        train_idx = rest
-    else:
-        train_idx = _balanced_pick(labels, rest, cfg.train_subset, num_classes, generator)
-    return CifarSplits(
-        train_x=_normalise(raw.train_images[train_idx], device),
-        train_y=labels[train_idx].to(device),
-        val_x=_normalise(raw.train_images[val_idx], device),
-        val_y=labels[val_idx].to(device),
-        test_x=_normalise(raw.test_images, device),
-        test_y=raw.test_labels.to(device),
-        classes=raw.classes,
-    )
-
-
-def load_data(cfg: DataConfig, device: torch.device | str = "cpu") -> CifarSplits:
-    """Resolves the data root, loads CIFAR-10 (downloading it if needed) and splits it.
-
-    The splits are cached per (config, device): a Ray worker reused across trials
-    normalises the data once, not once per trial.
-    """
-    return _cached_splits(cfg, str(torch.device(device)))
-
-
-@functools.lru_cache(maxsize=2)  # a full normalised split is ~700 MB: keep few
-def _cached_splits(cfg: DataConfig, device: str) -> CifarSplits:
-    return make_splits(load_cifar10(resolve_data_root(cfg.root)), cfg, device)
-
-
-# ---- augmentation -----------------------------------------------------------------------
-
-
-def _random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Pads each side by `padding` (reflect) and crops back at a random offset per image."""
-    n, c, h, w = x.shape
-    padded = F.pad(x, (padding,) * 4, mode="reflect")
-    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
-    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
-    rows = dy[:, None] + torch.arange(h, device=x.device)  # [n, h]
-    cols = dx[:, None] + torch.arange(w, device=x.device)  # [n, w]
-    batch = torch.arange(n, device=x.device)[:, None, None, None]
-    channel = torch.arange(c, device=x.device)[None, :, None, None]
-    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
-
-
-def _random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Mirrors each image left-right with probability 0.5."""
-    flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
-    return torch.where(flip[:, None, None, None], x.flip(3), x)
-
-
-def _cutout(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
-    """Zeroes a `size` x `size` square at a random centre per image, clipped at the borders.
-
-    DeVries & Taylor, "Improved Regularization of CNNs with Cutout", 2017. Zero is the
-    dataset mean after normalisation.
-    """
-    n, _, h, w = x.shape
-    top = torch.randint(0, h, (n,), generator=generator).to(x.device) - size // 2
-    left = torch.randint(0, w, (n,), generator=generator).to(x.device) - size // 2
-    rows = torch.arange(h, device=x.device)[None, :]
-    cols = torch.arange(w, device=x.device)[None, :]
-    in_rows = (rows >= top[:, None]) & (rows < top[:, None] + size)  # [n, h]
-    in_cols = (cols >= left[:, None]) & (cols < left[:, None] + size)  # [n, w]
-    square = in_rows[:, None, :, None] & in_cols[:, None, None, :]  # [n, 1, h, w]
-    return x.masked_fill(square, 0.0)
-
-
-def augment(x: torch.Tensor, cfg: DataConfig, generator: torch.Generator) -> torch.Tensor:
-    """Random crop, horizontal flip and cutout, batched, as `cfg` sets them.
-
-    Args:
-        x: images [n, c, h, w] on any device (float).
-        cfg: `crop_padding`, `flip` and `cutout` are used.
-        generator: a CPU generator; every random draw comes from it, so the same seed gives
-            the same result on any device.
-
-    Returns:
-        Augmented images, same shape, dtype and device; `x` itself when all are off.
-    """
-    if len(x) == 0:
-        return x
-    if cfg.crop_padding > 0:
-        x = _random_crop(x, cfg.crop_padding, generator)
-    if cfg.flip:
-        x = _random_flip(x, generator)
-    if cfg.cutout > 0:
-        x = _cutout(x, cfg.cutout, generator)
-    return x
-
-
-# ---- batches ----------------------------------------------------------------------------
-
-
-def _check_batch_size(batch_size: int) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be an integer >= 1, but got {batch_size!r}.")
-
-
-def train_batches(
-    splits: CifarSplits, batch_size: int, cfg: DataConfig, generator: torch.Generator
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch of augmented training batches in a random order.
-
-    The last incomplete batch is dropped (every step sees `batch_size` images), except
-    that a training set smaller than one batch gives one batch of everything.
-
-    Args:
-        splits: the data; `train_x` / `train_y` are used.
-        batch_size: images per batch.
-        cfg: the augmentation settings.
-        generator: a CPU generator for the order and the augmentation.
-
-    Yields:
-        (images, labels) on the device of `splits`.
-    """
-    _check_batch_size(batch_size)
-    n = len(splits.train_y)
-    perm = torch.randperm(n, generator=generator).to(splits.train_x.device)
-    for i in range(max(1, n // batch_size) if n else 0):
-        idx = perm[i * batch_size : (i + 1) * batch_size]
-        yield augment(splits.train_x[idx], cfg, generator), splits.train_y[idx]
-
-
-def eval_batches(
-    x: torch.Tensor, y: torch.Tensor, batch_size: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """`x`, `y` in order, in slices of `batch_size`; the last batch may be smaller."""
-    _check_batch_size(batch_size)
-    for start in range(0, len(x), batch_size):
-        yield x[start : start + batch_size], y[start : start + batch_size]

@@ -12,7 +12,7 @@ Yu & Huang, "Universally Slimmable Networks and Improved Training Techniques", I
   batches (`recalibrate_bn`; the paper: about 2,000 images suffice).
 
 The gradients of all widths accumulate into the shared weights and the optimizer steps once
-per batch, with the fast recipe's schedule (`nas.train`). The smaller widths' losses are
+per batch, with the fast recipe's schedule (`nas.training.recipe`). The smaller widths' losses are
 averaged (each weighs 1 / (samples - 1)), where the paper's code sums them: summed, the first
 channels, which every width shares, get about `samples` times a plain step's gradient, and at
 the fast recipe's learning rate (0.4, set for one loss) training stalled. Measured on
@@ -22,7 +22,7 @@ samples 2 the two rules agree. Only the max width updates the BN
 running statistics in training, so the per-epoch metrics (the max width's) mean what they
 mean for a plain trial, and search, pruning and the store need no change. After training,
 `accuracy_at_widths` gives the curve of accuracy against params and FLOPs; the slicing
-itself is in `nas.models.slimmable`.
+itself is in `nas.models.width_slicing`.
 
 Read top to bottom in the order it runs: the widths of a step, the distillation loss, the
 training loop, then BN recalibration and the width curve.
@@ -39,20 +39,14 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from nas.data import CifarSplits, DataConfig, train_batches
+from nas.data.config import DataConfig
+from nas.data.tensors import CifarSplits, train_batches
 from nas.models import ArchConfig, FastResNet, build_model, count_flops, count_params
-from nas.models.slimmable import check_slimmable, extract_width, make_slimmable, set_bn_updates, set_width
+from nas.models.width_slicing import check_slimmable, extract_width, make_slimmable, set_bn_updates, set_width
 from nas.provenance import device_name
-from nas.train import (
-    Recipe,
-    SlimmableConfig,
-    TrainResult,
-    _autocast,
-    _sync,
-    end_epoch,
-    evaluate,
-    lr_at,
-)
+from nas.training.evaluate import autocast, evaluate, sync
+from nas.training.loop import TrainResult, end_epoch
+from nas.training.recipe import Recipe, SlimmableConfig, lr_at
 
 # Width ratios of the recorded curve, besides min_width and max_width: those inside (min, max).
 CURVE_WIDTHS = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
@@ -94,7 +88,7 @@ def train_slimmable(
     seed: int,
     device: torch.device,
 ) -> Iterator[SlimmableTrainResult]:
-    """`nas.train.train_epochs` for a recipe with `slimmable` set (call that or `train`: they
+    """`nas.training.loop.train_epochs` for a recipe with `slimmable` set (call that or `train`: they
     set the threads). Yields the result after every epoch, as the plain loop does.
 
     `arch` is the widest network; the result's model is it, made slimmable, set to
@@ -129,7 +123,7 @@ def train_slimmable(
         distill_sum = torch.zeros((), device=device)  # the other widths' losses: only checked for divergence
         correct = torch.zeros((), dtype=torch.long, device=device)
         seen = 0
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         for x, y in train_batches(data, recipe.batch_size, data_cfg, generator):
             for group in optimizer.param_groups:
@@ -140,7 +134,7 @@ def train_slimmable(
             # the max width: labels; it alone updates the BN running statistics
             set_width(model, widths[0])
             set_bn_updates(model, True)
-            with _autocast(device):
+            with autocast(device):
                 logits = model(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
             loss.backward()
@@ -149,7 +143,7 @@ def train_slimmable(
             set_bn_updates(model, False)
             for width in widths[1:]:
                 set_width(model, width)
-                with _autocast(device):
+                with autocast(device):
                     student_loss = distillation_loss(model(x), teacher) * student_weight
                 student_loss.backward()
                 distill_sum += student_loss.detach()
@@ -159,7 +153,7 @@ def train_slimmable(
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(y)
             step += 1
-        _sync(device)
+        sync(device)
         epoch_seconds = time.perf_counter() - start
         cumulative += epoch_seconds
         train_loss = loss_sum.item() / seen
@@ -207,7 +201,7 @@ def recalibrate_bn(
         for i, (x, _) in enumerate(train_batches(data, batch_size, data_cfg, generator)):
             if i == batches:
                 break
-            with _autocast(x.device):
+            with autocast(x.device):
                 model(x.contiguous(memory_format=torch.channels_last))
     finally:
         for norm, momentum in zip(norms, momenta):

@@ -1,0 +1,1 @@
+"""Configuration: one validator, YAML loading, the search space and the experiment spec."""

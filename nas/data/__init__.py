@@ -1,0 +1,1 @@
+"""CIFAR-10: the archive, the tensors on the device, and the data config."""

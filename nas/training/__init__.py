@@ -1,0 +1,1 @@
+"""Training: the recipe, the epoch loop, evaluation, US-Nets."""

@@ -1,0 +1,217 @@
+"""Train one architecture with the fast recipe (`nas.training.recipe`); report every epoch.
+
+A net with early exits (BranchyNet, Teerapittayanon et al. 2016) trains on the weighted sum
+of its exits' losses; its accuracy-vs-FLOPs curve across exit thresholds is measured after
+training (`nas.training.evaluate.exit_curve`). Read top to bottom in the order it runs:
+result types, the public entry points, the loop, the end of an epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas.data.config import DataConfig
+from nas.data.tensors import CifarSplits, train_batches
+from nas.malloc import keep_freed_memory
+from nas.models import ArchConfig, build_model
+from nas.models.exits import exit_loss
+from nas.provenance import device_name
+from nas.training.evaluate import autocast, evaluate, sync
+from nas.training.recipe import Recipe, lr_at
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """What one epoch reports. Epochs count from 0 (Optuna steps do too)."""
+
+    epoch: int
+    train_loss: float  # mean loss over the epoch's training images
+    train_acc: float  # share of training images right (on the augmented batches)
+    val_acc: float | None  # None when the data has no validation split
+    test_acc: float | None  # None when not measured this epoch (see Recipe.test_every_epoch) or diverged
+    epoch_seconds: float  # wall seconds of this epoch's training steps, evaluation excluded
+    cumulative_seconds: float  # sum of epoch_seconds so far
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    status: str  # completed | diverged | stopped (the callback asked to stop)
+    epochs: list[EpochMetrics] = field(default_factory=list)
+    device: str = ""
+    model: nn.Module | None = None  # the trained network, on the training device
+
+    @property
+    def final(self) -> EpochMetrics | None:
+        return self.epochs[-1] if self.epochs else None
+
+    @property
+    def train_seconds(self) -> float:
+        return self.epochs[-1].cumulative_seconds if self.epochs else 0.0
+
+
+# A callback gets each epoch's metrics; returning True stops training after that epoch.
+EpochCallback = Callable[[EpochMetrics], "bool | None"]
+
+
+def train(
+    arch: ArchConfig,
+    recipe: Recipe,
+    data: CifarSplits,
+    data_cfg: DataConfig,
+    *,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    threads: int | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    """Train `arch` on `data` (already on `device`) and report each epoch to `on_epoch`.
+
+    Args:
+        arch: the network to build.
+        recipe: optimiser, schedule and batch settings.
+        data: normalised splits, on the device to train on.
+        data_cfg: augmentation settings (crop, flip, cutout).
+        seed: draws the weights, the batch order and the augmentation; the same
+            (arch, recipe, data, seed) gives the same result on CPU.
+        device: defaults to the device `data` lives on.
+        threads: torch intra-op threads on CPU (the CPUs given to this trial).
+        on_epoch: called after every epoch; returning True stops training.
+
+    Returns:
+        The per-epoch metrics and a status: ``diverged`` when the training loss went
+        non-finite (that epoch is the last reported), ``stopped`` when the callback
+        stopped it, else ``completed``. With `recipe.slimmable`, the US-Nets loop of
+        `nas.training.usnets` trains every width and the metrics are the max width's.
+    """
+    with closing(train_epochs(arch, recipe, data, data_cfg, seed=seed, device=device, threads=threads)) as epochs:
+        for result in epochs:
+            if on_epoch is not None and on_epoch(result.final) and result.status == "completed":
+                result.status = "stopped"
+                break
+    return result
+
+
+def train_epochs(
+    arch: ArchConfig,
+    recipe: Recipe,
+    data: CifarSplits,
+    data_cfg: DataConfig,
+    *,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    threads: int | None = None,
+) -> Iterator[TrainResult]:
+    """`train`, one epoch per step: yields the same TrainResult after every epoch.
+
+    The newest metrics are ``result.final``; after a non-finite loss the status is
+    ``diverged`` and nothing more is yielded. Stopping early is not iterating further
+    (close the iterator to restore the thread count at once). The work runs in the
+    thread that iterates, so a Ray Tune class trainable trains on its actor's main thread
+    (see `nas.malloc` for why that thread).
+    """
+    device = torch.device(device) if device is not None else data.train_x.device
+    previous_threads = torch.get_num_threads()
+    if device.type == "cpu":
+        keep_freed_memory()
+        if threads:
+            torch.set_num_threads(threads)
+    try:
+        if recipe.slimmable is not None:
+            from nas.training.usnets import train_slimmable  # imports this module: import it late
+
+            yield from train_slimmable(arch, recipe, data, data_cfg, seed, device)
+        else:
+            yield from _train(arch, recipe, data, data_cfg, seed, device)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(arch, recipe, data, data_cfg, seed, device) -> Iterator[TrainResult]:
+    model = build_model(arch, seed=seed).to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=0.0, momentum=recipe.momentum, nesterov=True,
+        weight_decay=recipe.weight_decay,
+    )
+    generator = torch.Generator().manual_seed(seed)  # batch order and augmentation
+    n_train = len(data.train_y)
+    steps_per_epoch = max(1, n_train // recipe.batch_size)
+    total_steps = recipe.epochs * steps_per_epoch
+    side_weights = arch.exits.weights  # loss weights of the early exits; () for a net without
+    result = TrainResult(status="completed", device=device_name(device), model=model)
+    step = 0
+    cumulative = 0.0
+
+    for epoch in range(recipe.epochs):
+        # -- train one epoch (timed, evaluation excluded) --
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        seen = 0
+        sync(device)
+        start = time.perf_counter()
+        for x, y in train_batches(data, recipe.batch_size, data_cfg, generator):
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, total_steps, recipe)
+            with autocast(device):
+                if side_weights:  # BranchyNet: every exit's loss, weighted; accuracy of the final exit
+                    exit_logits = model.forward_exits(x.contiguous(memory_format=torch.channels_last))
+                    logits = exit_logits[-1]
+                    loss = exit_loss(exit_logits, y, side_weights, label_smoothing=recipe.label_smoothing)
+                else:
+                    logits = model(x.contiguous(memory_format=torch.channels_last))
+                    loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            step += 1
+        sync(device)
+        epoch_seconds = time.perf_counter() - start
+        cumulative += epoch_seconds
+        train_loss = loss_sum.item() / seen
+
+        # -- evaluate and report --
+        end_epoch(result, model, data, recipe, epoch=epoch, train_loss=train_loss,
+                  train_acc=correct.item() / seen, epoch_seconds=epoch_seconds, cumulative=cumulative)
+        yield result
+        if result.status == "diverged":
+            return
+
+
+def end_epoch(result: TrainResult, model: nn.Module, data: CifarSplits, recipe: Recipe, *,
+              epoch: int, train_loss: float, train_acc: float, epoch_seconds: float, cumulative: float) -> None:
+    """Evaluate `model` after an epoch and append the metrics to `result`.
+
+    A non-finite `train_loss` marks the run ``diverged`` (and is not evaluated): the loop
+    yields that epoch and stops.
+    """
+    diverged = not math.isfinite(train_loss)
+    has_val = len(data.val_y) > 0
+    last = epoch == recipe.epochs - 1
+    measure_test = not diverged and (last or recipe.test_every_epoch or not has_val)
+    result.epochs.append(EpochMetrics(
+        epoch=epoch,
+        train_loss=train_loss,
+        train_acc=train_acc,
+        val_acc=None if diverged or not has_val else evaluate(model, data.val_x, data.val_y, recipe.eval_batch_size),
+        test_acc=evaluate(model, data.test_x, data.test_y, recipe.eval_batch_size) if measure_test else None,
+        epoch_seconds=epoch_seconds,
+        cumulative_seconds=cumulative,
+    ))
+    if diverged:
+        result.status = "diverged"
+
