@@ -32,7 +32,7 @@ from nas.data.archive import _load_cifar10_cached, resolve_data_root
 from nas.data.config import DataConfig
 from nas.data.tensors import _cached_splits, load_data
 from nas.db import Store
-from nas.search import launch
+from nas.search.launch import launch
 from nas.config.experiment import load_experiment
 from nas.training.loop import train
 

@@ -29,7 +29,7 @@ import yaml
 from nas.data.archive import resolve_data_root
 from nas.db import Store
 from nas.results import arch_results
-from nas.search import launch
+from nas.search.launch import launch
 from nas.config.experiment import load_experiment
 
 SPACE = {

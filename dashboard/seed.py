@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 
 from nas.db import Store
 from nas.models.arch import STAGES, ArchConfig, StageConfig
+from nas.search.confirm import CONFIRM_SEED_BASE
 
 SEARCH_SEED_BASE = 0  # the search phase's seeds, as the driver derives them
-CONFIRM_SEED_BASE = 10_000  # nas.search.CONFIRM_SEED_BASE
 DEVICE = "NVIDIA H100 80GB HBM3 (synthetic)"
 DIMENSIONS = tuple(f"{stage}.{attr}" for stage in STAGES for attr in ("extra", "residual"))
 BASE_CHANNELS = {"prep": 64, "L1": 128, "L2": 256, "L3": 512}  # nas.models.builder, width 1

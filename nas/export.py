@@ -83,7 +83,8 @@ def select(store: Store, experiment: str, *, rank: int | None = None, arch_hash:
         ConfigError: no such experiment, rank or architecture; or `need_weights` and no
             weights were kept for it (only the confirm phase keeps them).
     """
-    from nas.results import arch_results, require_experiment
+    from nas.results import arch_results
+    from nas.trials.experiment import require_experiment
 
     found = require_experiment(store, experiment)
     confirmed = arch_results(store, experiment, "confirm")

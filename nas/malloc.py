@@ -13,7 +13,7 @@ trial, needs again anyway.
 
 Only the main thread's heap (glibc's main arena) can serve such blocks: other threads get
 64 MB heaps, and anything bigger is mapped whatever the settings. So trials train on the
-main thread of their Ray worker (`nas.search`'s class trainable), not in the side thread of
+main thread of their Ray worker (`nas.trials.tune.TrialTrainable`), not in the side thread of
 a function trainable, where the same training paid 4.6 million faults and 13.3 s of kernel
 time and took 1.10x as long as on the main thread with glibc's defaults (same benchmark).
 

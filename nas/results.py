@@ -11,9 +11,10 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
-from nas.db import Architecture, Experiment, Store, Trial
-from nas.errors import ConfigError
+from nas.db import Architecture, Store, Trial
+from nas.db.schema import Phase, TrialStatus
 from nas.stats import SeedSummary, pareto_ranks, summarize
+from nas.trials.plan import judged_accuracy
 
 
 @dataclass(frozen=True)
@@ -33,15 +34,6 @@ class ArchResult:
     mean_inference_flops: float = math.nan
 
 
-def require_experiment(store: Store, name: str) -> Experiment:
-    """The experiment called `name`; a ConfigError listing the ones there are otherwise."""
-    found = store.get_experiment(name)
-    if found is None:
-        names = ", ".join(e.name for e in store.experiments()) or "none yet"
-        raise ConfigError(f"no experiment named {name!r} in the store; experiments: {names}.")
-    return found
-
-
 def objectives_of(store: Store, experiment_name: str) -> list[tuple[str, str]]:
     """(metric, direction) pairs of an experiment, from its stored config."""
     experiment = store.get_experiment(experiment_name)
@@ -51,18 +43,18 @@ def objectives_of(store: Store, experiment_name: str) -> list[tuple[str, str]]:
     return [(o["metric"], o["direction"]) for o in config["search"]["objectives"]]
 
 
-def arch_results(store: Store, experiment_name: str, phase: str) -> list[ArchResult]:
+def arch_results(store: Store, experiment_name: str, phase: Phase | str) -> list[ArchResult]:
     """Completed trials of one phase grouped by architecture, best Pareto rank first."""
     experiment = store.get_experiment(experiment_name)
     if experiment is None:
         return []
     groups = defaultdict(list)
-    for trial in store.trials(experiment_id=experiment.id, phase=phase, status="completed"):
+    for trial in store.trials(experiment_id=experiment.id, phase=phase, status=TrialStatus.COMPLETED):
         groups[trial.arch_hash].append(trial)
     rows = []
     for arch_hash, trials in groups.items():
         arch = store.get_architecture(arch_hash)
-        accuracy = [t.final_val_acc if t.final_val_acc is not None else t.final_test_acc for t in trials]
+        accuracy = [judged_accuracy(t.final_val_acc, t.final_test_acc) for t in trials]
         rows.append(ArchResult(
             arch_hash=arch_hash, short_name=arch.short_name, phase=phase, seeds=len(trials),
             accuracy=summarize(accuracy), test_acc=summarize([t.final_test_acc for t in trials]),

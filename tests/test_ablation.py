@@ -11,11 +11,12 @@ import pytest
 from scipy import stats as scipy_stats
 from typer.testing import CliRunner
 
-from nas.ablation import contributions, plan_variants
+from nas.ablation.plan import plan_variants
+from nas.ablation.report import contributions
 from nas.cli import app
 from nas.db import Store
 from nas.models import ArchConfig, build_model, count_flops, count_params, parse_short_name
-from nas.search import stored_spec
+from nas.trials.experiment import stored_spec
 from nas.config.experiment import SearchSpace, load_experiment
 from nas.stats import holm_adjust, paired_difference, paired_t_pvalue
 from tests.cifar_fixture import write_cifar

@@ -77,12 +77,11 @@ def test_a_trial_trains_on_its_workers_main_thread_one_result_per_epoch(tmp_path
     from ray import tune
 
     from nas.models import ArchConfig
-    from nas.search import WEIGHTS_KEY, _ray_classes
     from nas.training.recipe import Recipe
+    from nas.trials.artifacts import WIRE_KEY
+    from nas.trials.tune import TrialTrainable
 
-    trial_trainable = _ray_classes()[0]
-
-    class Probe(trial_trainable):
+    class Probe(TrialTrainable):
         def step(self):
             import threading
 
@@ -107,7 +106,7 @@ def test_a_trial_trains_on_its_workers_main_thread_one_result_per_epoch(tmp_path
     assert [r["epoch"] for r in results] == [0, 1]
     assert all(r["main_thread"] for r in results)
     assert [bool(r["done"]) for r in results] == [False, True]
-    assert WEIGHTS_KEY not in results[0] and WEIGHTS_KEY in results[1]  # a finished trial's weights, once
+    assert WIRE_KEY not in results[0] and "weights" in results[1][WIRE_KEY]  # a finished trial's weights, once
 
 
 def test_a_grid_search_runs_every_point_exactly_once(tmp_path, data_root, local_ray):

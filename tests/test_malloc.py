@@ -72,7 +72,7 @@ def test_with_freed_memory_kept_the_main_thread_reuses_the_block():
 
 
 def test_a_side_thread_faults_the_block_in_again_even_with_freed_memory_kept():
-    # Why trials train on their Ray worker's main thread (nas.search.TrialRun): other
+    # Why trials train on their Ray worker's main thread (nas.trials.runner.TrialRun): other
     # threads' heaps hold at most 64 MB, so larger blocks are mapped whatever the settings.
     side = probe("thread", keep=True)
     assert side["applied"] is True

@@ -334,8 +334,12 @@ def test_the_migration_adds_exit_curves_to_an_existing_store(tmp_path):
         (0.0, 0.5, [0.0, 1.0]), (math.inf, 0.25, [1.0, 0.0])]
 
 
-def test_mean_inference_flops_is_an_objective_of_the_driver(tmp_path):
-    from nas.search import Driver, TrialPlan
+def test_mean_inference_flops_is_an_objective_of_the_search(tmp_path):
+    from nas.db.schema import Phase
+    from nas.search.controller import SearchController
+    from nas.trials.costs import CostCounter
+    from nas.trials.experiment import open_experiment
+    from nas.trials.plan import TrialPlan
 
     space = tmp_path / "exits.yaml"
     space.write_text(json.dumps({
@@ -345,12 +349,14 @@ def test_mean_inference_flops_is_an_objective_of_the_driver(tmp_path):
     }))
     spec = load_experiment(space)
     with Store.open(f"sqlite:///{tmp_path / 'nas.db'}") as store:
-        driver = Driver(spec, store, f"sqlite:///{tmp_path / 'nas.db'}", str(tmp_path), log=lambda _: None)
-        with_exit = TrialPlan(arch=parse_short_name("E:L1 w=0.125"), seed=0, phase="search",
+        costs = CostCounter()
+        controller = SearchController(spec, store, open_experiment(store, spec), f"sqlite:///{tmp_path / 'nas.db'}",
+                                      costs)
+        with_exit = TrialPlan(arch=parse_short_name("E:L1 w=0.125"), seed=0, phase=Phase.SEARCH,
                               last={"val_acc": 0.4, "mean_inference_flops": 1.5e6})
-        plain = TrialPlan(arch=parse_short_name("base w=0.125"), seed=0, phase="search", last={"val_acc": 0.5})
-        assert driver.objective_values(with_exit) == [0.4, 1.5e6]
-        assert driver.objective_values(plain) == [0.5, float(driver.costs(plain.arch)[1])]  # runs in full
+        plain = TrialPlan(arch=parse_short_name("base w=0.125"), seed=0, phase=Phase.SEARCH, last={"val_acc": 0.5})
+        assert controller.objective_values(with_exit) == [0.4, 1.5e6]
+        assert controller.objective_values(plain) == [0.5, float(costs(plain.arch)[1])]  # runs in full
 
 
 def test_results_rank_on_the_stored_curves_mean_flops_at_the_exit_threshold(tmp_path):

@@ -1,0 +1,1 @@
+"""`nas ablate`: which components of an architecture matter, beyond seed noise."""

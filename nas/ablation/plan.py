@@ -1,0 +1,193 @@
+"""`nas ablate`, the plan: the variants of a reference, and the reference itself.
+
+    reference + the experiment's space -> plan (one change per variant)
+        -> Ray Tune trials (phase ablation, unpruned) on the reference's seeds
+        -> paired differences per variant -> Holm across variants -> contribution table
+
+The plan switches each component of the reference off, one at a time (an extra layer, a
+residual block, a fractal block, a deformable stage, the drop, the pyramid schedule, the
+modulation mask), and moves each ordered knob of the space one step to either side (a
+count, a numeric choice, the width). Every variant runs on the seeds the reference was
+confirmed with (CONFIRM_SEED_BASE + i), so each variant's result on seed s is compared
+with the reference's on seed s: a paired design, which cancels the seed's share of the
+noise. The reference runs in phase ``ablation`` on any seed its confirm phase lacks.
+
+A variant "matters" when its Holm-adjusted paired t-test p-value is below 0.05: its
+difference to the reference is beyond seed noise even after testing every variant.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from nas.config.experiment import Param, SearchSpace
+from nas.db import Store
+from nas.errors import ConfigError
+from nas.models.arch import ArchConfig, parse_short_name
+from nas.search.confirm import CONFIRM_SEED_BASE
+
+# Knobs with no "off" value, only moved to neighbours: the width, and the early exits'
+# threshold (an operating point of the same trained network, not a part of it).
+NOT_COMPONENTS = ("width", "exits.threshold")
+
+# ----------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class Variant:
+    """The reference with one knob changed."""
+
+    arch: ArchConfig
+    key: str  # dotted ArchConfig key, e.g. "L1.residual"
+    before: Any  # the reference's value
+    after: Any  # the variant's value
+    move: str  # off (the neutral value) | down | up (the neighbouring value)
+
+    @property
+    def change(self) -> str:
+        """For people: ``L1.residual 1 -> 0``."""
+        return f"{self.key} {_show(self.before)} -> {_show(self.after)}"
+
+
+def plan_variants(reference: ArchConfig, space: SearchSpace) -> list[Variant]:
+    """Every variant one change away from `reference`, in a fixed order, without repeats.
+
+    For each knob, in `ArchConfig` field order:
+      - off: a component the reference has is set to its neutral value (the
+        `ArchConfig` default): residual/extra/fractal -> 0, deformable -> false, drop
+        kind -> none, drop rate -> 0, pyramid -> double, ... (not width: it has none);
+      - down / up: an ordered knob of the space (int range, float range, a choice of
+        numbers), active for the reference, moves to the nearest value of the space
+        below / above the reference's; a continuous float range (no step) halves and
+        doubles it, clipped to the range. A count (residual, extra, fractal) always gets
+        "down", one fewer, the space listing it or not: removing one block.
+    Variants equal to the reference (a change the canonical form undoes) and repeats of
+    an earlier variant are left out.
+    """
+    values = reference.to_flat()
+    neutral = ArchConfig().to_flat()
+    params = {p.key: p for p in space.params}
+    seen = {reference.hash}
+    variants = []
+    for key, before in values.items():
+        moves: list[tuple[str, Any]] = []
+        if key not in NOT_COMPONENTS and before != neutral[key]:
+            moves.append(("off", neutral[key]))
+        param = params.get(key)
+        below, above = (None, None)
+        if param is not None and param.is_active(values):
+            below, above = _neighbours(param, before)
+        if below is None and _is_count(neutral[key]) and before > 0:
+            below = before - 1
+        moves += [("down", below), ("up", above)]
+        for move, after in moves:
+            if after is None or after == before:
+                continue
+            try:
+                arch = ArchConfig.from_flat({**values, key: after}, source="variant")
+            except ConfigError:
+                continue  # outside what the architecture allows (e.g. past a maximum)
+            if arch.hash in seen:
+                continue
+            seen.add(arch.hash)
+            variants.append(Variant(arch=arch, key=key, before=before, after=after, move=move))
+    return variants
+
+
+def _neighbours(param: Param, value: Any) -> tuple[Any, Any]:
+    """The nearest values of an ordered space entry below and above `value` (None: none)."""
+    if param.kind == "float" and param.step is None:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            return None, None
+        below, above = max(param.low, value / 2), min(param.high, value * 2)
+        return (below if below < value else None), (above if above > value else None)
+    if param.kind in ("int", "float"):
+        ordered = sorted(param.values())
+    elif param.kind == "choice" and all(_is_number(c) for c in param.choices):
+        ordered = sorted(param.choices)
+    else:
+        return None, None  # fixed, or an unordered choice (names, true/false)
+    if not _is_number(value):
+        return None, None
+    below = [v for v in ordered if v < value]
+    above = [v for v in ordered if v > value]
+    return (below[-1] if below else None), (above[0] if above else None)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_count(default: Any) -> bool:
+    return isinstance(default, int) and not isinstance(default, bool)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):  # exits.stages, exits.weights: as the short name writes them
+        return "+".join(_show(v) for v in value) or "none"
+    return str(value)
+
+
+def ablation_seeds(repeats: int) -> list[int]:
+    """The seeds of the paired design: the confirm phase's, CONFIRM_SEED_BASE + i."""
+    return [CONFIRM_SEED_BASE + i for i in range(repeats)]
+
+
+# ----------------------------------------------------------------------------- the reference
+
+
+_HASH = re.compile(r"[0-9a-f]{4,16}")
+
+
+def resolve_reference(store: Store, experiment: str, text: str) -> ArchConfig:
+    """The architecture `--arch` names: ``best``, a stored hash (or a unique prefix of
+    one, 4+ digits), or an architecture written as for `nas train --arch`
+    (``R:L1+L3 w=0.25``, or inline JSON).
+
+    ``best`` is the first row of the experiment's confirm results (the Pareto front,
+    most accurate first), else of its search results.
+    """
+    from nas.results import arch_results
+
+    text = text.strip()
+    if text == "best":
+        rows = arch_results(store, experiment, "confirm") or arch_results(store, experiment, "search")
+        if not rows:
+            raise ConfigError(
+                f"--arch best: experiment {experiment!r} has no completed trials yet; run `nas launch` first."
+            )
+        return ArchConfig.from_json(store.get_architecture(rows[0].arch_hash).config_json)
+    if _HASH.fullmatch(text):
+        found = store.get_architecture(text)
+        if found is None:
+            matches = [a for a in store.architectures() if a.hash.startswith(text)]
+            if len(matches) > 1:
+                raise ConfigError(
+                    f"--arch {text}: the prefix matches {len(matches)} architectures "
+                    f"({', '.join(a.hash for a in matches[:5])}); give more digits."
+                )
+            found = matches[0] if matches else None
+        if found is not None:
+            return ArchConfig.from_json(found.config_json)
+        if len(text) == 12:
+            raise ConfigError(
+                f"--arch {text}: no architecture with this hash in the store; `nas status {experiment}` "
+                "lists the experiment's architectures."
+            )
+    try:
+        if text.startswith("{"):
+            return ArchConfig.from_dict(json.loads(text), source="--arch")
+
+        return parse_short_name(text)
+    except (ConfigError, json.JSONDecodeError) as err:
+        raise ConfigError(
+            f"--arch {text!r}: not 'best', a stored architecture hash, or an architecture such as "
+            f"'R:L1+L3 w=0.25' ({err})."
+        ) from None

@@ -1,0 +1,62 @@
+"""`nas launch`: search an experiment's space, then confirm the best."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from nas.cli.common import AddressOption, DataRootOption, DbOption, console, exit_on_user_error, mask_url, start_ray
+from nas.cli.tables import print_front
+from nas.errors import ConfigError
+
+
+def launch(
+    space: Annotated[Path, typer.Argument(help="Experiment YAML, e.g. search_spaces/cifar_fast.yaml.")],
+    budget: Annotated[
+        str | None,
+        typer.Option(help="A named budget of the YAML (its `budgets:` section), e.g. cpu. Without a GPU the "
+                     "`cpu` budget is chosen automatically; pass --budget none to run the full space anyway."),
+    ] = None,
+    address: AddressOption = None,
+    db: DbOption = None,
+    data_root: DataRootOption = None,
+) -> None:
+    """Search the YAML's architecture space, then confirm the best with repeated seeds.
+
+    Optuna samples architectures (in this process) and its pruner stops poor trials
+    early; Ray Tune runs the trials. Every trial and epoch is written to the store as it
+    happens. Running the same command again resumes: finished trials are kept, trials
+    interrupted by a crash run again, and the confirm phase picks up where it stopped.
+    Prints a line per finished trial and, at the end, the Pareto front with 95% CIs.
+    """
+    with exit_on_user_error():
+        _launch_command(space, budget, address, db, data_root)
+
+
+def _launch_command(space: Path, budget: str | None, address: str | None, db: str | None, data_root: str | None) -> None:
+    import torch
+
+    from nas.data.archive import ensure_cifar10, resolve_data_root
+    from nas.db import Store, resolve_db_url
+    from nas.config.experiment import list_budgets, load_experiment
+
+    if not space.is_file():
+        raise ConfigError(f"{space}: no such file; pass an experiment YAML such as search_spaces/cifar_fast.yaml.")
+    if budget is None and not torch.cuda.is_available() and "cpu" in list_budgets(space):
+        budget = "cpu"
+        console.print(f"no GPU found: using the `cpu` budget of {escape(str(space))} (--budget none for the full space)")
+    spec = load_experiment(space, None if budget == "none" else budget)
+    db_url = resolve_db_url(db)
+    root = resolve_data_root(data_root, spec.dataset.get("root"))
+    ensure_cifar10(root)  # download (or fail with where to put it) before any trial starts
+
+    start_ray(address)
+    from nas.search.launch import launch as run_launch
+
+    with Store.open(db_url) as store:
+        console.print(f"experiment {escape(spec.name)!s} -> {escape(mask_url(db_url))}")
+        run_launch(spec, store=store, db_url=db_url, data_root=str(root), log=lambda line: console.print(escape(line)))
+        print_front(store, spec.name)

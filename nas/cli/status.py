@@ -1,0 +1,49 @@
+"""`nas status` and `nas list`: read-only views of the store."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from nas.cli.common import DbOption, console, exit_on_user_error
+from nas.cli.tables import print_experiments, print_front
+
+
+def status(
+    experiment: Annotated[str | None, typer.Argument(help="Experiment name. [default: list them all]")] = None,
+    db: DbOption = None,
+) -> None:
+    """Show an experiment's trial counts and its architectures ranked by Pareto front.
+
+    Without an experiment name, lists the experiments in the store (like `nas list`).
+    Reads the store only; safe while a search is running.
+    """
+    with exit_on_user_error():
+        from nas.db import Store, resolve_db_url
+
+        with Store.open(resolve_db_url(db), read_only=True) as store:
+            if experiment is None:
+                print_experiments(store)
+                return
+            from nas.trials.experiment import require_experiment
+
+            found = require_experiment(store, experiment)
+            counts: dict[tuple[str, str], int] = {}
+            for trial in store.trials(experiment_id=found.id):
+                key = (str(trial.phase), str(trial.status))
+                counts[key] = counts.get(key, 0) + 1
+            console.print(f"[bold]{escape(experiment)}[/] ({found.status}), started {found.created_at:%Y-%m-%d %H:%M}")
+            for (phase, state), n in sorted(counts.items()):
+                console.print(f"  {phase:<8} {state:<11} {n}")
+            print_front(store, experiment)
+
+
+def list_experiments(db: DbOption = None) -> None:
+    """List the experiments in the store with their trial counts and best accuracy."""
+    with exit_on_user_error():
+        from nas.db import Store, resolve_db_url
+
+        with Store.open(resolve_db_url(db), read_only=True) as store:
+            print_experiments(store)

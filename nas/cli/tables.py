@@ -1,0 +1,170 @@
+"""The tables the commands print (rich), each from the data it shows."""
+
+from __future__ import annotations
+
+from rich.markup import escape
+from rich.table import Table
+
+from nas.cli.common import console, mask_url
+
+
+def print_front(store, experiment: str) -> None:
+    from nas.results import arch_results, objectives_of
+
+    rows = arch_results(store, experiment, "confirm") or arch_results(store, experiment, "search")
+    if not rows:
+        console.print("no completed trials yet")
+        return
+    phase = rows[0].phase
+    # early exits: FLOPs per image at the exit threshold, when the search optimises them
+    exits = "mean_inference_flops" in [metric for metric, _ in objectives_of(store, experiment)]
+    table = Table(title=f"{experiment}: {phase} results (Pareto front first)")
+    columns = ("rank", "architecture", "hash", "seeds", "accuracy (mean ± 95% CI)", "train s", "params", "MFLOPs")
+    for column in columns + (("inference MFLOPs",) if exits else ()):
+        table.add_column(column, justify="left" if column in ("architecture", "hash") else "right")
+    for row in rows:
+        acc = row.accuracy
+        ci = "" if acc.n < 2 else f" ± {acc.half_width:.2%}"
+        table.add_row(
+            "front" if row.rank == 0 else str(row.rank), escape(row.short_name), row.arch_hash, str(row.seeds),
+            f"{acc.mean:.2%}{ci}", f"{row.train_seconds.mean:.1f}", f"{row.params / 1e6:.2f}M", f"{row.flops / 1e6:.1f}",
+            *((f"{row.mean_inference_flops / 1e6:.2f}",) if exits else ()),
+        )
+    console.print(table)
+
+
+def print_experiments(store) -> None:
+    table = Table(title="experiments")
+    for column in ("name", "status", "trials", "completed", "pruned", "failed", "best accuracy", "started"):
+        table.add_column(column)
+    for exp in store.experiments():
+        trials = store.trials(experiment_id=exp.id)
+        by_status = {s: sum(1 for t in trials if str(t.status) == s) for s in ("completed", "pruned", "failed")}
+        accs = [t.final_val_acc if t.final_val_acc is not None else t.final_test_acc
+                for t in trials if str(t.status) == "completed"]
+        accs = [a for a in accs if a is not None]
+        table.add_row(
+            escape(exp.name), str(exp.status), str(len(trials)), str(by_status["completed"]),
+            str(by_status["pruned"]), str(by_status["failed"]), f"{max(accs):.2%}" if accs else "-",
+            f"{exp.created_at:%Y-%m-%d %H:%M}",
+        )
+    console.print(table)
+
+
+def print_summary(trial_id, arch_cfg, result, params, flops, db_url) -> None:
+    final = result.final
+    table = Table(title=f"trial {trial_id}: {arch_cfg.short_name()}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("architecture", f"{arch_cfg.short_name()}  (hash {arch_cfg.hash})"),
+        ("status", result.status),
+        ("epochs", str(len(result.epochs))),
+        ("val accuracy", "-" if final.val_acc is None else f"{final.val_acc:.2%}"),
+        ("test accuracy", "-" if final.test_acc is None else f"{final.test_acc:.2%}"),
+        ("train seconds", f"{result.train_seconds:.1f} (evaluation excluded)"),
+        ("params", f"{params:,}"),
+        ("FLOPs / image", f"{flops:,}"),
+        ("device", result.device),
+        ("store", mask_url(db_url)),
+    ]
+    for key, value in rows:
+        table.add_row(key, escape(value))
+    console.print(table)
+
+
+def print_exit_curve(arch_cfg, curve) -> None:
+    """The early-exit curve: accuracy, mean MFLOPs per image and exit shares per threshold."""
+    names = [*arch_cfg.exits.stages, "final"]
+    table = Table(title=f"early exits ({curve.split} images): an image leaves at the first side exit "
+                        "whose softmax entropy / ln(10) is below the threshold")
+    for column in ("threshold", "accuracy", "MFLOPs / image", *(f"exit {n}" for n in names)):
+        table.add_column(column, justify="right")
+    previous = None
+    for p in curve.points:
+        mark = " *" if p.threshold == arch_cfg.exits.threshold else ""
+        same = previous is not None and (p.accuracy, p.mean_flops, p.exit_shares) == previous
+        previous = (p.accuracy, p.mean_flops, p.exit_shares)
+        if same and not mark:
+            continue  # a threshold between the same images' entropies: the row above again
+        table.add_row(f"{p.threshold:.4g}{mark}", f"{p.accuracy:.2%}", f"{p.mean_flops / 1e6:.2f}",
+                      *(f"{share:.1%}" for share in p.exit_shares))
+    console.print(table)
+    console.print("* the architecture's threshold (exits.threshold): its mean_inference_flops objective; "
+                  "thresholds that change nothing from the row above are left out")
+
+
+def print_width_curve(arch_cfg, slimmable, curve) -> None:
+    """A US-Net's accuracy, params and FLOPs per width ratio, each width its family member."""
+    from nas.models.width_slicing import width_member
+
+    table = Table(title=f"universally slimmable {arch_cfg.short_name()}: one training, every width "
+                        f"(ratios {slimmable.min_width:g}-{slimmable.max_width:g} of its width, "
+                        f"{slimmable.samples} per step; BN statistics recomputed per width)")
+    for column in ("width ratio", "member", "params", "MFLOPs / image", "val acc", "test acc"):
+        table.add_column(column, justify="left" if column == "member" else "right")
+    for p in curve.points:
+        table.add_row(f"{p.width:g}", escape(width_member(arch_cfg, p.width).short_name()), f"{p.params:,}",
+                      f"{p.flops / 1e6:.2f}", "-" if p.val_acc is None else f"{p.val_acc:.2%}",
+                      f"{p.test_acc:.2%}")
+    console.print(table)
+
+
+def print_plan(store, experiment, reference, variants, seeds) -> None:
+    from nas.ablation.run import missing_runs
+    from nas.trials.costs import count_costs
+
+    experiment_id = store.get_experiment(experiment).id
+
+    def to_run(arch) -> int:
+        return len(missing_runs(store, experiment_id, [arch], seeds))
+
+    ref_params, ref_flops = count_costs(reference)
+    table = Table(title=f"ablation plan: {reference.short_name()} ({reference.hash}) in {experiment}, "
+                        f"seeds {seeds[0]}..{seeds[-1]}")
+    for column in ("#", "change", "move", "variant", "hash", "params", "MFLOPs", "runs"):
+        table.add_column(column, justify="right" if column in ("#", "params", "MFLOPs", "runs") else "left")
+    table.add_row("ref", "-", "-", escape(reference.short_name()), reference.hash, f"{ref_params:,}",
+                  f"{ref_flops / 1e6:.1f}", str(to_run(reference)))
+    total = to_run(reference)
+    for i, variant in enumerate(variants, start=1):
+        params, flops = count_costs(variant.arch)
+        runs = to_run(variant.arch)
+        total += runs
+        table.add_row(str(i), escape(variant.change), variant.move, escape(variant.arch.short_name()),
+                      variant.arch.hash, f"{params:,}", f"{flops / 1e6:.1f}", str(runs))
+    console.print(table)
+    console.print(f"{len(variants)} variants x {len(seeds)} paired seeds: {total} runs to do")
+
+
+def print_contributions(report) -> None:
+    acc = report.reference_accuracy
+    ci = "" if acc.n < 2 else f" ± {acc.half_width:.2%}"
+    table = Table(
+        title=f"{report.experiment}: contributions to {report.reference_name} ({report.reference_hash}), "
+              f"accuracy {acc.mean:.2%}{ci} over {acc.n} seeds",
+        caption="Δ = variant - reference on the same seeds; 95% CI paired over seeds; p: paired t-test; "
+                "Holm: adjusted over the variants; matters: Holm p < 0.05.",
+    )
+    for column in ("change", "variant", "seeds", "Δ acc (pp)", "95% CI (pp)", "p", "Holm p", "matters",
+                   "Δ train s", "Δ params", "Δ MFLOPs"):
+        table.add_column(column, justify="left" if column in ("change", "variant", "matters") else "right")
+    ref_seconds = report.reference_seconds.mean
+    for row in report.rows:
+        d = row.accuracy
+        ci_text = "-" if d.n < 2 else f"[{d.ci_low * 100:+.2f}, {d.ci_high * 100:+.2f}]"
+        seconds = "-" if row.train_seconds != row.train_seconds else f"{row.train_seconds:+.1f}"
+        if seconds != "-" and ref_seconds and ref_seconds == ref_seconds:
+            seconds += f" ({row.train_seconds / ref_seconds:+.0%})"
+        table.add_row(
+            escape(row.change), escape(row.short_name), str(d.n),
+            "-" if d.mean != d.mean else f"{d.mean * 100:+.2f}", ci_text, _p(d.p_value), _p(row.holm_p),
+            "yes" if row.matters else "", seconds, f"{row.params:+,}", f"{row.flops / 1e6:+.1f}",
+        )
+    console.print(table)
+
+
+def _p(value: float) -> str:
+    if value != value:
+        return "-"
+    return f"{value:.3f}" if value >= 0.001 else f"{value:.1e}"

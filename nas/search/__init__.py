@@ -1,0 +1,1 @@
+"""The search: the Optuna controller, the confirm phase, and `nas launch` tying them together."""

@@ -1,0 +1,186 @@
+"""The Optuna side of a search, in the driver: the studies, ask, prune, tell.
+
+Pruning rule: Optuna's pruners are single-objective, so they watch one curve, the first
+objective that is an accuracy (val_acc or test_acc), reported at steps 0, 1, ... (epochs).
+In a multi-objective search every trial has a twin in a companion study named
+``<experiment>:pruning`` that holds that curve; its pruner decides, and the main study
+records the trial as PRUNED while its sampler optimises all objectives.
+
+The controller never runs or records a trial: `nas.search.launch` gives its `ask`,
+`should_prune` and `tell` to a `nas.trials.batch.TrialBatch`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from nas.config.experiment import ExperimentSpec, Objective, SearchSettings
+from nas.db import Store
+from nas.db.schema import Phase, TrialStatus
+from nas.models.arch import ArchConfig
+from nas.trials.plan import TrialPlan
+
+CURVE_METRICS = ("val_acc", "test_acc")  # metrics reported every epoch, so prunable
+
+
+@dataclass
+class SearchPlan(TrialPlan):
+    """A search trial: a plan with the Optuna trial(s) it reports to."""
+
+    optuna_trial: optuna.Trial | None = None  # in the main study
+    prune_trial: optuna.Trial | None = None  # the trial whose curve the pruner watches
+
+
+def prune_objective(search: SearchSettings) -> Objective | None:
+    """The objective a pruner watches: the first accuracy objective, if any."""
+    return next((o for o in search.objectives if o.metric in CURVE_METRICS), None)
+
+
+def optuna_storage(db_url: str) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage in the store's own database (optuna-dashboard opens it too)."""
+    from nas.db import resolve_db_url
+
+    url = resolve_db_url(db_url)
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        engine_kwargs = {"connect_args": {"timeout": 30}}
+    elif url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+
+
+class SearchController:
+    """Samples, prunes and closes the search trials of one experiment in its Optuna studies.
+
+    Args:
+        spec: the experiment.
+        store: read for the seeds each architecture has used.
+        experiment_id: its id in the store.
+        db_url: the store's URL; the studies live in the same database.
+        costs: (params, FLOPs) of an architecture, for cost objectives.
+    """
+
+    def __init__(self, spec: ExperimentSpec, store: Store, experiment_id: int, db_url: str,
+                 costs: Callable[[ArchConfig], tuple[int, int]]) -> None:
+        search = spec.search
+        self.spec = spec
+        self.costs = costs
+        self.prune_metric = prune_objective(search)
+        storage = optuna_storage(db_url)
+        self.study = optuna.create_study(
+            study_name=spec.name, storage=storage, directions=search.directions,
+            sampler=search.build_sampler(), pruner=search.pruner.build(), load_if_exists=True,
+        )
+        self.prune_study: optuna.Study | None = None
+        if len(search.objectives) > 1 and self.prune_metric is not None and search.pruner.kind != "none":
+            self.prune_study = optuna.create_study(
+                study_name=f"{spec.name}:pruning", storage=storage,
+                direction=self.prune_metric.direction, pruner=search.pruner.build(), load_if_exists=True,
+            )
+        self.used_seeds: dict[str, set[int]] = defaultdict(set)
+        for trial in store.trials(experiment_id=experiment_id, phase=Phase.SEARCH):
+            if trial.status != TrialStatus.INTERRUPTED:
+                self.used_seeds[trial.arch_hash].add(trial.seed)
+
+    @property
+    def prunes(self) -> bool:
+        return self.spec.search.pruner.kind != "none"
+
+    def recover_interrupted(self) -> None:
+        """After a driver death: Optuna trials still RUNNING fail, and their params run again."""
+        for study in (self.study, self.prune_study):
+            if study is None:
+                continue
+            for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                study.tell(trial.number, state=TrialState.FAIL)
+                if study is self.study and trial.params:
+                    study.enqueue_trial(trial.params, user_attrs={"seed": trial.user_attrs.get("seed")})
+
+    def target(self) -> int:
+        """Search trials the experiment runs in all (grid: every point x repeats)."""
+        search = self.spec.search
+        if search.sampler == "grid":
+            return len(self.spec.space.grid()) * search.repeats
+        return search.n_trials * search.repeats
+
+    def enqueue_grid(self) -> None:
+        """Put every grid point (x repeats) in the study once; on resume they are there already."""
+        if self.spec.search.sampler != "grid" or self.study.trials:
+            return
+        for point in self.spec.space.grid():
+            for _ in range(self.spec.search.repeats):
+                self.study.enqueue_trial(point)
+
+    def ask(self) -> SearchPlan:
+        trial = self.study.ask()
+        arch = self.spec.space.suggest(trial)
+        seed = trial.user_attrs.get("seed")
+        if seed is None:
+            seed = self._next_seed(arch)
+        self.used_seeds[arch.hash].add(seed)
+        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("arch_hash", arch.hash)
+        prune_trial = trial if len(self.spec.search.objectives) == 1 else None
+        if self.prune_study is not None:
+            prune_trial = self.prune_study.ask()
+            prune_trial.set_user_attr("main_trial", trial.number)
+        return SearchPlan(arch=arch, seed=seed, phase=Phase.SEARCH, optuna_trial=trial, prune_trial=prune_trial)
+
+    def _next_seed(self, arch: ArchConfig) -> int:
+        # A re-sampled architecture gets a fresh seed: every trial is a distinct (arch, seed).
+        seed = self.spec.search.seed
+        while seed in self.used_seeds[arch.hash]:
+            seed += 1
+        return seed
+
+    def should_prune(self, plan: TrialPlan, result: dict[str, Any]) -> bool:
+        """Report this epoch's value to the pruner's trial; whether the pruner stops it."""
+        if not isinstance(plan, SearchPlan) or plan.prune_trial is None or self.prune_metric is None:
+            return False
+        if int(result["epoch"]) >= self.spec.recipe.epochs - 1:
+            return False  # the last epoch is done: stopping now would save nothing
+        value = result.get(self.prune_metric.metric)
+        if value is None or not math.isfinite(value):
+            return False
+        plan.prune_trial.report(value, step=int(result["epoch"]))
+        return plan.prune_trial.should_prune()
+
+    def tell(self, plan: TrialPlan, status: TrialStatus) -> None:
+        """Close the plan's Optuna trial(s) with the state its store row got."""
+        if not isinstance(plan, SearchPlan) or plan.optuna_trial is None:
+            return
+        if status == TrialStatus.COMPLETED:
+            values = self.objective_values(plan)
+            self.study.tell(plan.optuna_trial, values if len(values) > 1 else values[0])
+            if self.prune_study is not None:
+                self.prune_study.tell(plan.prune_trial, plan.last.get(self.prune_metric.metric))
+            return
+        state = TrialState.PRUNED if status == TrialStatus.PRUNED else TrialState.FAIL
+        self.study.tell(plan.optuna_trial, state=state)
+        if self.prune_study is not None:
+            self.prune_study.tell(plan.prune_trial, state=state)
+
+    def objective_values(self, plan: TrialPlan) -> list[float]:
+        params, flops = self.costs(plan.arch)
+        last = plan.last
+        source = {
+            "val_acc": plan.accuracy, "test_acc": last.get("test_acc"),
+            "train_seconds": last.get("cumulative_seconds"), "params": params, "flops": flops,
+            # at the arch's exit threshold; a net without early exits always runs in full
+            "mean_inference_flops": last.get("mean_inference_flops", flops),
+        }
+        return [float(source[o.metric]) for o in self.spec.search.objectives]
+
+    def completed_values(self) -> dict[str, list[list[float]]]:
+        """Objective values of the completed search trials, by architecture hash."""
+        by_arch: dict[str, list[list[float]]] = defaultdict(list)
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            by_arch[trial.user_attrs["arch_hash"]].append(list(trial.values))
+        return by_arch

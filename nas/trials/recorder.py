@@ -1,0 +1,63 @@
+"""The one writer of a trial's rows, for `nas train`, `nas launch` and `nas ablate` alike.
+
+    start (architecture + trial row) -> epoch, epoch, ... -> artefacts -> finish (status)
+
+Rows are committed as they happen, so a process that dies loses at most the epoch in flight.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+from nas.db import Store
+from nas.db.schema import Phase, TrialStatus
+from nas.provenance import code_version
+from nas.trials.artifacts import ARTIFACTS, TrialSetup
+
+EPOCH_FIELDS = ("train_loss", "train_acc", "val_acc", "test_acc", "epoch_seconds", "cumulative_seconds")
+
+
+class TrialRecorder:
+    """Records one (architecture, seed) trial of an experiment in the store.
+
+    Args:
+        store: the store, open for writing.
+        experiment_id: the experiment the trial belongs to.
+        setup: what the trial trains (architecture, recipe, data, seed).
+        phase: train | search | confirm | ablation.
+        costs: the architecture's (params, FLOPs), stored with it.
+        device: where it trains, e.g. ``cpu (Intel Xeon, 2 threads) @ 10.0.0.2/ab12cd34``.
+    """
+
+    def __init__(self, store: Store, experiment_id: int, setup: TrialSetup, phase: Phase | str, *,
+                 costs: tuple[int, int], device: str) -> None:
+        arch = setup.arch
+        self.store = store
+        self.setup = setup
+        params, flops = costs
+        store.upsert_architecture(arch.hash, arch.to_json(), arch.short_name(), params, flops)
+        recipe_json = json.dumps({"recipe": setup.recipe.to_dict(), "dataset": asdict(setup.data_cfg)},
+                                 sort_keys=True)
+        self.trial_id = store.start_trial(
+            experiment_id, arch.hash, setup.seed, phase, epochs_planned=setup.recipe.epochs,
+            recipe_json=recipe_json, device=device, code_version=code_version(),
+        )
+
+    def epoch(self, metrics: Mapping[str, Any]) -> None:
+        """One epoch's metrics (`EpochMetrics.to_dict()`, or a Ray Tune result holding them)."""
+        self.store.record_epoch(self.trial_id, int(metrics["epoch"]),
+                                **{name: metrics.get(name) for name in EPOCH_FIELDS})
+
+    def artifacts(self, values: Mapping[str, Any]) -> None:
+        """Store a finished trial's artefacts (`nas.trials.artifacts.compute_artifacts`)."""
+        for artifact in ARTIFACTS:
+            if artifact.name in values:
+                artifact.save(self.store, self.trial_id, values[artifact.name])
+
+    def finish(self, status: TrialStatus | str, *, train_seconds: float | None = None,
+               error: str | None = None) -> None:
+        """The trial's final status; its final metrics are its last recorded epoch's."""
+        self.store.finish_trial(self.trial_id, status, train_seconds=train_seconds, error=error)
