@@ -25,19 +25,52 @@ from nas.data.config import DataConfig
 from nas.data.tensors import load_data
 from nas.db import Store
 from nas.errors import ConfigError
-from nas.export import check_against_nas, load_module, render_model
-from nas.models import ArchConfig, build_model, count_flops, count_params, parse_short_name
 from nas.config.experiment import load_experiment
+from nas.export import standalone, write
+from nas.export.write import ExportSource, check_against_nas, export, load_module, render_model
+from nas.models import ArchConfig, build_model, count_flops, count_params, parse_short_name, unit_channels
 from nas.training.loop import train
 from nas.training.recipe import Recipe
 from tests.cifar_fixture import write_cifar
-from tests.test_launch import experiment_yaml
 
 runner = CliRunner()
 # torch.onnx's exporter needs onnx and onnxscript; without them the export leaves ONNX out.
 HAS_ONNX = all(importlib.util.find_spec(name) is not None for name in ("onnx", "onnxscript"))
 WINNER = "R:L1+L3 w=0.125"
 EXPERIMENT = "exported"
+# One architecture per kind of block and drop, each kind somewhere: extra layers, residual
+# blocks (PadChannels shortcuts under the pyramid schedule, depth dropout's 1x1 shortcuts),
+# fractal and clique blocks, deformable convs (v1, v2 mask), early exits.
+EVERY_KIND = [
+    "base w=0.125",
+    "R:L1x2+L3 X:L2 pyr w=0.125",
+    "R:L1+L3 dd=0.5 pyr w=0.125",
+    "R:L2 F3:L2 D:L2 w=0.125",
+    "R:L1 Dm:L1+L3 sd=0.2 w=0.125",
+    "F2:L1+L3 dp=0.1 dpg=0.5 pyr w=0.125",
+    "R:L1+L2 wd=0.1 w=0.125",
+    "R:L1+L3 C3:L2 w=0.125",
+    "R:L2 F2:L2 C4:L2 Dm:L2 pyr w=0.125",
+    "R:L1+L3 E:L1+L2 ew=0.3 et=0.6 w=0.125",
+]
+HOSTILE = 'x"""; import os; os.system("echo pwned") #'
+
+
+def _experiment_yaml(path: Path, name: str) -> Path:
+    """A tiny experiment: 2x2 residual placements, width 0.125, 3 epochs, one confirm race of 2 seeds."""
+    import yaml
+
+    spec = {
+        "name": name,
+        "dataset": {"val_size": 100},
+        "recipe": {"epochs": 3, "batch_size": 50, "eval_batch_size": 256},
+        "space": {"width": {"fixed": 0.125}, "L1.residual": {"choice": [0, 1]}, "L3.residual": {"choice": [0, 1]}},
+        "search": {"sampler": "grid", "pruner": {"kind": "none"}},
+        "confirm": {"top_k": 1, "repeats": 2},
+        "resources": {"cpus_per_trial": 1, "max_concurrent": 2},
+    }
+    path.write_text(yaml.safe_dump(spec))
+    return path
 
 
 def _record(store: Store, experiment_id: int, arch: ArchConfig, seed: int, phase: str, result) -> int:
@@ -66,7 +99,7 @@ def trained(tmp_path_factory, data_root):
     """A store holding experiment EXPERIMENT with WINNER confirmed on two seeds (best kept),
     plus an architecture that only ran in the search; returns the paths and the trained net."""
     folder = tmp_path_factory.mktemp("export")
-    spec = load_experiment(experiment_yaml(folder / "exp.yaml", name=EXPERIMENT, confirm={"top_k": 1, "repeats": 2}))
+    spec = load_experiment(_experiment_yaml(folder / "exp.yaml", EXPERIMENT))
     db = folder / "nas.db"
     arch = parse_short_name(WINNER)
     data_cfg = DataConfig(root=str(data_root), val_size=100)
@@ -114,7 +147,7 @@ def test_export_writes_the_four_files_inside_out(exported):
     assert sorted(p.name for p in exported.iterdir()) == expected
 
 
-def test_model_py_imports_only_torch(exported):
+def test_model_py_imports_only_torch_and_the_stdlib(exported):
     tree = ast.parse((exported / "model.py").read_text())
     imported = set()
     for node in ast.walk(tree):
@@ -122,7 +155,7 @@ def test_model_py_imports_only_torch(exported):
             imported.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module.split(".")[0])
-    assert imported <= {"torch", "pathlib", "__future__"}, imported
+    assert imported - set(sys.stdlib_module_names) == {"torch"}, imported
 
 
 def test_model_py_in_a_fresh_interpreter_without_nas_reproduces_the_trained_logits(trained, exported, tmp_path):
@@ -264,29 +297,170 @@ def test_an_unknown_experiment_or_a_missing_store_exits_2(trained, tmp_path):
     assert result.exit_code == 2 and not missing.exists()
 
 
-@pytest.mark.parametrize("short_name", [
-    "base w=0.125",
-    "R:L1x2+L3 X:L2 pyr w=0.125",
-    "R:L1+L3 dd=0.5 w=0.125",
-    "R:L2 F3:L2 D:L2 w=0.125",
-    "R:L1 Dm:L1+L3 sd=0.2 w=0.125",
-    "F2:L1+L3 dp=0.1 dpg=0.5 pyr w=0.125",
-    "R:L1+L2 wd=0.1 w=0.125",
-])
+def _perturbed_state(arch: ArchConfig) -> dict[str, torch.Tensor]:
+    """nas's weights moved off their init: BN statistics, deformable offsets and masks too."""
+    return {k: v + 0.1 * torch.randn(v.shape, generator=torch.Generator().manual_seed(i)) if v.is_floating_point()
+            else v for i, (k, v) in enumerate(build_model(arch, seed=3).state_dict().items())}
+
+
+def _shapes(net: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
+
+
+@pytest.mark.parametrize("short_name", EVERY_KIND)
 def test_the_generated_network_has_nas_keys_and_logits_for_every_kind_of_block(short_name):
     arch = parse_short_name(short_name)
     module = load_module(render_model(arch))
-    # non-trivial weights: BN statistics, deformable offsets and masks all away from their init
-    state = {k: v + 0.1 * torch.randn(v.shape, generator=torch.Generator().manual_seed(i)) if v.is_floating_point()
-             else v for i, (k, v) in enumerate(build_model(arch, seed=3).state_dict().items())}
-    assert check_against_nas(arch, module, state) <= 1e-5
-    assert set(module.Net().state_dict()) == set(build_model(arch).state_dict())
+    assert check_against_nas(arch, module, _perturbed_state(arch)) <= 1e-5
+    assert _shapes(module.Net()) == _shapes(build_model(arch))
+
+
+@pytest.mark.parametrize("short_name", EVERY_KIND)
+def test_standalone_net_has_the_keys_shapes_and_logits_of_nas_network(short_name):
+    arch = parse_short_name(short_name)
+    reference = build_model(arch).eval()
+    net = standalone.Net(arch=arch.to_dict(), plan=unit_channels(arch)).eval()
+    assert _shapes(net) == _shapes(reference)
+    state = _perturbed_state(arch)
+    reference.load_state_dict(state)
+    net.load_state_dict(state)
+    x = _images(8)
+    with torch.no_grad():
+        assert (net(x) - reference(x)).abs().max().item() <= 1e-5
+        for ours, theirs in zip(net.forward_exits(x), reference.forward_exits(x), strict=True):
+            assert (ours - theirs).abs().max().item() <= 1e-5
+    if arch.exits.stages:
+        from nas.models.exits import early_exit_forward
+
+        logits, taken = net.forward_early_exit(x)
+        expected_logits, expected_taken = early_exit_forward(reference, x, arch.exits.threshold)
+        assert torch.equal(taken, expected_taken) and torch.allclose(logits, expected_logits, atol=1e-5)
+
+
+def test_model_py_of_every_kind_of_block_reproduces_nas_logits_in_a_fresh_interpreter_without_nas(tmp_path):
+    x = _images()
+    torch.save(x, tmp_path / "x.pt")
+    expected = []
+    for i, short_name in enumerate(EVERY_KIND):
+        arch = parse_short_name(short_name)
+        state = _perturbed_state(arch)
+        source = ExportSource(experiment="kinds", arch=arch, weights=state, weights_trial=None, config={},
+                              code_version="test", metrics={})
+        export(source, tmp_path / f"m{i}", ("py", "pt"))
+        reference = build_model(arch).eval()
+        reference.load_state_dict(state)
+        with torch.no_grad():
+            expected.append(reference.forward_exits(x))  # the side exits' logits, then the final exit's
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(f"""
+        import importlib.util, sys
+        sys.path.append({str(Path(torch.__file__).resolve().parent.parent)!r})  # torch's folder, nothing else
+        import torch
+        x = torch.load({str(tmp_path / "x.pt")!r}, weights_only=True)
+        for i in range({len(EVERY_KIND)}):
+            spec = importlib.util.spec_from_file_location(f"model{{i}}", {str(tmp_path)!r} + f"/m{{i}}/model.py")
+            model = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(model)
+            with torch.no_grad():
+                torch.save(model.load().forward_exits(x), {str(tmp_path)!r} + f"/y{{i}}.pt")
+        print(sorted(name for name in sys.modules if name == "nas" or name.startswith("nas.")))
+    """))
+    done = subprocess.run([sys.executable, "-I", "-S", str(script)], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PATH": os.environ.get("PATH", "")}, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == "[]"
+    for i, short_name in enumerate(EVERY_KIND):
+        got = torch.load(tmp_path / f"y{i}.pt", weights_only=True)
+        assert len(got) == len(expected[i]), short_name
+        for ours, theirs in zip(got, expected[i]):
+            assert (ours - theirs).abs().max().item() <= 1e-5, short_name
+
+
+def test_standalone_py_imports_with_torch_alone(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(f"""
+        import importlib.util, sys
+        sys.path.append({str(Path(torch.__file__).resolve().parent.parent)!r})  # torch's folder, nothing else
+        spec = importlib.util.spec_from_file_location("standalone", {standalone.__file__!r})
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.Net()(module.normalize(module.torch.zeros(1, 3, 32, 32, dtype=module.torch.uint8)))
+        print(sorted(name for name in sys.modules if name == "nas" or name.startswith("nas.")))
+    """))
+    done = subprocess.run([sys.executable, "-I", "-S", str(script)], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PATH": os.environ.get("PATH", "")}, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_constants_model_py_carries_are_nas_own():
+    from nas.data.config import CIFAR10_MEAN, CIFAR10_STD
+    from nas.models.arch import DEFAULT_EXIT_THRESHOLD, DROP_KINDS, STAGES
+    from nas.models.builder import LOGIT_SCALE, NUM_CLASSES
+
+    assert (standalone.MEAN, standalone.STD) == (CIFAR10_MEAN, CIFAR10_STD)
+    assert (standalone.LOGIT_SCALE, standalone.NUM_CLASSES) == (LOGIT_SCALE, NUM_CLASSES)
+    assert standalone.DEFAULT_EXIT_THRESHOLD == standalone.EXIT_THRESHOLD == DEFAULT_EXIT_THRESHOLD
+    assert (standalone.DROP_KINDS, standalone.STAGES) == (DROP_KINDS, STAGES)
+
+
+def test_standalone_py_as_it_stands_is_the_plain_backbone():
+    assert standalone.ARCH == ArchConfig().to_dict() and standalone.PLAN == unit_channels(ArchConfig())
+    assert _shapes(standalone.Net()) == _shapes(build_model(ArchConfig()))
+
+
+def test_a_plan_that_does_not_fit_the_architecture_is_refused():
+    with pytest.raises(ValueError, match=r"PLAN\['L1'\] has 1 units"):
+        standalone.Net(arch={"L1": {"residual": 1}})
+
+
+def test_model_py_is_standalone_py_verbatim_but_for_its_data():
+    source = Path(standalone.__file__).read_text()
+    generated = render_model(parse_short_name("R:L1 F2:L2 E:L1 pyr w=0.125"), experiment="e", code_version="v")
+    assert generated != source
+    blank = {"ARCH": {}, "PLAN": {}, "PROVENANCE": {}}
+    assert write.fill_data(generated, blank) == write.fill_data(source, blank)
+
+
+def test_a_hostile_experiment_name_ends_up_as_data(tmp_path):
+    arch = parse_short_name("R:L1 w=0.125")
+    version = HOSTILE + "\n'''"
+    source = ExportSource(experiment=HOSTILE, arch=arch, weights=None, weights_trial=None, config={},
+                          code_version=version, metrics={})
+    written = export(source, tmp_path / "out", ("py", "yaml"))
+    tree = ast.parse(written["py"].read_text())
+    reference = ast.parse(Path(standalone.__file__).read_text())
+    assert [write._defined_names(n) for n in tree.body] == [write._defined_names(n) for n in reference.body]
+    (provenance,) = [n.value for n in tree.body if write._assigned_name(n) == "PROVENANCE"]
+    assert ast.literal_eval(provenance)["experiment"] == HOSTILE
+    assert ast.literal_eval(provenance)["code_version"] == version
+    done = subprocess.run([sys.executable, "-I", "-c", "import runpy, sys; runpy.run_path(sys.argv[1])",
+                           str(written["py"])], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    import yaml
+
+    assert yaml.safe_load(written["yaml"].read_text())["experiment"] == HOSTILE
+
+
+def test_generation_fails_loudly_when_a_data_assignment_it_fills_is_missing(monkeypatch):
+    source = Path(standalone.__file__).read_text()
+    (plan,) = [n for n in ast.parse(source).body if write._assigned_name(n) == "PLAN"]
+    lines = source.splitlines(keepends=True)
+    without = "".join(lines[:plan.lineno - 1] + lines[plan.end_lineno:])
+    monkeypatch.setattr(write, "_standalone_source", lambda: without)
+    with pytest.raises(RuntimeError, match="no top-level assignment of PLAN"):
+        render_model(parse_short_name("R:L1 w=0.125"))
+
+
+def test_only_plain_data_is_written_into_model_py():
+    with pytest.raises(RuntimeError, match="finite numbers only"):
+        write.fill_data("ARCH = {}\n", {"ARCH": {"width": float("inf")}})
+    with pytest.raises(RuntimeError, match="plain data"):
+        write.fill_data("ARCH = {}\n", {"ARCH": {"width": object()}})
 
 
 def test_a_field_the_exporter_does_not_know_is_refused_by_name(monkeypatch):
-    import nas.export
-
-    monkeypatch.setattr(nas.export, "SUPPORTED_FIELDS", nas.export.SUPPORTED_FIELDS - {"L2.fractal"})
+    monkeypatch.setattr(write, "SUPPORTED_FIELDS", write.SUPPORTED_FIELDS - {"L2.fractal"})
     with pytest.raises(ConfigError, match="nas export does not support L2.fractal yet"):
         render_model(parse_short_name("F2:L2 w=0.125"))
 
@@ -303,3 +477,15 @@ def test_onnx_without_its_packages_exits_2_before_anything_is_written(trained, t
 def test_export_has_help_that_reads_like_documentation():
     result = runner.invoke(app, ["export", "--help"])
     assert result.exit_code == 0 and "--rank" in result.output and "weights_only" in result.output
+
+
+def test_model_py_says_what_it_is_and_where_it_came_from(trained, exported):
+    tree = ast.parse((exported / "model.py").read_text())
+    data = {write._assigned_name(n): ast.literal_eval(n.value) for n in tree.body if write._assigned_name(n) in
+            write.DATA_NAMES}
+    arch = trained["arch"]
+    assert data["ARCH"] == arch.to_dict() and data["PLAN"] == unit_channels(arch)
+    provenance = data["PROVENANCE"]
+    assert (provenance["experiment"], provenance["code_version"]) == (EXPERIMENT, "0.1.0+gtest")
+    assert (provenance["hash"], provenance["short_name"]) == (arch.hash, arch.short_name())
+    assert f"seed {trained['best_seed']}" in provenance["weights"]

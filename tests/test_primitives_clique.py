@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from nas.errors import ConfigError
-from nas.export import check_against_nas, load_module, render_model
+from nas.export.write import check_against_nas, load_module, render_model
 from nas.models import ArchConfig, build_model, count_flops, count_params, parse_short_name, unit_channels
 from nas.models.blocks import CliqueBlock
 from nas.models.deform import DeformConv2d

@@ -389,7 +389,7 @@ def test_results_rank_on_the_stored_curves_mean_flops_at_the_exit_threshold(tmp_
 
 
 def test_the_exported_model_has_the_exit_heads_and_leaves_early_as_nas_does(tmp_path):
-    from nas.export import ExportSource, export
+    from nas.export.write import ExportSource, export
 
     arch = parse_short_name("R:L1+L3 E:L1+L2 ew=0.3 et=0.6 w=0.125")
     model = confident(arch, seed=5)
