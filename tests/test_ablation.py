@@ -20,7 +20,7 @@ from nas.trials.experiment import stored_spec
 from nas.config.experiment import SearchSpace, load_experiment
 from nas.stats import holm_adjust, paired_difference, paired_t_pvalue
 from tests.cifar_fixture import write_cifar
-from tests.test_launch import experiment_yaml
+from tests.helpers import experiment_yaml
 
 runner = CliRunner()
 T_975_DF4 = 2.7764451051977987  # Student t quantile 0.975, 4 degrees of freedom (tables)

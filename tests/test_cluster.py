@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from nas.cli import app
 from nas.db import Store
 from tests.cifar_fixture import write_cifar
-from tests.test_launch import experiment_yaml
+from tests.helpers import experiment_yaml
 
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402

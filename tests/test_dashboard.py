@@ -6,7 +6,6 @@ Assertions are on the data behind each chart and table, recomputed here from the
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import math
@@ -15,21 +14,18 @@ import sqlite3
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pytest
 from streamlit.testing.v1 import AppTest
 
-import nas.dashboard
 from nas.dashboard import queries, serve, ui
 from nas.dashboard.seed import DIMENSIONS, seed_store
 from nas.db import Store
 from nas.stats import pareto_front, summarize
+from tests.helpers import APP, TIMEOUT_S, figures_of, trace
 from tests.postgres_schema import fresh_schema_url
 
-APP = Path(nas.dashboard.__file__).resolve().parent / "app.py"
 EXPERIMENT = "cifar_fast"
-TIMEOUT_S = 60  # the first run imports torch (via nas.models); later runs take ~0.1 s
 
 
 @pytest.fixture(scope="module")
@@ -57,31 +53,6 @@ def _opener():
         return at
 
     return open_page
-
-
-def figures_of(at: AppTest) -> list[dict]:
-    """The Plotly figures of the page, with typed arrays decoded to lists."""
-    return [_decode(json.loads(chart.proto.spec)) for chart in at.get("plotly_chart")]
-
-
-def _decode(obj):
-    """Plotly >= 6 writes numeric arrays as ``{"dtype", "bdata"[, "shape"]}`` (base64)."""
-    if isinstance(obj, dict) and "bdata" in obj and "dtype" in obj:
-        array = np.frombuffer(base64.b64decode(obj["bdata"]), dtype=obj["dtype"])
-        if "shape" in obj:
-            array = array.reshape([int(n) for n in str(obj["shape"]).split(",")])
-        return array.tolist()
-    if isinstance(obj, dict):
-        return {k: _decode(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_decode(v) for v in obj]
-    return obj
-
-
-def trace(at: AppTest, name: str) -> dict:
-    found = [t for fig in figures_of(at) for t in fig["data"] if t.get("name") == name]
-    assert found, f"no trace named {name!r}"
-    return found[0]
 
 
 def curve_count(line: dict) -> int:
@@ -416,10 +387,11 @@ def test_ablations_page_says_how_to_run_an_ablation(open_page, seeded):
 
 
 def test_ablations_page_shows_the_contribution_table_nas_ablate_computes(open_page, seeded):
-    ablation = pytest.importorskip("nas.ablation")
+    from nas.ablation.report import contributions
+
     at = open_page("ablations", exp=EXPERIMENT)
     with Store.open(seeded.url, read_only=True) as store:
-        report = ablation.contributions(store, EXPERIMENT, seeded.confirmed_hashes[0])
+        report = contributions(store, EXPERIMENT, seeded.confirmed_hashes[0])
         by_arch = completed(store, "ablation")
         reference = {t.seed: t.final_val_acc for t in completed(store, "confirm")[seeded.confirmed_hashes[0]]}
     table = at.dataframe[0].value

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
@@ -20,32 +19,12 @@ from nas.cli import app
 from nas.db import Store
 from nas.config.experiment import load_experiment
 from tests.cifar_fixture import write_cifar
+from tests.helpers import experiment_yaml
 from tests.test_space import INVALID_CASES  # (file, budget, key path, rule) per invalid YAML
 
 ray = pytest.importorskip("ray")
 runner = CliRunner()
 INVALID_DIR = Path(__file__).parent / "invalid_spaces"
-
-
-def experiment_yaml(path: Path, **sections) -> Path:
-    """A tiny experiment: 2x2 residual placements, width 0.125, 3 epochs of 40 images/class."""
-    spec = {
-        "name": "tiny",
-        "dataset": {"val_size": 100},
-        "recipe": {"epochs": 3, "batch_size": 50, "eval_batch_size": 256},
-        "space": {
-            "width": {"fixed": 0.125},
-            "L1.residual": {"choice": [0, 1]},
-            "L3.residual": {"choice": [0, 1]},
-        },
-        "search": {"sampler": "grid", "pruner": {"kind": "none"}},
-        "confirm": {"top_k": 0, "repeats": 1},
-        "resources": {"cpus_per_trial": 1, "max_concurrent": 2},
-    }
-    for key, value in sections.items():
-        spec[key] = {**spec[key], **value} if isinstance(value, dict) and key != "space" else value
-    path.write_text(yaml.safe_dump(spec))
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -427,7 +427,7 @@ def test_a_search_optimises_accuracy_and_mean_inference_flops_and_stores_each_cu
     from typer.testing import CliRunner
 
     from nas.cli import app
-    from tests.test_launch import experiment_yaml
+    from tests.helpers import experiment_yaml
 
     data_root = write_cifar(tmp_path / "cifar", n_train_per_class=40, n_test_per_class=10)
     space = experiment_yaml(

@@ -379,7 +379,7 @@ def test_nas_train_refuses_bad_slimmable_settings_before_loading_data(args, need
 
 
 def test_architecture_page_draws_the_us_net_curve_beside_separately_trained_widths(tmp_path, monkeypatch):
-    from tests.test_dashboard import trace
+    from tests.helpers import trace
 
     url = f"sqlite:///{tmp_path / 'slim.db'}"
     arch = parse_short_name("R:L1+L3 w=0.25")
@@ -426,7 +426,7 @@ def test_architecture_page_without_a_width_curve_has_no_slimmable_section(tmp_pa
 @pytest.mark.slow
 def test_a_slimmable_search_stores_each_trials_width_curve(tmp_path):
     ray = pytest.importorskip("ray")
-    from tests.test_launch import experiment_yaml
+    from tests.helpers import experiment_yaml
 
     data_root = write_cifar(tmp_path / "cifar", n_train_per_class=40, n_test_per_class=10)
     space = experiment_yaml(
@@ -457,7 +457,7 @@ def _open_page(state: dict, **query: str):
     from streamlit.testing.v1 import AppTest
 
     from nas.dashboard import ui
-    from tests.test_dashboard import APP, TIMEOUT_S
+    from tests.helpers import APP, TIMEOUT_S
 
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S)
     for key, value in state.items():

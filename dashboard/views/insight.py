@@ -3,18 +3,18 @@ the stored study), accuracy by each dimension, and the compute pruning saved."""
 
 import streamlit as st
 
-from nas.dashboard import figures, queries, ui
+from nas.dashboard import figures, queries, study, ui
 
 st.title("Search insight")
 engine, url = ui.connect()
 experiment = ui.choose_experiment(engine, url)
 
 st.subheader("Parameter importance")
-evaluators = queries.importance_evaluators()
+evaluators = study.importance_evaluators()
 evaluator = st.radio("Evaluator", evaluators, horizontal=True, key="insight_evaluator") \
     if len(evaluators) > 1 else evaluators[0]
 with st.spinner("Fitting parameter importance on the study..."):
-    importance = queries.param_importances(url, experiment, evaluator)
+    importance = study.param_importances(url, experiment, evaluator)
 if importance["error"]:
     st.info(f"Parameter importance is not available for **{experiment}**: {importance['error']} "
             "It needs the search's Optuna study (written by `nas launch`) with a few completed trials.")

@@ -1,0 +1,104 @@
+"""The dashboard's reads of the experiment's Optuna study (same database, read-only):
+parameter importance. Everything else it shows comes from `nas.dashboard.queries`."""
+
+from __future__ import annotations
+
+import sqlite3
+import warnings
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import streamlit as st
+from sqlalchemy.engine import make_url
+
+from nas.dashboard.queries import ACCURACY_METRICS, experiment_config, open_engine
+from nas.db import resolve_db_url
+
+IMPORTANCE_TTL_S = 60  # parameter importance refits a model: recompute at most this often
+
+
+def _optuna_storage(url: str):
+    """Optuna's RDB storage on the same database, read-only and never creating tables."""
+    import optuna
+
+    url = resolve_db_url(url)
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        path = Path(parsed.database or "").expanduser().resolve()
+        uri = f"file:{quote(path.as_posix())}?mode=ro"
+        kwargs = {"creator": lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)}
+    elif parsed.get_backend_name() in ("postgresql", "postgres"):
+        if parsed.drivername in ("postgresql", "postgres"):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        # Appended to the URL's own options (e.g. a search_path), as nas.db.make_engine does.
+        given = parsed.query.get("options", "")
+        given = given if isinstance(given, str) else " ".join(given)
+        kwargs = {"connect_args": {"options": f"{given} -c default_transaction_read_only=on".strip()}}
+        url = parsed.render_as_string(hide_password=False)
+    return optuna.storages.RDBStorage(
+        url, engine_kwargs=kwargs, skip_table_creation=True, skip_compatibility_check=True
+    )
+
+
+def importance_evaluators() -> list[str]:
+    """The Optuna importance evaluators usable here: PED-ANOVA always, fANOVA when
+    scikit-learn is installed (Optuna's fANOVA fits its random forest)."""
+    import importlib.util
+
+    return ["PED-ANOVA"] + (["fANOVA"] if importlib.util.find_spec("sklearn") else [])
+
+
+@st.cache_data(ttl=IMPORTANCE_TTL_S, show_spinner=False)
+def param_importances(url: str, experiment: str, evaluator: str = "PED-ANOVA") -> dict[str, Any]:
+    """Optuna's parameter importance on the experiment's stored study.
+
+    The target is the study's first accuracy objective (the experiment's config says
+    which; the first objective otherwise). Returns ``{"importances": {param: share},
+    "trials": completed trials, "error": None}``, or with ``error`` saying why none
+    could be computed (no study, too few completed trials, nothing varied).
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    result: dict[str, Any] = {"importances": {}, "trials": 0, "error": None}
+    try:
+        study = optuna.load_study(study_name=experiment, storage=_optuna_storage(url))
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    except Exception as exc:  # KeyError (no such study), SQL errors (no Optuna tables)
+        result["error"] = f"no Optuna study named {experiment!r} could be read ({type(exc).__name__}: {exc})."
+        return result
+    result["trials"] = len(complete)
+    if len(complete) < 2:
+        result["error"] = (f"parameter importance needs at least 2 completed search trials; "
+                           f"the study has {len(complete)}.")
+        return result
+    objective = _accuracy_objective(url, experiment) if len(study.directions) > 1 else 0
+    # PED-ANOVA explains what makes the target *low*: negate a maximised objective.
+    sign = -1.0 if study.directions[objective] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    evaluators = {
+        "PED-ANOVA": optuna.importance.PedAnovaImportanceEvaluator,
+        "fANOVA": lambda: optuna.importance.FanovaImportanceEvaluator(seed=0),
+    }
+    try:
+        with warnings.catch_warnings():  # PED-ANOVA's reminder that low targets count as good
+            warnings.filterwarnings("ignore", message=".*low `target` values.*")
+            importances = optuna.importance.get_param_importances(
+                study, evaluator=evaluators[evaluator](), target=lambda t: sign * t.values[objective]
+            )
+    except Exception as exc:  # e.g. every completed trial has the same parameters
+        result["error"] = f"Optuna could not compute importances: {type(exc).__name__}: {exc}"
+        return result
+    result["importances"] = {k: float(v) for k, v in importances.items()}
+    return result
+
+
+def _accuracy_objective(url: str, experiment: str) -> int:
+    config = experiment_config(open_engine(url), url, experiment)
+    objectives = (config.get("search") or {}).get("objectives") or []
+    for i, objective in enumerate(objectives):
+        if objective.get("metric") in ACCURACY_METRICS:
+            return i
+    return 0
