@@ -11,7 +11,8 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-import nas.training.usnets
+import nas.training.loop
+import nas.training.steps
 from nas.cli import app
 from nas.data.config import DataConfig
 from nas.data.tensors import load_data
@@ -59,8 +60,8 @@ def recorded(tiny):
         return distillation_loss(logits, teacher)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(nas.training.usnets, "make_slimmable", spy_make_slimmable)
-        mp.setattr(nas.training.usnets, "distillation_loss", spy_distillation_loss)
+        mp.setattr(nas.training.loop, "make_slimmable", spy_make_slimmable)  # the loop makes the net slimmable
+        mp.setattr(nas.training.steps, "distillation_loss", spy_distillation_loss)  # the sandwich step distils
         result = train(ARCH, RECIPE, data, cfg, seed=0)
     training_calls = [(channels, logits) for training, channels, logits in head_calls if training]
     return result, training_calls, distill_calls
@@ -179,6 +180,16 @@ def test_the_same_seed_gives_the_same_us_net(tiny, recorded):
     again = train(ARCH, RECIPE, data, cfg, seed=0)
     assert again.step_widths == recorded[0].step_widths
     assert [m.train_loss for m in again.epochs] == [m.train_loss for m in recorded[0].epochs]
+
+
+def test_a_smaller_width_going_non_finite_ends_the_trial_as_diverged(tiny, monkeypatch):
+    data, cfg = tiny
+    nan_loss = lambda logits, teacher: distillation_loss(logits, teacher) * math.nan  # noqa: E731
+    monkeypatch.setattr(nas.training.steps, "distillation_loss", nan_loss)
+    one_step = Recipe(epochs=3, batch_size=150, slimmable=RECIPE.slimmable)  # the max width's loss stays finite
+    result = train(ARCH, one_step, data, cfg, seed=0)
+    assert result.status == "diverged" and len(result.epochs) == 1
+    assert math.isnan(result.final.train_loss) and result.final.test_acc is None
 
 
 # ---- BN post-statistics and the width curve ------------------------------------------------

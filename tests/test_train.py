@@ -11,9 +11,10 @@ import torch
 from nas.data.config import DataConfig
 from nas.data.tensors import load_data
 from nas.errors import ConfigError
-from nas.models import ArchConfig
+from nas.models import ArchConfig, parse_short_name
 from nas.training.loop import train, train_epochs
-from nas.training.recipe import Recipe, lr_at
+from nas.training.recipe import Recipe, SlimmableConfig, lr_at
+from nas.training.steps import SandwichStep, exit_step, make_step, plain_step
 from tests.cifar_fixture import write_cifar
 
 TINY_ARCH = ArchConfig.from_dict({"width": 0.125, "L1": {"residual": 1}})
@@ -72,6 +73,36 @@ def test_same_seed_same_result_other_seed_other_result(tiny):
     strip = lambda r: [(m.train_loss, m.train_acc, m.val_acc, m.test_acc) for m in r.epochs]  # noqa: E731
     assert strip(a) == strip(b)
     assert strip(a) != strip(c)
+
+
+# One loop, three steps: (arch, recipe) of each kind of training.
+STEP_KINDS = {
+    "plain": (TINY_ARCH, FAST),
+    "early exits": (parse_short_name("R:L1+L3 E:L1+L2 w=0.125"), FAST),
+    "sandwich": (TINY_ARCH, replace(FAST, slimmable=SlimmableConfig(min_width=0.25, samples=3))),
+}
+
+
+def test_the_step_is_chosen_once_from_the_arch_and_the_recipe():
+    chosen = {kind: make_step(arch, recipe, seed=0) for kind, (arch, recipe) in STEP_KINDS.items()}
+    assert chosen["plain"].func is plain_step and chosen["early exits"].func is exit_step
+    assert chosen["early exits"].keywords["side_weights"] == (1.0, 1.0)
+    assert isinstance(chosen["sandwich"], SandwichStep)
+
+
+@pytest.mark.parametrize("kind", list(STEP_KINDS))
+def test_the_loop_trains_every_step_kind_and_a_seed_reproduces_it(tiny, kind):
+    data, cfg = tiny
+    arch, recipe = STEP_KINDS[kind]
+    metrics = lambda r: [{**m.to_dict(), "epoch_seconds": 0, "cumulative_seconds": 0} for m in r.epochs]  # noqa: E731
+    a = train(arch, recipe, data, cfg, seed=5)
+    b = train(arch, recipe, data, cfg, seed=5)
+    assert a.status == "completed" and len(a.epochs) == recipe.epochs
+    assert all(math.isfinite(m.train_loss) and 0 <= m.val_acc <= 1 for m in a.epochs)
+    assert metrics(a) == metrics(b)  # bit-identical on CPU, every field but the seconds
+    assert torch.equal(next(a.model.parameters()), next(b.model.parameters()))
+    if kind == "sandwich":
+        assert a.step_widths == b.step_widths and len(a.step_widths) == recipe.epochs * (150 // 32)
 
 
 def test_a_non_finite_loss_ends_the_trial_as_diverged_without_raising(tiny):

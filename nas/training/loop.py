@@ -1,9 +1,13 @@
 """Train one architecture with the fast recipe (`nas.training.recipe`); report every epoch.
 
-A net with early exits (BranchyNet, Teerapittayanon et al. 2016) trains on the weighted sum
-of its exits' losses; its accuracy-vs-FLOPs curve across exit thresholds is measured after
-training (`nas.training.evaluate.exit_curve`). Read top to bottom in the order it runs:
-result types, the public entry points, the loop, the end of an epoch.
+One epoch loop for every kind of training: what a batch does is the step, chosen once per
+trial (`nas.training.steps.make_step`): the plain step, the early-exit step of a net with
+side exits (BranchyNet, Teerapittayanon et al. 2016: the weighted sum of its exits' losses;
+its accuracy-vs-FLOPs curve is measured after training, `nas.training.evaluate.exit_curve`)
+or, with `recipe.slimmable`, the sandwich rule of US-Nets (Yu & Huang 2019) on the network
+made slimmable (`nas.training.usnets`). Everything else is the loop's: the optimizer, the
+schedule, the timing, the sums, divergence and the end of an epoch. Read top to bottom in
+the order it runs: result types, the public entry points, the loop, the end of an epoch.
 """
 
 from __future__ import annotations
@@ -16,17 +20,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nas.data.config import DataConfig
 from nas.data.tensors import CifarSplits, train_batches
 from nas.malloc import keep_freed_memory
 from nas.models import ArchConfig, build_model
-from nas.models.exits import exit_loss
+from nas.models.width_slicing import make_slimmable, set_width
 from nas.provenance import device_name
-from nas.training.evaluate import autocast, evaluate, sync
+from nas.training.evaluate import evaluate, sync
 from nas.training.recipe import Recipe, lr_at
+from nas.training.steps import SandwichStep, make_step
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,13 @@ class TrainResult:
         return self.epochs[-1].cumulative_seconds if self.epochs else 0.0
 
 
+@dataclass
+class SlimmableTrainResult(TrainResult):
+    """A `TrainResult` whose epochs are the max width's, plus the widths every step trained."""
+
+    step_widths: list[tuple[float, ...]] = field(default_factory=list)  # per step, in training order: max, min, ...
+
+
 # A callback gets each epoch's metrics; returning True stops training after that epoch.
 EpochCallback = Callable[[EpochMetrics], "bool | None"]
 
@@ -92,8 +103,10 @@ def train(
     Returns:
         The per-epoch metrics and a status: ``diverged`` when the training loss went
         non-finite (that epoch is the last reported), ``stopped`` when the callback
-        stopped it, else ``completed``. With `recipe.slimmable`, the US-Nets loop of
-        `nas.training.usnets` trains every width and the metrics are the max width's.
+        stopped it, else ``completed``. With `recipe.slimmable`, the sandwich rule
+        (`nas.training.steps.SandwichStep`) trains every width of the network made
+        slimmable; the result is a `SlimmableTrainResult`, its model set to the max
+        width, and the metrics are the max width's.
     """
     with closing(train_epochs(arch, recipe, data, data_cfg, seed=seed, device=device, threads=threads)) as epochs:
         for result in epochs:
@@ -128,18 +141,18 @@ def train_epochs(
         if threads:
             torch.set_num_threads(threads)
     try:
-        if recipe.slimmable is not None:
-            from nas.training.usnets import train_slimmable  # imports this module: import it late
-
-            yield from train_slimmable(arch, recipe, data, data_cfg, seed, device)
-        else:
-            yield from _train(arch, recipe, data, data_cfg, seed, device)
+        yield from _train(arch, recipe, data, data_cfg, seed, device)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _train(arch, recipe, data, data_cfg, seed, device) -> Iterator[TrainResult]:
-    model = build_model(arch, seed=seed).to(device, memory_format=torch.channels_last)
+    train_step = make_step(arch, recipe, seed=seed)  # chosen once: what one batch does
+    sandwich = isinstance(train_step, SandwichStep)
+    model = build_model(arch, seed=seed)
+    if sandwich:  # US-Nets: one set of weights for every width, at the max width between steps
+        model = set_width(make_slimmable(model), recipe.slimmable.max_width)
+    model = model.to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=0.0, momentum=recipe.momentum, nesterov=True,
         weight_decay=recipe.weight_decay,
@@ -148,15 +161,19 @@ def _train(arch, recipe, data, data_cfg, seed, device) -> Iterator[TrainResult]:
     n_train = len(data.train_y)
     steps_per_epoch = max(1, n_train // recipe.batch_size)
     total_steps = recipe.epochs * steps_per_epoch
-    side_weights = arch.exits.weights  # loss weights of the early exits; () for a net without
-    result = TrainResult(status="completed", device=device_name(device), model=model)
+    if sandwich:
+        result = SlimmableTrainResult(status="completed", device=device_name(device), model=model,
+                                      step_widths=train_step.step_widths)  # the step appends to it
+    else:
+        result = TrainResult(status="completed", device=device_name(device), model=model)
     step = 0
     cumulative = 0.0
 
     for epoch in range(recipe.epochs):
         # -- train one epoch (timed, evaluation excluded) --
         model.train()
-        loss_sum = torch.zeros((), device=device)
+        loss_sum = torch.zeros((), device=device)  # the loss on the labels
+        others_sum = torch.zeros((), device=device)  # the step's other losses: only checked for divergence
         correct = torch.zeros((), dtype=torch.long, device=device)
         seen = 0
         sync(device)
@@ -164,25 +181,21 @@ def _train(arch, recipe, data, data_cfg, seed, device) -> Iterator[TrainResult]:
         for x, y in train_batches(data, recipe.batch_size, data_cfg, generator):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total_steps, recipe)
-            with autocast(device):
-                if side_weights:  # BranchyNet: every exit's loss, weighted; accuracy of the final exit
-                    exit_logits = model.forward_exits(x.contiguous(memory_format=torch.channels_last))
-                    logits = exit_logits[-1]
-                    loss = exit_loss(exit_logits, y, side_weights, label_smoothing=recipe.label_smoothing)
-                else:
-                    logits = model(x.contiguous(memory_format=torch.channels_last))
-                    loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss, logits, others = train_step(model, x.contiguous(memory_format=torch.channels_last), y)
             optimizer.step()
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
+            if others is not None:
+                others_sum += others
             seen += len(y)
             step += 1
         sync(device)
         epoch_seconds = time.perf_counter() - start
         cumulative += epoch_seconds
         train_loss = loss_sum.item() / seen
+        if not math.isfinite(others_sum.item()):
+            train_loss = math.nan  # another output went non-finite: the shared weights did too
 
         # -- evaluate and report --
         end_epoch(result, model, data, recipe, epoch=epoch, train_loss=train_loss,

@@ -24,29 +24,27 @@ mean for a plain trial, and search, pruning and the store need no change. After 
 `accuracy_at_widths` gives the curve of accuracy against params and FLOPs; the slicing
 itself is in `nas.models.width_slicing`.
 
-Read top to bottom in the order it runs: the widths of a step, the distillation loss, the
-training loop, then BN recalibration and the width curve.
+Here are the US-Nets pieces; the step that applies them is `nas.training.steps.SandwichStep`,
+run by the one epoch loop (`nas.training.loop`), which makes the network slimmable. Read top
+to bottom in the order a trial uses them: the widths of a step, the distillation loss, then
+BN recalibration and the width curve.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 
 from nas.data.config import DataConfig
 from nas.data.tensors import CifarSplits, train_batches
-from nas.models import ArchConfig, FastResNet, build_model, count_flops, count_params
-from nas.models.width_slicing import check_slimmable, extract_width, make_slimmable, set_bn_updates, set_width
-from nas.provenance import device_name
-from nas.training.evaluate import autocast, evaluate, sync
-from nas.training.loop import TrainResult, end_epoch
-from nas.training.recipe import Recipe, SlimmableConfig, lr_at
+from nas.models import FastResNet, count_flops, count_params
+from nas.models.width_slicing import extract_width
+from nas.training.evaluate import autocast, evaluate
+from nas.training.recipe import Recipe, SlimmableConfig
 
 # Width ratios of the recorded curve, besides min_width and max_width: those inside (min, max).
 CURVE_WIDTHS = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
@@ -68,106 +66,6 @@ def distillation_loss(logits: torch.Tensor, teacher_probs: torch.Tensor) -> torc
     differs from KL(p || q) by the teacher's entropy, a constant, so the gradients are KL's.
     """
     return -(teacher_probs * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
-
-
-# ----------------------------------------------------------------------------- training
-
-
-@dataclass
-class SlimmableTrainResult(TrainResult):
-    """A `TrainResult` whose epochs are the max width's, plus the widths every step trained."""
-
-    step_widths: list[tuple[float, ...]] = field(default_factory=list)  # per step, in training order: max, min, ...
-
-
-def train_slimmable(
-    arch: ArchConfig,
-    recipe: Recipe,
-    data: CifarSplits,
-    data_cfg: DataConfig,
-    seed: int,
-    device: torch.device,
-) -> Iterator[SlimmableTrainResult]:
-    """`nas.training.loop.train_epochs` for a recipe with `slimmable` set (call that or `train`: they
-    set the threads). Yields the result after every epoch, as the plain loop does.
-
-    `arch` is the widest network; the result's model is it, made slimmable, set to
-    `max_width`. Metrics: the max width's training loss on the labels and accuracy, and its
-    val/test accuracy with the running BN statistics it kept in training. The random widths
-    come from their own generator, seeded from `seed`, so a seed reproduces a run.
-
-    Raises:
-        ConfigError: `arch` has a primitive slimmable training does not support.
-    """
-    cfg = recipe.slimmable
-    check_slimmable(arch)
-    model = make_slimmable(build_model(arch, seed=seed)).to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=0.0, momentum=recipe.momentum, nesterov=True,
-        weight_decay=recipe.weight_decay,
-    )
-    generator = torch.Generator().manual_seed(seed)  # batch order and augmentation, as the plain loop
-    width_generator = torch.Generator().manual_seed(seed)  # the sandwich's random widths
-    student_weight = 1.0 / (cfg.samples - 1)  # the smaller widths' losses are averaged (module docstring)
-    n_train = len(data.train_y)
-    steps_per_epoch = max(1, n_train // recipe.batch_size)
-    total_steps = recipe.epochs * steps_per_epoch
-    result = SlimmableTrainResult(status="completed", device=device_name(device), model=model)
-    step = 0
-    cumulative = 0.0
-
-    for epoch in range(recipe.epochs):
-        # -- train one epoch (timed, evaluation excluded) --
-        model.train()
-        loss_sum = torch.zeros((), device=device)  # the max width's loss on the labels
-        distill_sum = torch.zeros((), device=device)  # the other widths' losses: only checked for divergence
-        correct = torch.zeros((), dtype=torch.long, device=device)
-        seen = 0
-        sync(device)
-        start = time.perf_counter()
-        for x, y in train_batches(data, recipe.batch_size, data_cfg, generator):
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total_steps, recipe)
-            x = x.contiguous(memory_format=torch.channels_last)
-            widths = sandwich_widths(cfg, width_generator)
-            optimizer.zero_grad(set_to_none=True)
-            # the max width: labels; it alone updates the BN running statistics
-            set_width(model, widths[0])
-            set_bn_updates(model, True)
-            with autocast(device):
-                logits = model(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
-            loss.backward()
-            teacher = logits.detach().float().softmax(dim=1)
-            # the other widths: the max width's predictions (inplace distillation)
-            set_bn_updates(model, False)
-            for width in widths[1:]:
-                set_width(model, width)
-                with autocast(device):
-                    student_loss = distillation_loss(model(x), teacher) * student_weight
-                student_loss.backward()
-                distill_sum += student_loss.detach()
-            optimizer.step()
-            result.step_widths.append(tuple(widths))
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += len(y)
-            step += 1
-        sync(device)
-        epoch_seconds = time.perf_counter() - start
-        cumulative += epoch_seconds
-        train_loss = loss_sum.item() / seen
-
-        # -- evaluate the max width and report --
-        set_width(model, cfg.max_width)
-        set_bn_updates(model, True)
-        if not math.isfinite(distill_sum.item()):
-            train_loss = math.nan  # a smaller width went non-finite: the shared weights did too
-        end_epoch(result, model, data, recipe, epoch=epoch, train_loss=train_loss,
-                  train_acc=correct.item() / seen, epoch_seconds=epoch_seconds, cumulative=cumulative)
-        yield result
-        if result.status == "diverged":
-            return
 
 
 # ----------------------------------------------------------------------------- BN post-statistics
