@@ -8,7 +8,6 @@ multipage app, and a first visit to e.g. /pareto would bypass st.navigation.)
 """
 
 import streamlit as st
-
 from nas.dashboard.ui import PAGES
 
 st.set_page_config(page_title="nas dashboard", page_icon=":material/insights:", layout="wide")

@@ -30,12 +30,21 @@ from typing import Any
 
 import pandas as pd
 import streamlit as st
+from nas.db import Store
+from nas.db.schema import (
+    Architecture,
+    EpochResult,
+    ExitCurvePoint,
+    Experiment,
+    Phase,
+    Trial,
+    TrialStatus,
+    WidthCurvePoint,
+)
 from sqlalchemy import case, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql import Select
 
-from nas.db import Store
-from nas.db.schema import Architecture, EpochResult, ExitCurvePoint, Experiment, Trial, WidthCurvePoint
 from nas.stats import pareto_front, summarize
 
 TTL_S = 5  # seconds a cached read stays fresh; a live search appears within this
@@ -99,12 +108,12 @@ def experiments(_engine: Engine, url: str) -> pd.DataFrame:
         select(
             _E.c.id, _E.c.name, _E.c.status, _E.c.created_at, _E.c.finished_at,
             func.count(_T.c.id).label("trials"),
-            _count("completed").label("completed"),
-            _count("pruned").label("pruned"),
-            (_count("failed") + _count("diverged")).label("failed"),
-            _count("running").label("running"),
-            _count("interrupted").label("interrupted"),
-            func.max(case((_T.c.status == "completed", _ACCURACY))).label("best_accuracy"),
+            _count(TrialStatus.COMPLETED).label("completed"),
+            _count(TrialStatus.PRUNED).label("pruned"),
+            (_count(TrialStatus.FAILED) + _count(TrialStatus.DIVERGED)).label("failed"),
+            _count(TrialStatus.RUNNING).label("running"),
+            _count(TrialStatus.INTERRUPTED).label("interrupted"),
+            func.max(case((_T.c.status == TrialStatus.COMPLETED, _ACCURACY))).label("best_accuracy"),
             func.coalesce(func.sum(func.coalesce(_T.c.train_seconds, last_epoch, 0.0)), 0.0)
             .label("compute_seconds"),
             func.coalesce(func.sum(_T.c.epochs_done), 0).label("epochs_run"),
@@ -154,7 +163,7 @@ def arch_summary(_engine: Engine, url: str, experiment: str, phase: str | None) 
             func.avg(_T.c.train_seconds).label("train_seconds"),
         )
         .select_from(_T.join(_A, _A.c.hash == _T.c.arch_hash))
-        .where(_T.c.experiment_id == _experiment_id(experiment), _T.c.status == "completed")
+        .where(_T.c.experiment_id == _experiment_id(experiment), _T.c.status == TrialStatus.COMPLETED)
         .group_by(_T.c.arch_hash, _A.c.short_name, _A.c.params, _A.c.flops)
         .order_by(_T.c.arch_hash)
     )
@@ -170,7 +179,7 @@ def arch_choices(_engine: Engine, url: str, experiment: str) -> pd.DataFrame:
     query = (
         select(
             _T.c.arch_hash, _A.c.short_name, func.count().label("trials"),
-            func.avg(case((_T.c.status == "completed", _ACCURACY))).label("accuracy"),
+            func.avg(case((_T.c.status == TrialStatus.COMPLETED, _ACCURACY))).label("accuracy"),
         )
         .select_from(_T.join(_A, _A.c.hash == _T.c.arch_hash))
         .where(_T.c.experiment_id == _experiment_id(experiment))
@@ -194,7 +203,7 @@ def seed_summary(_engine: Engine, url: str, experiment: str, phase: str) -> pd.D
         .where(
             _T.c.experiment_id == _experiment_id(experiment),
             _T.c.phase == phase,
-            _T.c.status == "completed",
+            _T.c.status == TrialStatus.COMPLETED,
         )
         .order_by(_T.c.arch_hash, _T.c.id)
     )
@@ -423,7 +432,7 @@ def width_siblings(_engine: Engine, url: str, arch_hash: str, experiment: str | 
         select(_T.c.id, _T.c.arch_hash, _T.c.seed, _T.c.phase, _ACCURACY.label("accuracy"), _T.c.recipe_json,
                _E.c.name.label("experiment"))
         .select_from(_T.join(_E, _E.c.id == _T.c.experiment_id))
-        .where(_T.c.arch_hash.in_(archs["hash"].tolist()), _T.c.status == "completed")
+        .where(_T.c.arch_hash.in_(archs["hash"].tolist()), _T.c.status == TrialStatus.COMPLETED)
         .order_by(_T.c.id)
     )
     if experiment is not None:
@@ -457,8 +466,8 @@ def pruning_savings(_engine: Engine, url: str, experiment: str) -> pd.DataFrame:
         )
         .where(
             _T.c.experiment_id == _experiment_id(experiment),
-            _T.c.phase == "search",
-            _T.c.status.in_(["completed", "pruned", "failed", "diverged"]),
+            _T.c.phase == Phase.SEARCH,
+            _T.c.status.in_([TrialStatus.COMPLETED, TrialStatus.PRUNED, TrialStatus.FAILED, TrialStatus.DIVERGED]),
         )
         .group_by(_T.c.status)
         .order_by(_T.c.status)
@@ -469,7 +478,7 @@ def pruning_savings(_engine: Engine, url: str, experiment: str) -> pd.DataFrame:
 def pruning_share(savings: pd.DataFrame) -> dict[str, float]:
     """Headline figures of `pruning_savings`: the share of planned search epochs that
     pruning did not run, and the estimated share of training seconds it saved."""
-    pruned = savings[savings["status"] == "pruned"]
+    pruned = savings[savings["status"] == TrialStatus.PRUNED]
     planned = float(savings["epochs_planned"].sum())
     epochs_saved = float((pruned["epochs_planned"] - pruned["epochs_run"]).sum())
     seconds_saved = float(pruned["seconds_not_run"].sum())

@@ -25,6 +25,7 @@ import sys
 from dataclasses import dataclass, field
 
 from nas.db import Store
+
 from nas.models.arch import STAGES, ArchConfig, StageConfig
 from nas.search.confirm import CONFIRM_SEED_BASE
 
@@ -284,10 +285,9 @@ def _top(points, width, study_rows, k) -> list[ArchConfig]:
 def _write_studies(url: str, experiment: str, study_rows) -> None:
     """The Optuna studies the driver keeps next to the store (same database)."""
     import optuna
+    from nas.db import resolve_db_url
     from optuna.distributions import CategoricalDistribution
     from optuna.trial import TrialState, create_trial
-
-    from nas.db import resolve_db_url
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = resolve_db_url(url)

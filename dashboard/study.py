@@ -10,10 +10,9 @@ from typing import Any
 from urllib.parse import quote
 
 import streamlit as st
-from sqlalchemy.engine import make_url
-
 from nas.dashboard.queries import ACCURACY_METRICS, experiment_config, open_engine
 from nas.db import resolve_db_url
+from sqlalchemy.engine import make_url
 
 IMPORTANCE_TTL_S = 60  # parameter importance refits a model: recompute at most this often
 

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import streamlit as st
-from sqlalchemy.engine import Engine, make_url
-
 from nas.dashboard import queries
 from nas.db import mask_url, resolve_db_url
+from sqlalchemy.engine import Engine, make_url
+
 from nas.errors import StoreError
 
 # Page files, relative to app.py (st.navigation registers them; st.switch_page and

@@ -6,10 +6,9 @@ import base64
 import json
 from pathlib import Path
 
+import nas.dashboard
 import numpy as np
 import yaml
-
-import nas.dashboard
 
 # ---- experiments ----------------------------------------------------------------------
 

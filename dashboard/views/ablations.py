@@ -5,7 +5,6 @@ the page says how to run one."""
 
 import pandas as pd
 import streamlit as st
-
 from nas.dashboard import figures, queries, ui
 
 st.title("Ablations")

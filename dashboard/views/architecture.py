@@ -5,8 +5,8 @@ import json
 
 import pandas as pd
 import streamlit as st
-
 from nas.dashboard import figures, queries, ui
+
 from nas.models import ArchConfig, stage_channels
 from nas.stats import summarize
 

@@ -2,7 +2,6 @@
 accuracy and compute; refreshes itself while one is running."""
 
 import streamlit as st
-
 from nas.dashboard import figures, queries, ui
 
 st.title("Experiments")

@@ -2,7 +2,6 @@
 the stored study), accuracy by each dimension, and the compute pruning saved."""
 
 import streamlit as st
-
 from nas.dashboard import figures, queries, study, ui
 
 st.title("Search insight")

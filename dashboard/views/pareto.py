@@ -3,7 +3,6 @@ non-dominated set highlighted and joined, confirmed architectures with 95% CIs.
 Selecting a point opens that architecture."""
 
 import streamlit as st
-
 from nas.dashboard import figures, queries, ui
 
 st.title("Pareto front")

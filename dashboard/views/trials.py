@@ -2,7 +2,6 @@
 key), and their learning curves overlaid with pruned trials marked where they stopped."""
 
 import streamlit as st
-
 from nas.dashboard import figures, queries, ui
 
 st.title("Trials")

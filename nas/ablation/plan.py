@@ -25,6 +25,7 @@ from typing import Any
 
 from nas.config.experiment import Param, SearchSpace
 from nas.db import Store
+from nas.db.schema import Phase
 from nas.errors import ConfigError
 from nas.models.arch import ArchConfig, parse_short_name
 from nas.search.confirm import CONFIRM_SEED_BASE
@@ -158,7 +159,7 @@ def resolve_reference(store: Store, experiment: str, text: str) -> ArchConfig:
 
     text = text.strip()
     if text == "best":
-        rows = arch_results(store, experiment, "confirm") or arch_results(store, experiment, "search")
+        rows = arch_results(store, experiment, Phase.CONFIRM) or arch_results(store, experiment, Phase.SEARCH)
         if not rows:
             raise ConfigError(
                 f"--arch best: experiment {experiment!r} has no completed trials yet; run `nas launch` first."

@@ -12,7 +12,13 @@ from typing import Any
 
 from nas.db import Store
 from nas.db.schema import Phase, TrialStatus
-from nas.stats import PairedDifference, SeedSummary, holm_adjust, paired_difference, summarize
+from nas.stats import (
+    PairedDifference,
+    SeedSummary,
+    holm_adjust,
+    paired_difference,
+    summarize,
+)
 from nas.trials.experiment import require_experiment
 from nas.trials.plan import judged_accuracy
 

@@ -7,7 +7,15 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from nas.cli.common import AddressOption, DataRootOption, DbOption, console, exit_on_user_error, open_existing_store, start_ray
+from nas.cli.common import (
+    AddressOption,
+    DataRootOption,
+    DbOption,
+    console,
+    exit_on_user_error,
+    open_existing_store,
+    start_ray,
+)
 from nas.cli.tables import print_contributions, print_plan
 from nas.errors import ConfigError
 

@@ -14,7 +14,6 @@ from rich.markup import escape
 
 from nas.errors import ConfigError, NasError
 
-
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 

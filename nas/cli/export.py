@@ -43,7 +43,13 @@ def export(
 
 def _export_command(experiment, out, rank, arch_hash, format_text, force, db) -> None:
     from nas.db import resolve_db_url
-    from nas.export.write import check_onnx_available, export as write_export, parse_formats, select, target_paths
+    from nas.export.write import (
+        check_onnx_available,
+        parse_formats,
+        select,
+        target_paths,
+    )
+    from nas.export.write import export as write_export
 
     # 1. Validate everything before anything is written.
     if (rank is None) == (arch_hash is None):

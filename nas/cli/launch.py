@@ -8,7 +8,15 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from nas.cli.common import AddressOption, DataRootOption, DbOption, console, exit_on_user_error, mask_url, start_ray
+from nas.cli.common import (
+    AddressOption,
+    DataRootOption,
+    DbOption,
+    console,
+    exit_on_user_error,
+    mask_url,
+    start_ray,
+)
 from nas.cli.tables import print_front
 from nas.errors import ConfigError
 
@@ -39,9 +47,9 @@ def launch(
 def _launch_command(space: Path, budget: str | None, address: str | None, db: str | None, data_root: str | None) -> None:
     import torch
 
+    from nas.config.experiment import list_budgets, load_experiment
     from nas.data.archive import ensure_cifar10, resolve_data_root
     from nas.db import Store, resolve_db_url
-    from nas.config.experiment import list_budgets, load_experiment
 
     if not space.is_file():
         raise ConfigError(f"{space}: no such file; pass an experiment YAML such as search_spaces/cifar_fast.yaml.")

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 from rich.markup import escape
 from rich.table import Table
 
 from nas.cli.common import console, mask_url
+from nas.db.schema import Phase, TrialStatus
+from nas.trials.plan import judged_accuracy
 
 
 def print_front(store, experiment: str) -> None:
     from nas.results import arch_results, objectives_of
 
-    rows = arch_results(store, experiment, "confirm") or arch_results(store, experiment, "search")
+    rows = arch_results(store, experiment, Phase.CONFIRM) or arch_results(store, experiment, Phase.SEARCH)
     if not rows:
         console.print("no completed trials yet")
         return
@@ -39,13 +43,14 @@ def print_experiments(store) -> None:
         table.add_column(column)
     for exp in store.experiments():
         trials = store.trials(experiment_id=exp.id)
-        by_status = {s: sum(1 for t in trials if str(t.status) == s) for s in ("completed", "pruned", "failed")}
-        accs = [t.final_val_acc if t.final_val_acc is not None else t.final_test_acc
-                for t in trials if str(t.status) == "completed"]
+        by_status = {s: sum(1 for t in trials if t.status == s)
+                     for s in (TrialStatus.COMPLETED, TrialStatus.PRUNED, TrialStatus.FAILED)}
+        accs = [judged_accuracy(t.final_val_acc, t.final_test_acc)
+                for t in trials if t.status == TrialStatus.COMPLETED]
         accs = [a for a in accs if a is not None]
         table.add_row(
-            escape(exp.name), str(exp.status), str(len(trials)), str(by_status["completed"]),
-            str(by_status["pruned"]), str(by_status["failed"]), f"{max(accs):.2%}" if accs else "-",
+            escape(exp.name), str(exp.status), str(len(trials)), str(by_status[TrialStatus.COMPLETED]),
+            str(by_status[TrialStatus.PRUNED]), str(by_status[TrialStatus.FAILED]), f"{max(accs):.2%}" if accs else "-",
             f"{exp.created_at:%Y-%m-%d %H:%M}",
         )
     console.print(table)
@@ -153,18 +158,18 @@ def print_contributions(report) -> None:
     for row in report.rows:
         d = row.accuracy
         ci_text = "-" if d.n < 2 else f"[{d.ci_low * 100:+.2f}, {d.ci_high * 100:+.2f}]"
-        seconds = "-" if row.train_seconds != row.train_seconds else f"{row.train_seconds:+.1f}"
-        if seconds != "-" and ref_seconds and ref_seconds == ref_seconds:
+        seconds = "-" if math.isnan(row.train_seconds) else f"{row.train_seconds:+.1f}"
+        if seconds != "-" and ref_seconds and not math.isnan(ref_seconds):
             seconds += f" ({row.train_seconds / ref_seconds:+.0%})"
         table.add_row(
             escape(row.change), escape(row.short_name), str(d.n),
-            "-" if d.mean != d.mean else f"{d.mean * 100:+.2f}", ci_text, _p(d.p_value), _p(row.holm_p),
+            "-" if math.isnan(d.mean) else f"{d.mean * 100:+.2f}", ci_text, _p(d.p_value), _p(row.holm_p),
             "yes" if row.matters else "", seconds, f"{row.params:+,}", f"{row.flops / 1e6:+.1f}",
         )
     console.print(table)
 
 
 def _p(value: float) -> str:
-    if value != value:
+    if math.isnan(value):
         return "-"
     return f"{value:.3f}" if value >= 0.001 else f"{value:.1e}"

@@ -11,9 +11,22 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
-from nas.cli.common import DataRootOption, DbOption, console, err_console, exit_on_user_error, given
+from nas.cli.common import (
+    DataRootOption,
+    DbOption,
+    console,
+    err_console,
+    exit_on_user_error,
+    given,
+)
 from nas.cli.tables import print_exit_curve, print_summary, print_width_curve
 from nas.errors import ConfigError, reject_unknown_keys
 
@@ -87,7 +100,8 @@ def _train_command(
     from nas.data.tensors import load_data
     from nas.db import Store, resolve_db_url
     from nas.db.schema import Phase, TrialStatus
-    from nas.provenance import code_version, default_device, device_name as describe_device
+    from nas.provenance import code_version, default_device
+    from nas.provenance import device_name as describe_device
     from nas.training.loop import train as train_model
     from nas.training.recipe import Recipe
     from nas.trials.artifacts import TrialSetup, compute_artifacts

@@ -27,6 +27,7 @@ import torch
 
 from nas.data.config import IMAGE_SHAPE, NUM_CLASSES
 from nas.errors import DataError
+
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"  # of the official archive only
 TARBALL_NAME = "cifar-10-python.tar.gz"

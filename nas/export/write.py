@@ -166,7 +166,7 @@ def _metrics(store: Store, experiment: str, arch_hash: str) -> dict[str, Any]:
 
 
 def _num(x: float) -> float | None:
-    return None if x != x else round(float(x), 6)
+    return None if math.isnan(x) else round(float(x), 6)
 
 
 # ----------------------------------------------------------------------------- model.py

@@ -72,7 +72,7 @@ def launch(spec: ExperimentSpec, *, store: Store, db_url: str, data_root: str,
             counter["n"] += 1
             where = f"search {counter['n']:>3}/{target}"
         else:
-            where = "confirm"
+            where = Phase.CONFIRM.value
         log(trial_line(where, plan, status, spec.recipe.epochs))
 
     batch = TrialBatch(

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from nas.trials.artifacts import WIRE_KEY, TrialSetup, compute_artifacts, encode_artifacts, final_metrics
+from nas.trials.artifacts import (
+    WIRE_KEY,
+    TrialSetup,
+    compute_artifacts,
+    encode_artifacts,
+    final_metrics,
+)
 
 
 def trial_config(setup: TrialSetup, phase: str, *, cpus: float, gpus: float) -> dict[str, Any]:
