@@ -298,14 +298,24 @@ class Store:
             trial.error = error
             trial.finished_at = utcnow()
 
-    # ---- reads ----------------------------------------------------------------------
+    # ---- per-trial artefacts (nas.trials.artifacts) ------------------------------------
+
+    def replace_trial_rows(self, trial_id: int, entity: type[Any], rows: Sequence[Any]) -> None:
+        """Keep `rows` (instances of `entity`, a table keyed by ``trial_id``) as the trial's
+        artefact, replacing any saved before: one table per artefact, no method per table."""
+        with self._write() as session:
+            _get(session, Trial, trial_id)
+            session.execute(delete(entity).where(entity.trial_id == trial_id))
+            session.add_all(rows)
+
+    def trial_rows(self, trial_id: int, entity: type[Any], order_by: Any) -> list[Any]:
+        """A trial's rows of an artefact table, ordered by `order_by`; empty when none were saved."""
+        with self._read() as session:
+            return list(session.scalars(select(entity).where(entity.trial_id == trial_id).order_by(order_by)))
 
     def save_weights(self, trial_id: int, data: bytes, *, format: str = "torch-state-dict") -> None:
         """Keep a trial's trained weights (replacing any saved before)."""
-        with self._write() as session:
-            _get(session, Trial, trial_id)
-            session.execute(delete(TrialWeights).where(TrialWeights.trial_id == trial_id))
-            session.add(TrialWeights(trial_id=trial_id, format=format, data=data))
+        self.replace_trial_rows(trial_id, TrialWeights, [TrialWeights(trial_id=trial_id, format=format, data=data)])
 
     def load_weights(self, trial_id: int) -> bytes | None:
         """A trial's saved weights, or None when none were kept."""
@@ -326,8 +336,6 @@ class Store:
         with self._write() as session:
             session.execute(delete(TrialWeights).where(TrialWeights.trial_id.in_(trial_ids)))
 
-    # ---- early-exit curves ------------------------------------------------------------
-
     def save_exit_curve(self, trial_id: int, split: str, points: Sequence[Mapping[str, Any]]) -> None:
         """Keep a trial's early-exit curve (replacing any saved before).
 
@@ -338,30 +346,18 @@ class Store:
                 ``mean_flops`` and ``exit_shares`` (a list: side exits in order, then the
                 final exit), as `nas.models.exits.ExitPoint` holds them.
         """
-        rows = [
+        self.replace_trial_rows(trial_id, ExitCurvePoint, [
             ExitCurvePoint(
                 trial_id=trial_id, position=i, threshold=float(p["threshold"]), split=split,
                 accuracy=float(p["accuracy"]), mean_flops=float(p["mean_flops"]),
                 exit_shares=json.dumps([float(s) for s in p["exit_shares"]]),
             )
             for i, p in enumerate(points)
-        ]
-        with self._write() as session:
-            _get(session, Trial, trial_id)
-            session.execute(delete(ExitCurvePoint).where(ExitCurvePoint.trial_id == trial_id))
-            session.add_all(rows)
+        ])
 
     def exit_curve(self, trial_id: int) -> list[ExitCurvePoint]:
         """A trial's early-exit curve, thresholds ascending; empty when none was saved."""
-        query = (
-            select(ExitCurvePoint)
-            .where(ExitCurvePoint.trial_id == trial_id)
-            .order_by(ExitCurvePoint.position)
-        )
-        with self._read() as session:
-            return list(session.scalars(query))
-
-    # ---- width curves (US-Nets) -------------------------------------------------------
+        return self.trial_rows(trial_id, ExitCurvePoint, ExitCurvePoint.position)
 
     def save_width_curve(self, trial_id: int, points: Sequence[Mapping[str, Any]]) -> None:
         """Keep a universally slimmable trial's accuracy per width (replacing any saved before).
@@ -372,28 +368,18 @@ class Store:
                 ``val_acc`` (None without a val split) and ``test_acc``, as
                 `nas.training.usnets.WidthPoint` holds them.
         """
-        rows = [
+        self.replace_trial_rows(trial_id, WidthCurvePoint, [
             WidthCurvePoint(
                 trial_id=trial_id, width=float(p["width"]), params=int(p["params"]), flops=int(p["flops"]),
                 val_acc=None if p["val_acc"] is None else float(p["val_acc"]),
                 test_acc=None if p["test_acc"] is None else float(p["test_acc"]),
             )
             for p in points
-        ]
-        with self._write() as session:
-            _get(session, Trial, trial_id)
-            session.execute(delete(WidthCurvePoint).where(WidthCurvePoint.trial_id == trial_id))
-            session.add_all(rows)
+        ])
 
     def width_curve(self, trial_id: int) -> list[WidthCurvePoint]:
         """A trial's accuracy per width ratio, widths ascending; empty when none was saved."""
-        query = (
-            select(WidthCurvePoint)
-            .where(WidthCurvePoint.trial_id == trial_id)
-            .order_by(WidthCurvePoint.width)
-        )
-        with self._read() as session:
-            return list(session.scalars(query))
+        return self.trial_rows(trial_id, WidthCurvePoint, WidthCurvePoint.width)
 
     # ---- ablations --------------------------------------------------------------------
 

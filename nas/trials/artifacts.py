@@ -4,7 +4,8 @@ Each artefact says when it applies, how it is computed from the trained model (i
 process that trained it: the Ray worker, or `nas train`), how it travels to the driver in
 the trial's last result (JSON-safe text), and how it is stored. The trial runner, the Ray
 glue and the recorder only loop over `ARTIFACTS`, so a new artefact is its class here, its
-table (db/schema.py and a migration) and its dashboard view.
+table (db/schema.py and a migration; `save` writes it with `Store.replace_trial_rows`) and
+its dashboard view.
 """
 
 from __future__ import annotations
