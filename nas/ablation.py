@@ -30,7 +30,7 @@ from nas.db import Store
 from nas.errors import ConfigError
 from nas.models import ArchConfig
 from nas.search import CONFIRM_SEED_BASE, Driver, TrialPlan, run_phase
-from nas.config.experiment import Param, SearchSpace
+from nas.config.space import Param, SearchSpace
 from nas.stats import PairedDifference, SeedSummary, holm_adjust, paired_difference, summarize
 
 ALPHA = 0.05  # family-wise error rate of the "matters" mark (Holm)

@@ -347,7 +347,7 @@ def _launch_command(space: Path, budget: str | None, address: str | None, db: st
         console.print(f"no GPU found: using the `cpu` budget of {escape(str(space))} (--budget none for the full space)")
     spec = load_experiment(space, None if budget == "none" else budget)
     db_url = resolve_db_url(db)
-    root = resolve_data_root(data_root, spec.dataset.get("root"))
+    root = resolve_data_root(data_root, spec.dataset.root)
     ensure_cifar10(root)  # download (or fail with where to put it) before any trial starts
 
     _start_ray(address)
@@ -567,7 +567,7 @@ def _ablate_command(experiment, arch_text, repeats, dry_run, until_separated, ma
     # 2. Data (may download), then the runs.
     from nas.data.archive import ensure_cifar10, resolve_data_root
 
-    root = resolve_data_root(data_root, spec.dataset.get("root"))
+    root = resolve_data_root(data_root, spec.dataset.root)
     ensure_cifar10(root)
     _start_ray(address)
     import optuna

@@ -361,7 +361,7 @@ class Driver:
         return self._costs[arch.hash].result()
 
     def trial_config(self, plan: TrialPlan) -> dict[str, Any]:
-        dataset = {k: v for k, v in self.spec.dataset.items() if k != "name"}
+        dataset = asdict(self.spec.dataset)
         cpus, gpus = self.trial_resources()
         return {
             "arch": plan.arch.to_json(), "seed": plan.seed, "phase": plan.phase,

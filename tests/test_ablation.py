@@ -16,7 +16,8 @@ from nas.cli import app
 from nas.db import Store
 from nas.models import ArchConfig, build_model, count_flops, count_params, parse_short_name
 from nas.search import stored_spec
-from nas.config.experiment import SearchSpace, load_experiment
+from nas.config.experiment import load_experiment
+from nas.config.space import SearchSpace
 from nas.stats import holm_adjust, paired_difference, paired_t_pvalue
 from tests.cifar_fixture import write_cifar
 from tests.test_launch import experiment_yaml

@@ -10,9 +10,11 @@ from pathlib import Path
 import optuna
 import pytest
 
+from nas.config.experiment import PrunerSpec, SearchSettings, list_budgets, load_experiment
+from nas.config.space import SearchSpace
+from nas.data.config import DataConfig
 from nas.errors import ConfigError
 from nas.models import ArchConfig
-from nas.config.experiment import PrunerSpec, SearchSettings, SearchSpace, list_budgets, load_experiment
 
 REPO = Path(__file__).resolve().parent.parent
 CIFAR_FAST = REPO / "search_spaces" / "cifar_fast.yaml"
@@ -80,8 +82,8 @@ INVALID_CASES = [
     ("yaml_syntax_error.yaml", None, "line 5", "invalid YAML"),
     ("duplicate_yaml_key.yaml", None, "line 4", "duplicate key 'L1.residual'"),
     ("top_level_list.yaml", None, "top level", "must be a mapping"),
-    ("n_trials_zero.yaml", None, "search.n_trials", ">= 1"),
-    ("confirm_repeats_zero.yaml", None, "confirm.repeats", ">= 1"),
+    ("n_trials_zero.yaml", None, "search.n_trials", "n_trials must be at least 1, but got 0"),
+    ("confirm_repeats_zero.yaml", None, "confirm.repeats", "repeats must be at least 1, but got 0"),
     ("dataset_not_cifar10.yaml", None, "dataset.name", "only cifar10"),
     ("missing_space.yaml", None, "space", "missing"),
 ]
@@ -155,10 +157,7 @@ def test_cifar_fast_loads_with_the_values_written():
     spec = load_experiment(CIFAR_FAST)
     assert spec.name == "cifar_fast" and spec.budget is None
     assert spec.recipe.epochs == 24 and spec.recipe.batch_size == 512
-    assert spec.dataset == {
-        "name": "cifar10", "root": None, "train_subset": None, "val_size": 5000,
-        "split_seed": 0, "crop_padding": 4, "flip": True, "cutout": 0,
-    }
+    assert spec.dataset_name == "cifar10" and spec.dataset == DataConfig()
     assert [p.key for p in spec.space.params] == ["width", *BINARY_KEYS, *PRIMITIVE_KEYS]
     assert spec.search.sampler == "tpe" and spec.search.n_trials == 40
     assert spec.search.directions == ["maximize", "minimize"]
@@ -172,8 +171,8 @@ def test_cifar_fast_loads_with_the_values_written():
 def test_cpu_budget_is_deep_merged_over_the_file():
     spec = load_experiment(CIFAR_FAST, budget="cpu")
     assert spec.budget == "cpu"
-    assert spec.dataset["train_subset"] == 5000 and spec.dataset["val_size"] == 1000
-    assert spec.dataset["flip"] is True  # untouched keys keep their value
+    assert spec.dataset.train_subset == 5000 and spec.dataset.val_size == 1000
+    assert spec.dataset.flip is True  # untouched keys keep their value
     assert spec.recipe.epochs == 4 and spec.recipe.lr == 0.4
     assert spec.search.n_trials == 12 and spec.search.sampler == "tpe"
     assert dict(spec.search.pruner.options) == {"n_startup_trials": 3, "n_warmup_steps": 1}
@@ -215,7 +214,7 @@ def test_name_defaults_to_the_file_stem(tmp_path):
 
 def test_relative_data_root_is_taken_relative_to_the_yaml_file(tmp_path):
     path = _write(tmp_path, "dataset: {root: data}\nspace: {L1.residual: {choice: [0, 1]}}\n")
-    assert load_experiment(path).dataset["root"] == str(tmp_path.resolve() / "data")
+    assert load_experiment(path).dataset.root == str(tmp_path.resolve() / "data")
 
 
 def test_exponent_floats_are_numbers_not_strings(tmp_path):
