@@ -24,12 +24,12 @@ import argparse
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
 from nas.data.archive import _load_cifar10_cached, resolve_data_root
-from nas.data.config import DataConfig
 from nas.data.tensors import _cached_splits, load_data
 from nas.db import Store
 from nas.search.launch import launch
@@ -58,7 +58,7 @@ def run_bare(spec, root: str) -> tuple[float, list[float]]:
     _cached_splits.cache_clear()  # read the data from disk every round, as a fresh process (and a Ray worker) does
     _load_cifar10_cached.cache_clear()
     start = time.perf_counter()
-    data_cfg = DataConfig(**{**{k: v for k, v in spec.dataset.items() if k != "name"}, "root": root})
+    data_cfg = replace(spec.dataset, root=root)
     data = load_data(data_cfg)
     ends = []
     for point in spec.space.grid():

@@ -30,7 +30,11 @@ class StoreError(NasError):
 
 
 def reject_unknown_keys(data: Mapping[str, Any], allowed: Iterable[str], path: str) -> None:
-    """ConfigError naming the first key of `data` not in `allowed`, and the allowed ones."""
+    """ConfigError naming the first key of `data` not in `allowed`, and the allowed ones.
+
+    For the CLI's own mappings; the config classes are read by `nas.config.validate.build`,
+    which also suggests the nearest key.
+    """
     allowed = sorted(allowed)
     unknown = sorted(set(data) - set(allowed))
     if unknown:

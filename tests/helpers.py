@@ -34,6 +34,53 @@ def experiment_yaml(path: Path, **sections) -> Path:
     return path
 
 
+# ---- invalid experiment files (tests/invalid_spaces): each names the file and the key path
+
+# (file, --budget, key path the message must name, a word of the rule)
+INVALID_CASES = [
+    ("unknown_top_level_key.yaml", None, "serach", "unknown top-level key"),
+    ("unknown_recipe_key.yaml", None, "recipe.epoch", "unknown key"),
+    ("unknown_dataset_key.yaml", None, "dataset.val_szie", "unknown key"),
+    ("unknown_search_key.yaml", None, "search.ntrials", "unknown key"),
+    ("unknown_confirm_key.yaml", None, "confirm.topk", "unknown key"),
+    ("unknown_resources_key.yaml", None, "resources.gpus", "unknown key"),
+    ("recipe_epochs_string.yaml", None, "recipe.epochs", "must be an integer"),
+    ("empty_choice.yaml", None, "space.L1.residual.choice", "must not be empty"),
+    ("duplicate_choices.yaml", None, "space.L1.residual.choice", "more than once"),
+    ("int_low_above_high.yaml", None, "space.L1.extra.int", "low must be <= high"),
+    ("float_low_above_high.yaml", None, "space.width.float", "low must be <= high"),
+    ("float_log_nonpositive_low.yaml", None, "space.width.float", "log scale needs low > 0"),
+    ("two_kinds.yaml", None, "space.L1.residual", "exactly one of"),
+    ("no_kind.yaml", None, "space.L1.residual", "exactly one of"),
+    ("unknown_stage.yaml", None, "space.L4.residual", "not an architecture field"),
+    ("misspelt_arch_field.yaml", None, "space.L1.residul", "Did you mean 'L1.residual'"),
+    ("unbuildable_value.yaml", None, "space.L1.residual.choice", "does not give a valid architecture"),
+    ("when_unknown_key.yaml", None, "space.L2.extra.when.L3.residual", "not a key of the space"),
+    ("when_impossible_value.yaml", None, "space.L2.extra.when.L1.residual", "not a possible value"),
+    ("cyclic_conditions.yaml", None, "space.L2.extra.when.L1.residual", "cycle"),
+    ("self_condition.yaml", None, "space.L1.residual.when.L1.residual", "itself"),
+    ("unknown_sampler.yaml", None, "search.sampler", "must be one of tpe"),
+    ("unknown_pruner_kind.yaml", None, "search.pruner.kind", "Did you mean 'median'"),
+    ("pruner_option_typo.yaml", None, "search.pruner.n_startup_trail", "not an option"),
+    ("pruner_option_wrong_type.yaml", None, "search.pruner.n_warmup_steps", "must be an integer"),
+    ("patient_without_patience.yaml", None, "search.pruner.patience", "missing"),
+    ("percentile_out_of_range.yaml", None, "search.pruner.percentile", "between 0 and 100"),
+    ("unknown_objective_metric.yaml", None, "search.objectives[0].metric", "must be one of val_acc"),
+    ("unknown_objective_direction.yaml", None, "search.objectives[0].direction", "maximize, minimize"),
+    ("grid_continuous_float.yaml", None, "space.width.float", "grid sampler"),
+    ("unknown_budget.yaml", "gpu", "budgets.gpu", "available budgets: cpu"),
+    ("budget_unknown_section.yaml", "cpu", "budgets.cpu.optimizer", "cannot override"),
+    ("budget_invalid_value.yaml", "cpu", "budgets.cpu.recipe.epochs", "at least 1"),
+    ("yaml_syntax_error.yaml", None, "line 5", "invalid YAML"),
+    ("duplicate_yaml_key.yaml", None, "line 4", "duplicate key 'L1.residual'"),
+    ("top_level_list.yaml", None, "top level", "must be a mapping"),
+    ("n_trials_zero.yaml", None, "search.n_trials", "n_trials must be at least 1, but got 0"),
+    ("confirm_repeats_zero.yaml", None, "confirm.repeats", "repeats must be at least 1, but got 0"),
+    ("dataset_not_cifar10.yaml", None, "dataset.name", "only cifar10"),
+    ("missing_space.yaml", None, "space", "missing"),
+]
+
+
 # ---- the dashboard under Streamlit's AppTest ---------------------------------------------
 
 APP = Path(nas.dashboard.__file__).resolve().parent / "app.py"

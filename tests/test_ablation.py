@@ -16,8 +16,9 @@ from nas.ablation.report import contributions
 from nas.cli import app
 from nas.db import Store
 from nas.models import ArchConfig, build_model, count_flops, count_params, parse_short_name
+from nas.config.experiment import load_experiment
+from nas.config.space import SearchSpace
 from nas.trials.experiment import stored_spec
-from nas.config.experiment import SearchSpace, load_experiment
 from nas.stats import holm_adjust, paired_difference, paired_t_pvalue
 from tests.cifar_fixture import write_cifar
 from tests.helpers import experiment_yaml

@@ -12,15 +12,17 @@ from pathlib import Path
 
 import optuna
 import pytest
+from nas.db import Store
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from nas.cli import app
-from nas.db import Store
 from nas.config.experiment import load_experiment
 from tests.cifar_fixture import write_cifar
-from tests.helpers import experiment_yaml
-from tests.test_space import INVALID_CASES  # (file, budget, key path, rule) per invalid YAML
+from tests.helpers import (  # INVALID_CASES: (file, budget, key path, rule)
+    INVALID_CASES,
+    experiment_yaml,
+)
 
 ray = pytest.importorskip("ray")
 runner = CliRunner()

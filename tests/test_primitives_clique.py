@@ -12,7 +12,7 @@ from nas.export.write import check_against_nas, load_module, render_model
 from nas.models import ArchConfig, build_model, count_flops, count_params, parse_short_name, unit_channels
 from nas.models.blocks import CliqueBlock
 from nas.models.deform import DeformConv2d
-from nas.config.experiment import ARCH_KEYS
+from nas.config.space import ARCH_KEYS
 
 R13 = {"L1": {"residual": 1}, "L3": {"residual": 1}}
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import optuna
 import pytest
 
+from nas.config.experiment import list_budgets, load_experiment
+from nas.config.space import ARCH_KEYS
 from nas.errors import ConfigError
 from nas.models import ArchConfig, DropConfig, StageConfig, parse_short_name
-from nas.config.experiment import ARCH_KEYS, list_budgets, load_experiment
 
 SPACES = sorted((Path(__file__).resolve().parent.parent / "search_spaces").glob("*.yaml"))
 R13 = {"L1": {"residual": 1}, "L3": {"residual": 1}}

@@ -33,7 +33,8 @@ from nas.models.exits import (
     normalized_entropy,
     threshold_sweep,
 )
-from nas.config.experiment import ARCH_KEYS, METRICS, SearchSpace, list_budgets, load_experiment
+from nas.config.experiment import METRICS, list_budgets, load_experiment
+from nas.config.space import ARCH_KEYS, SearchSpace
 from nas.training.evaluate import exit_curve
 from nas.training.loop import train
 from nas.training.recipe import Recipe

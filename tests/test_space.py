@@ -10,9 +10,19 @@ from pathlib import Path
 import optuna
 import pytest
 
+from nas.config.experiment import (
+    PrunerSpec,
+    SearchSettings,
+    list_budgets,
+    load_experiment,
+)
+from nas.config.space import SearchSpace
+from nas.data.config import DataConfig
 from nas.errors import ConfigError
 from nas.models import ArchConfig
-from nas.config.experiment import PrunerSpec, SearchSettings, SearchSpace, list_budgets, load_experiment
+from tests.helpers import (
+    INVALID_CASES,  # (file, budget, key path, rule) per invalid YAML
+)
 
 REPO = Path(__file__).resolve().parent.parent
 CIFAR_FAST = REPO / "search_spaces" / "cifar_fast.yaml"
@@ -42,49 +52,6 @@ CONDITIONAL = """\
 
 # ---- invalid files: each names the file and the key path -------------------------------
 
-# (file, --budget, key path the message must name, a word of the rule)
-INVALID_CASES = [
-    ("unknown_top_level_key.yaml", None, "serach", "unknown top-level key"),
-    ("unknown_recipe_key.yaml", None, "recipe.epoch", "unknown key"),
-    ("unknown_dataset_key.yaml", None, "dataset.val_szie", "unknown key"),
-    ("unknown_search_key.yaml", None, "search.ntrials", "unknown key"),
-    ("unknown_confirm_key.yaml", None, "confirm.topk", "unknown key"),
-    ("unknown_resources_key.yaml", None, "resources.gpus", "unknown key"),
-    ("recipe_epochs_string.yaml", None, "recipe.epochs", "must be an integer"),
-    ("empty_choice.yaml", None, "space.L1.residual.choice", "must not be empty"),
-    ("duplicate_choices.yaml", None, "space.L1.residual.choice", "more than once"),
-    ("int_low_above_high.yaml", None, "space.L1.extra.int", "low must be <= high"),
-    ("float_low_above_high.yaml", None, "space.width.float", "low must be <= high"),
-    ("float_log_nonpositive_low.yaml", None, "space.width.float", "log scale needs low > 0"),
-    ("two_kinds.yaml", None, "space.L1.residual", "exactly one of"),
-    ("no_kind.yaml", None, "space.L1.residual", "exactly one of"),
-    ("unknown_stage.yaml", None, "space.L4.residual", "not an architecture field"),
-    ("misspelt_arch_field.yaml", None, "space.L1.residul", "Did you mean 'L1.residual'"),
-    ("unbuildable_value.yaml", None, "space.L1.residual.choice", "does not give a valid architecture"),
-    ("when_unknown_key.yaml", None, "space.L2.extra.when.L3.residual", "not a key of the space"),
-    ("when_impossible_value.yaml", None, "space.L2.extra.when.L1.residual", "not a possible value"),
-    ("cyclic_conditions.yaml", None, "space.L2.extra.when.L1.residual", "cycle"),
-    ("self_condition.yaml", None, "space.L1.residual.when.L1.residual", "itself"),
-    ("unknown_sampler.yaml", None, "search.sampler", "must be one of tpe"),
-    ("unknown_pruner_kind.yaml", None, "search.pruner.kind", "Did you mean 'median'"),
-    ("pruner_option_typo.yaml", None, "search.pruner.n_startup_trail", "not an option"),
-    ("pruner_option_wrong_type.yaml", None, "search.pruner.n_warmup_steps", "must be an integer"),
-    ("patient_without_patience.yaml", None, "search.pruner.patience", "missing"),
-    ("percentile_out_of_range.yaml", None, "search.pruner.percentile", "between 0 and 100"),
-    ("unknown_objective_metric.yaml", None, "search.objectives[0].metric", "must be one of val_acc"),
-    ("unknown_objective_direction.yaml", None, "search.objectives[0].direction", "maximize, minimize"),
-    ("grid_continuous_float.yaml", None, "space.width.float", "grid sampler"),
-    ("unknown_budget.yaml", "gpu", "budgets.gpu", "available budgets: cpu"),
-    ("budget_unknown_section.yaml", "cpu", "budgets.cpu.optimizer", "cannot override"),
-    ("budget_invalid_value.yaml", "cpu", "budgets.cpu.recipe.epochs", "at least 1"),
-    ("yaml_syntax_error.yaml", None, "line 5", "invalid YAML"),
-    ("duplicate_yaml_key.yaml", None, "line 4", "duplicate key 'L1.residual'"),
-    ("top_level_list.yaml", None, "top level", "must be a mapping"),
-    ("n_trials_zero.yaml", None, "search.n_trials", ">= 1"),
-    ("confirm_repeats_zero.yaml", None, "confirm.repeats", ">= 1"),
-    ("dataset_not_cifar10.yaml", None, "dataset.name", "only cifar10"),
-    ("missing_space.yaml", None, "space", "missing"),
-]
 
 
 @pytest.mark.parametrize(("name", "budget", "key_path", "rule"), INVALID_CASES, ids=[c[0] for c in INVALID_CASES])
@@ -155,10 +122,7 @@ def test_cifar_fast_loads_with_the_values_written():
     spec = load_experiment(CIFAR_FAST)
     assert spec.name == "cifar_fast" and spec.budget is None
     assert spec.recipe.epochs == 24 and spec.recipe.batch_size == 512
-    assert spec.dataset == {
-        "name": "cifar10", "root": None, "train_subset": None, "val_size": 5000,
-        "split_seed": 0, "crop_padding": 4, "flip": True, "cutout": 0,
-    }
+    assert spec.dataset_name == "cifar10" and spec.dataset == DataConfig()
     assert [p.key for p in spec.space.params] == ["width", *BINARY_KEYS, *PRIMITIVE_KEYS]
     assert spec.search.sampler == "tpe" and spec.search.n_trials == 40
     assert spec.search.directions == ["maximize", "minimize"]
@@ -172,8 +136,8 @@ def test_cifar_fast_loads_with_the_values_written():
 def test_cpu_budget_is_deep_merged_over_the_file():
     spec = load_experiment(CIFAR_FAST, budget="cpu")
     assert spec.budget == "cpu"
-    assert spec.dataset["train_subset"] == 5000 and spec.dataset["val_size"] == 1000
-    assert spec.dataset["flip"] is True  # untouched keys keep their value
+    assert spec.dataset.train_subset == 5000 and spec.dataset.val_size == 1000
+    assert spec.dataset.flip is True  # untouched keys keep their value
     assert spec.recipe.epochs == 4 and spec.recipe.lr == 0.4
     assert spec.search.n_trials == 12 and spec.search.sampler == "tpe"
     assert dict(spec.search.pruner.options) == {"n_startup_trials": 3, "n_warmup_steps": 1}
@@ -215,7 +179,7 @@ def test_name_defaults_to_the_file_stem(tmp_path):
 
 def test_relative_data_root_is_taken_relative_to_the_yaml_file(tmp_path):
     path = _write(tmp_path, "dataset: {root: data}\nspace: {L1.residual: {choice: [0, 1]}}\n")
-    assert load_experiment(path).dataset["root"] == str(tmp_path.resolve() / "data")
+    assert load_experiment(path).dataset.root == str(tmp_path.resolve() / "data")
 
 
 def test_exponent_floats_are_numbers_not_strings(tmp_path):

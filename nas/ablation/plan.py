@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from nas.config.experiment import Param, SearchSpace
+from nas.config.space import Param, SearchSpace
 from nas.db import Store
 from nas.db.schema import Phase
 from nas.errors import ConfigError

@@ -93,7 +93,7 @@ def run_ablation(
 
     batch = TrialBatch(
         store=store, experiment_id=experiment_id, name=spec.name, recipe=spec.recipe,
-        data_cfg=replace(spec.data_config(), root=data_root), resources=spec.resources,
+        data_cfg=replace(spec.dataset, root=data_root), resources=spec.resources,
         next_plan=lambda: None, costs=costs, on_finished=finished,
     )
 

@@ -100,7 +100,7 @@ def _ablate_command(experiment, arch_text, repeats, dry_run, until_separated, ma
     # 2. Data (may download), then the runs.
     from nas.data.archive import ensure_cifar10, resolve_data_root
 
-    root = resolve_data_root(data_root, spec.dataset.get("root"))
+    root = resolve_data_root(data_root, spec.dataset.root)
     ensure_cifar10(root)
     start_ray(address)
     from nas.ablation.run import run_ablation

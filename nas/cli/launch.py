@@ -58,7 +58,7 @@ def _launch_command(space: Path, budget: str | None, address: str | None, db: st
         console.print(f"no GPU found: using the `cpu` budget of {escape(str(space))} (--budget none for the full space)")
     spec = load_experiment(space, None if budget == "none" else budget)
     db_url = resolve_db_url(db)
-    root = resolve_data_root(data_root, spec.dataset.get("root"))
+    root = resolve_data_root(data_root, spec.dataset.root)
     ensure_cifar10(root)  # download (or fail with where to put it) before any trial starts
 
     start_ray(address)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from nas.errors import ConfigError
+from nas.config.validate import Rule, at_least, between, check_fields, from_dict, non_negative, setting
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)  # per channel (R, G, B), pixels scaled to [0, 1]
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)  # per channel (R, G, B), pixels scaled to [0, 1]
@@ -22,38 +23,28 @@ NUM_CLASSES = 10
 class DataConfig:
     """Where CIFAR-10 lives, how it is split and how training batches are augmented."""
 
-    root: str | None = None  # holds cifar-10-batches-py/ or the tarball; None: resolve_data_root()
-    train_subset: int | None = None  # train images kept after the val split, balanced; None: all
-    val_size: int = 5000  # images carved from the official train set for validation (0: none)
-    split_seed: int = 0  # fixes the val split and the subset; the same for every trial of a search
-    crop_padding: int = 4  # reflect padding of the random crop, pixels (0: no crop)
+    EXAMPLE: ClassVar[str] = "{val_size: 5000, train_subset: 5000}"  # shown where a mapping is expected
+
+    # holds cifar-10-batches-py/ or the tarball; None: resolve_data_root()
+    root: str | None = setting(None, Rule(bool, "a folder path or null"), types="a folder path or null")
+    # train images kept after the val split, balanced; None: all
+    train_subset: int | None = setting(None, at_least(NUM_CLASSES, "(one per class)"))
+    # images carved from the official train set for validation (0: none)
+    val_size: int = setting(5000, non_negative("(0: no validation split)"))
+    # fixes the val split and the subset; the same for every trial of a search
+    split_seed: int = setting(0, between(0, 2**63 - 1))
+    # reflect padding of the random crop, pixels (0: no crop); reflect padding needs padding < image side
+    crop_padding: int = setting(4, between(0, IMAGE_SHAPE[1] - 1, "pixels"))
     flip: bool = True  # random horizontal flip, p = 0.5
-    cutout: int = 0  # side of the cutout square, pixels (0: off)
+    # side of the cutout square, pixels (0: off)
+    cutout: int = setting(0, between(0, IMAGE_SHAPE[1], "pixels (0: off)"))
 
     def __post_init__(self) -> None:
         if isinstance(self.root, os.PathLike):
             # keep the stored config plain data (it is saved with every result)
             object.__setattr__(self, "root", os.fspath(self.root))
-        if self.root is not None and (not isinstance(self.root, str) or not self.root):
-            raise ConfigError(f"root must be a folder path or None, but got {self.root!r}.")
-        if self.train_subset is not None:
-            rule = "(one per class), or None for all"
-            _check_int("train_subset", self.train_subset, NUM_CLASSES, rule=rule)
-        _check_int("val_size", self.val_size, 0)
-        _check_int("split_seed", self.split_seed, 0, 2**63 - 1)
-        # reflect padding needs padding < image side
-        _check_int("crop_padding", self.crop_padding, 0, IMAGE_SHAPE[1] - 1)
-        if not isinstance(self.flip, bool):
-            raise ConfigError(f"flip must be true or false, but got {self.flip!r}.")
-        _check_int("cutout", self.cutout, 0, IMAGE_SHAPE[1])
+        check_fields(self)
 
-
-def _check_int(name: str, value: object, lo: int, hi: int | None = None, *, rule: str = "") -> None:
-    """Raises ConfigError unless `value` is an int (not a bool) in [lo, hi]."""
-    bounds = f">= {lo}" if hi is None else f"between {lo} and {hi}"
-    if rule:
-        bounds += f" {rule}"
-    is_int = isinstance(value, int) and not isinstance(value, bool)
-    if not is_int or value < lo or (hi is not None and value > hi):
-        raise ConfigError(f"{name} must be an integer {bounds}, but got {value!r}.")
-
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "dataset") -> DataConfig:
+        return from_dict(cls, data, source)

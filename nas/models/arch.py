@@ -22,9 +22,21 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from nas.errors import ConfigError, reject_unknown_keys
+from nas.config.validate import (
+    FieldError,
+    Rule,
+    between,
+    check_fields,
+    from_dict,
+    interval,
+    one_of,
+    require,
+    setting,
+    store_floats,
+)
+from nas.errors import ConfigError
 
 STAGES = ("L1", "L2", "L3")
 MAX_LAYERS_PER_STAGE = 8  # more than this is a typo, not a search
@@ -41,42 +53,31 @@ _DROP_TOKENS = {  # short-name token of each drop kind
     "drop_path": "dp",
     "width_dropout": "wd",
 }
+_CLIQUE_RULE = Rule(
+    lambda v: v == 0 or MIN_CLIQUE_LAYERS <= v <= MAX_CLIQUE_LAYERS,
+    f"0 (none) or between {MIN_CLIQUE_LAYERS} and {MAX_CLIQUE_LAYERS} layers",
+)
 
 
 @dataclass(frozen=True)
 class StageConfig:
     """What is inserted after the pool of one stage (in this order)."""
 
-    extra: int = 0  # additional conv-BN-ReLU layers after the pool
-    residual: int = 0  # residual blocks (two conv-BN-ReLU, identity shortcut) after the extras
-    fractal: int = 0  # columns of one FractalNet block after the residual blocks; 0 = none
-    clique: int = 0  # layers of one CliqueNet block after the fractal block; 0 = none
+    EXAMPLE: ClassVar[str] = "{residual: 1}"  # shown where a mapping is expected
+
+    extra: int = setting(0, between(0, MAX_LAYERS_PER_STAGE))  # additional conv-BN-ReLU layers after the pool
+    # residual blocks (two conv-BN-ReLU, identity shortcut) after the extras
+    residual: int = setting(0, between(0, MAX_LAYERS_PER_STAGE))
+    # columns of one FractalNet block after the residual blocks; 0 = none
+    fractal: int = setting(
+        0, between(0, MAX_FRACTAL_COLUMNS, "columns (0 = none)"), types="an integer (columns; 0 = none)"
+    )
+    # layers of one CliqueNet block after the fractal block; 0 = none
+    clique: int = setting(0, _CLIQUE_RULE, types="an integer (layers; 0 = none)")
     deformable: bool = False  # every 3x3 conv of the stage is deformable (offsets start at 0)
 
     def __post_init__(self) -> None:
-        for name in ("extra", "residual"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{name} must be an integer, but got {value!r}.")
-            if not 0 <= value <= MAX_LAYERS_PER_STAGE:
-                raise ConfigError(
-                    f"{name} must be between 0 and {MAX_LAYERS_PER_STAGE}, but got {value}."
-                )
-        if isinstance(self.fractal, bool) or not isinstance(self.fractal, int):
-            raise ConfigError(f"fractal must be an integer (columns; 0 = none), but got {self.fractal!r}.")
-        if not 0 <= self.fractal <= MAX_FRACTAL_COLUMNS:
-            raise ConfigError(
-                f"fractal must be between 0 and {MAX_FRACTAL_COLUMNS} columns (0 = none), but got {self.fractal}."
-            )
-        if isinstance(self.clique, bool) or not isinstance(self.clique, int):
-            raise ConfigError(f"clique must be an integer (layers; 0 = none), but got {self.clique!r}.")
-        if self.clique != 0 and not MIN_CLIQUE_LAYERS <= self.clique <= MAX_CLIQUE_LAYERS:
-            raise ConfigError(
-                f"clique must be 0 (none) or between {MIN_CLIQUE_LAYERS} and {MAX_CLIQUE_LAYERS} layers,"
-                f" but got {self.clique}."
-            )
-        if not isinstance(self.deformable, bool):
-            raise ConfigError(f"deformable must be true or false, but got {self.deformable!r}.")
+        check_fields(self)
 
 
 @dataclass(frozen=True)
@@ -94,20 +95,17 @@ class DropConfig:
       - ``width_dropout``: channel dropout with probability rate in every residual branch.
     """
 
-    kind: str = "none"  # none | stochastic_depth | depth_dropout | drop_path | width_dropout
-    rate: float = 0.0  # probability in [0, 1]; its meaning depends on kind (see above)
-    global_share: float = 0.0  # drop_path only: share of batches dropped globally (FractalNet: 0.5)
+    EXAMPLE: ClassVar[str] = "{kind: stochastic_depth, rate: 0.2}"
+
+    # none | stochastic_depth | depth_dropout | drop_path | width_dropout
+    kind: str = setting("none", one_of(DROP_KINDS))
+    rate: float = setting(0.0, interval(0, 1))  # probability in [0, 1]; its meaning depends on kind (see above)
+    # drop_path only: share of batches dropped globally (FractalNet: 0.5)
+    global_share: float = setting(0.0, interval(0, 1))
 
     def __post_init__(self) -> None:
-        if self.kind not in DROP_KINDS:
-            raise ConfigError(f"kind must be one of {', '.join(DROP_KINDS)}, but got {self.kind!r}.")
-        for name in ("rate", "global_share"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{name} must be a number in [0, 1], but got {value!r}.")
-            if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"{name} must be in [0, 1], but got {value}.")
-            object.__setattr__(self, name, float(value))
+        check_fields(self)
+        store_floats(self, "rate", "global_share")
         # One network, one canonical form (see the module docstring).
         if self.kind != "drop_path":
             object.__setattr__(self, "global_share", 0.0)
@@ -133,32 +131,33 @@ class ExitConfig:
     the weights and the threshold are left at their defaults (no exit to weigh or leave at).
     """
 
+    EXAMPLE: ClassVar[str] = "{stages: [L1, L2], weights: 0.5}"
+
     stages: tuple[str, ...] = ()  # stages followed by a side exit, in network order: L1, L2
     weights: tuple[float, ...] = ()  # loss weight of each side exit; the final exit weighs 1.0
-    threshold: float = DEFAULT_EXIT_THRESHOLD  # operating point: leave where entropy/ln(classes) < this, in [0, 1]
+    # operating point: leave where entropy/ln(classes) < this, in [0, 1]
+    threshold: float = setting(DEFAULT_EXIT_THRESHOLD, interval(0, 1, note="(softmax entropy / ln(classes))"))
 
     def __post_init__(self) -> None:
+        # the written forms (lists, "L1+L2", one number) first: the field types are the stored form
         stages = _read_exit_stages(self.stages)
-        weights = _read_exit_weights(self.weights, len(stages))
-        if not isinstance(self.threshold, (int, float)) or isinstance(self.threshold, bool):
-            raise ConfigError(f"threshold must be a number in [0, 1], but got {self.threshold!r}.")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ConfigError(
-                f"threshold must be in [0, 1] (softmax entropy / ln(classes)), but got {self.threshold}."
-            )
+        object.__setattr__(self, "stages", stages)
+        object.__setattr__(self, "weights", _read_exit_weights(self.weights, len(stages)))
+        check_fields(self)
+        weights, threshold = self.weights, float(self.threshold)
         if not stages:  # no exit: nothing to weigh or leave at
             weights, threshold = (), DEFAULT_EXIT_THRESHOLD
         else:
             if not weights:
                 weights = (1.0,) * len(stages)
             if len(weights) != len(stages):
-                raise ConfigError(
+                raise FieldError(
+                    "weights",
                     f"weights has {len(weights)} values for {len(stages)} side exits (stages "
-                    f"{'+'.join(stages)}); give one weight per stage, or one number for all."
+                    f"{'+'.join(stages)}); give one weight per stage, or one number for all.",
                 )
             order = sorted(range(len(stages)), key=lambda i: EXIT_STAGES.index(stages[i]))
             stages, weights = tuple(stages[i] for i in order), tuple(weights[i] for i in order)
-            threshold = float(self.threshold)
         object.__setattr__(self, "stages", stages)
         object.__setattr__(self, "weights", weights)
         object.__setattr__(self, "threshold", threshold)
@@ -168,15 +167,18 @@ def _read_exit_stages(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [part.strip() for part in value.split("+")] if value.strip() else []
     if not isinstance(value, (list, tuple)) or not all(isinstance(s, str) for s in value):
-        raise ConfigError(f"stages must be a list of stage names such as [L1, L2] (or 'L1+L2'), but got {value!r}.")
+        raise FieldError(
+            "stages", f"stages must be a list of stage names such as [L1, L2] (or 'L1+L2'), but got {value!r}."
+        )
     for i, stage in enumerate(value):
         if stage not in EXIT_STAGES:
-            raise ConfigError(
+            raise FieldError(
+                "stages",
                 f"stages: unknown stage {stage!r}; a side exit may follow {', '.join(EXIT_STAGES)}"
-                " (after L3 comes the final exit)."
+                " (after L3 comes the final exit).",
             )
         if stage in value[:i]:
-            raise ConfigError(f"stages lists {stage} twice; a stage takes at most one side exit.")
+            raise FieldError("stages", f"stages lists {stage} twice; a stage takes at most one side exit.")
     return tuple(value)
 
 
@@ -185,18 +187,19 @@ def _read_exit_weights(value: Any, side_exits: int) -> tuple[float, ...]:
         try:
             value = [float(part) for part in value.split("+")] if value.strip() else []
         except ValueError:
-            raise ConfigError(
-                f"weights must be numbers such as [0.5, 0.3] (or '0.5+0.3'), but got {value!r}."
+            raise FieldError(
+                "weights", f"weights must be numbers such as [0.5, 0.3] (or '0.5+0.3'), but got {value!r}."
             ) from None
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         value = [value] * side_exits  # one number weighs every side exit
     if not isinstance(value, (list, tuple)):
-        raise ConfigError(f"weights must be a list of numbers, or one number for every side exit, but got {value!r}.")
+        raise FieldError(
+            "weights", f"weights must be a list of numbers, or one number for every side exit, but got {value!r}."
+        )
     for weight in value:
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
-            raise ConfigError(f"weights must be finite numbers, but got {weight!r}.")
-        if weight < 0:
-            raise ConfigError(f"weights must be non-negative (a loss weight), but got {weight}.")
+        number = not isinstance(weight, bool) and isinstance(weight, (int, float))
+        require(number and math.isfinite(weight), "weights", weight, "finite numbers")
+        require(weight >= 0, "weights", weight, "non-negative (a loss weight)")
     return tuple(float(w) for w in value)
 
 
@@ -204,7 +207,8 @@ def _read_exit_weights(value: Any, side_exits: int) -> tuple[float, ...]:
 class ArchConfig:
     """One network of the family. Build it with `nas.models.build_model`."""
 
-    width: float = 1.0  # channel multiplier: prep 64w, L1 128w, L2 256w, L3 512w
+    # channel multiplier: prep 64w, L1 128w, L2 256w, L3 512w
+    width: float = setting(1.0, interval(0, 8, open_low=True))
     L1: StageConfig = field(default_factory=StageConfig)
     L2: StageConfig = field(default_factory=StageConfig)
     L3: StageConfig = field(default_factory=StageConfig)
@@ -212,29 +216,13 @@ class ArchConfig:
     # double: every unit of a stage has the stage's width (64w, 128w, 256w, 512w);
     # pyramid: each unit after prep (stage conv, extra, residual, fractal or clique block)
     # adds the same number of channels, from 64w after prep to 512w at the last unit (PyramidNet).
-    width_schedule: str = "double"
+    width_schedule: str = setting("double", one_of(WIDTH_SCHEDULES))
     deformable_mask: bool = False  # deformable stages use v2 modulation (a 2*sigmoid mask per tap)
     exits: ExitConfig = field(default_factory=ExitConfig)  # BranchyNet side exits; none by default
 
     def __post_init__(self) -> None:
-        if isinstance(self.width, bool) or not isinstance(self.width, (int, float)):
-            raise ConfigError(f"width must be a number, but got {self.width!r}.")
-        if not 0.0 < self.width <= 8.0:
-            raise ConfigError(f"width must be in (0, 8], but got {self.width}.")
-        # ints and floats that are equal must hash the same: store width as float.
-        object.__setattr__(self, "width", float(self.width))
-        for name, cls in _NESTED.items():
-            if not isinstance(getattr(self, name), cls):
-                raise ConfigError(
-                    f"{name} must be a {cls.__name__} (ArchConfig.from_dict reads mappings), "
-                    f"but got {getattr(self, name)!r}."
-                )
-        if self.width_schedule not in WIDTH_SCHEDULES:
-            raise ConfigError(
-                f"width_schedule must be one of {', '.join(WIDTH_SCHEDULES)}, but got {self.width_schedule!r}."
-            )
-        if not isinstance(self.deformable_mask, bool):
-            raise ConfigError(f"deformable_mask must be true or false, but got {self.deformable_mask!r}.")
+        check_fields(self)
+        store_floats(self, "width")  # ints and floats that are equal must hash the same
         stages = [getattr(self, stage) for stage in STAGES]
         if not any(s.deformable for s in stages):
             object.__setattr__(self, "deformable_mask", False)  # no deformable conv to modulate
@@ -250,7 +238,7 @@ class ArchConfig:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in _NESTED:
+            if is_dataclass(value):
                 nested = _non_default(value)
                 if nested:
                     out[f.name] = nested
@@ -268,32 +256,14 @@ class ArchConfig:
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:12]
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: str = "arch") -> ArchConfig:
+    def from_dict(cls, data: Any, *, source: str = "arch") -> ArchConfig:
         """Validate a plain mapping (from YAML or JSON); errors name the key path.
 
         Args:
             data: e.g. ``{"width": 0.25, "L1": {"residual": 1}, "L3": {"residual": 1}}``.
             source: where `data` came from, used as the prefix of key paths in errors.
         """
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: expected a mapping, but got {type(data).__name__}.")
-        allowed = {f.name for f in fields(cls)}
-        reject_unknown_keys(data, allowed, source)
-        kwargs: dict[str, Any] = {}
-        for key, value in data.items():
-            path = f"{source}.{key}"
-            if key in _NESTED:
-                if value is None:
-                    value = {}
-                if not isinstance(value, dict):
-                    example = {"drop": "{kind: stochastic_depth, rate: 0.2}",
-                               "exits": "{stages: [L1, L2], weights: 0.5}"}.get(key, "{residual: 1}")
-                    raise ConfigError(f"{path}: expected a mapping such as {example}, but got {value!r}.")
-                reject_unknown_keys(value, {f.name for f in fields(_NESTED[key])}, path)
-                kwargs[key] = _build(_NESTED[key], value, path)
-            else:
-                kwargs[key] = value
-        return _build(cls, kwargs, source)
+        return from_dict(cls, data, source)
 
     @classmethod
     def from_json(cls, text: str) -> ArchConfig:
@@ -448,9 +418,6 @@ def parse_short_name(text: str) -> ArchConfig:
     return ArchConfig.from_dict(data)
 
 
-_NESTED: dict[str, type] = {
-    "L1": StageConfig, "L2": StageConfig, "L3": StageConfig, "drop": DropConfig, "exits": ExitConfig,
-}
 _STAGE_LETTERS: dict[str, tuple[str, Any]] = {  # short-name letter -> (stage field, value of a bare stage)
     "R": ("residual", 1),
     "X": ("extra", 1),
@@ -490,9 +457,3 @@ def _non_default(obj: Any) -> dict[str, Any]:
         for f in fields(obj) if (value := getattr(obj, f.name)) != f.default
     }
 
-
-def _build(cls: type, kwargs: dict[str, Any], path: str) -> Any:
-    try:
-        return cls(**kwargs)
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None

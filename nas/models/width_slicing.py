@@ -26,45 +26,18 @@ out until tested under slicing).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from nas.errors import ConfigError
-from nas.models.arch import STAGES, ArchConfig
+from nas.models.arch import ArchConfig
 from nas.models.blocks import PadChannels, ResidualBlock
 from nas.models.builder import FastResNet, build_model, unit_channels
-
-SUPPORTED = "the backbone, extra layers, residual blocks and the double or pyramid width schedule"
+from nas.training.recipe import SLIMMABLE_SUPPORTED, slimmable_conflicts
 
 # ----------------------------------------------------------------------------- which architectures
-
-
-def _is_off(key: str, value: Any) -> bool:
-    """Whether a flat architecture key (as spaces and `ArchConfig.to_flat` write it) leaves
-    slimmable training's supported network unchanged."""
-    name = key.split(".")[-1]
-    if key.split(".")[0] in STAGES and name in ("fractal", "clique"):
-        return value == 0
-    if key.split(".")[0] in STAGES and name == "deformable":
-        return value is False
-    if key == "exits.stages":
-        return not value  # [], (), "" : no side exit
-    if key == "drop.kind":
-        return value == "none"
-    return True  # width, extra, residual, width_schedule; settings of the parts above
-
-
-def slimmable_conflicts(flat: Mapping[str, Any]) -> list[str]:
-    """The dotted keys in `flat` that slimmable training does not support, as ``key=value``.
-
-    Args:
-        flat: dotted architecture keys and values, e.g. ``{"L2.fractal": 3, "width": 0.5}``
-            (`ArchConfig.to_flat`, or one entry of a search space).
-    """
-    return [f"{key}={value!r}" for key, value in flat.items() if not _is_off(key, value)]
 
 
 def check_slimmable(arch: ArchConfig, *, source: str = "recipe.slimmable") -> None:
@@ -72,7 +45,7 @@ def check_slimmable(arch: ArchConfig, *, source: str = "recipe.slimmable") -> No
     conflicts = slimmable_conflicts(arch.to_flat())
     if conflicts:
         raise ConfigError(
-            f"{source}: slimmable training supports {SUPPORTED}, but {arch.short_name()} has "
+            f"{source}: slimmable training supports {SLIMMABLE_SUPPORTED}, but {arch.short_name()} has "
             f"{', '.join(conflicts)}; remove {'them' if len(conflicts) > 1 else 'it'} or train without slimmable."
         )
 

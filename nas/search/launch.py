@@ -77,7 +77,7 @@ def launch(spec: ExperimentSpec, *, store: Store, db_url: str, data_root: str,
 
     batch = TrialBatch(
         store=store, experiment_id=experiment_id, name=spec.name, recipe=spec.recipe,
-        data_cfg=replace(spec.data_config(), root=data_root), resources=spec.resources,
+        data_cfg=replace(spec.dataset, root=data_root), resources=spec.resources,
         next_plan=controller.ask, costs=costs, on_finished=finished,
         should_stop=controller.should_prune if controller.prunes else None,
     )

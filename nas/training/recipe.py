@@ -8,10 +8,27 @@ weight decay, label smoothing, batch 512.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
 
-from nas.errors import ConfigError, reject_unknown_keys
+from nas.config.validate import (
+    Source,
+    at_least,
+    build,
+    check_fields,
+    from_dict,
+    interval,
+    non_negative,
+    positive,
+    require,
+    setting,
+    store_floats,
+)
+from nas.models.arch import STAGES
+
+# what `slimmable_conflicts` lets through (nas.models.width_slicing slices exactly these)
+SLIMMABLE_SUPPORTED = "the backbone, extra layers, residual blocks and the double or pyramid width schedule"
 
 
 @dataclass(frozen=True)
@@ -22,71 +39,83 @@ class SlimmableConfig:
     member ``arch.replace(width=arch.width * r)``, so `arch.width` is the widest one.
     """
 
-    min_width: float = 0.25  # smallest width ratio trained: the bottom of the sandwich
-    max_width: float = 1.0  # largest width ratio: learns from the labels and teaches the others
-    samples: int = 4  # widths trained per step: the max, the min and samples - 2 random ones between
+    EXAMPLE: ClassVar[str] = "{min_width: 0.25, samples: 4}"  # shown where a mapping is expected
+
+    # smallest width ratio trained: the bottom of the sandwich; in (0, max_width)
+    min_width: float = setting(0.25, types="a number (a ratio of the architecture's width)")
+    # largest width ratio: learns from the labels and teaches the others
+    max_width: float = setting(
+        1.0, interval(0, 1, open_low=True, note="(a ratio of the architecture's width, which is the widest)")
+    )
+    # widths trained per step: the max, the min and samples - 2 random ones between
+    samples: int = setting(4, at_least(2, "(the sandwich rule trains the max and the min width every step)"))
 
     def __post_init__(self) -> None:
-        for name in ("min_width", "max_width"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{name} must be a number (a ratio of the architecture's width), but got {value!r}.")
-            object.__setattr__(self, name, float(value))
-        if isinstance(self.samples, bool) or not isinstance(self.samples, int):
-            raise ConfigError(f"samples must be an integer, but got samples={self.samples!r}.")
-        _check(0.0 < self.max_width <= 1.0, "max_width", self.max_width,
-               "in (0, 1] (a ratio of the architecture's width, which is the widest)")
-        _check(0.0 < self.min_width < self.max_width, "min_width", self.min_width,
-               f"in (0, max_width={self.max_width:g})")
-        _check(self.samples >= 2, "samples", self.samples,
-               "at least 2 (the sandwich rule trains the max and the min width every step)")
+        check_fields(self)
+        store_floats(self, "min_width", "max_width")
+        rule = f"in (0, max_width={self.max_width:g})"
+        require(0.0 < self.min_width < self.max_width, "min_width", self.min_width, rule)
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "slimmable") -> SlimmableConfig:
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: expected a mapping such as {{min_width: 0.25, samples: 4}}, but got {data!r}.")
-        reject_unknown_keys(data, (f.name for f in fields(cls)), source)
-        try:
-            return cls(**data)
-        except ConfigError as err:
-            raise ConfigError(f"{source}.{err}") from None
+        return from_dict(cls, data, source)
+
+
+def slimmable_conflicts(flat: Mapping[str, Any]) -> list[str]:
+    """The dotted architecture keys in `flat` that slimmable training does not support, as
+    ``key=value`` (torch-free, so experiment files are checked without torch).
+
+    Args:
+        flat: dotted architecture keys and values, e.g. ``{"L2.fractal": 3, "width": 0.5}``
+            (`ArchConfig.to_flat`, or one entry of a search space).
+    """
+    return [f"{key}={value!r}" for key, value in flat.items() if not _slimmable_off(key, value)]
+
+
+def _slimmable_off(key: str, value: Any) -> bool:
+    """Whether a flat architecture key leaves slimmable training's supported network unchanged."""
+    head, name = key.split(".")[0], key.split(".")[-1]
+    if head in STAGES and name in ("fractal", "clique"):
+        return value == 0
+    if head in STAGES and name == "deformable":
+        return value is False
+    if key == "exits.stages":
+        return not value  # [], (), "" : no side exit
+    if key == "drop.kind":
+        return value == "none"
+    return True  # width, extra, residual, width_schedule; settings of the parts above
 
 
 @dataclass(frozen=True)
 class Recipe:
     """How to train. Defaults are the 24-epoch fast-CIFAR recipe."""
 
-    epochs: int = 24  # passes over the training split
-    batch_size: int = 512  # images per SGD step
-    lr: float = 0.4  # peak learning rate, for the mean loss over a batch
-    warmup: float = 0.2  # share of all steps spent ramping the lr up from 0 (5 of 24 epochs)
-    momentum: float = 0.9  # Nesterov momentum
-    weight_decay: float = 5e-4  # L2 penalty per unit lr, on every parameter
-    label_smoothing: float = 0.2  # share of the target mass spread over all classes
-    eval_batch_size: int = 1024  # images per evaluation forward pass
+    EXAMPLE: ClassVar[str] = "{epochs: 24, lr: 0.4}"
+
+    epochs: int = setting(24, at_least(1))  # passes over the training split
+    batch_size: int = setting(512, at_least(2, "(BatchNorm needs 2 images)"))  # images per SGD step
+    lr: float = setting(0.4, positive())  # peak learning rate, for the mean loss over a batch
+    # share of all steps spent ramping the lr up from 0 (5 of 24 epochs)
+    warmup: float = setting(0.2, interval(0, 1, open_high=True))
+    momentum: float = setting(0.9, interval(0, 1, open_high=True))  # Nesterov momentum
+    weight_decay: float = setting(5e-4, non_negative())  # L2 penalty per unit lr, on every parameter
+    # share of the target mass spread over all classes
+    label_smoothing: float = setting(0.2, interval(0, 1, open_high=True))
+    eval_batch_size: int = setting(1024, at_least(1))  # images per evaluation forward pass
     # A test pass (10k images) costs about a third of a 45k-image training epoch; the search
     # selects on val, so by default test accuracy is measured after the last epoch only
     # (and every epoch when there is no val split, as the only curve).
     test_every_epoch: bool = False
     # US-Nets training of every width between min_width and max_width (a mapping is read as
     # a SlimmableConfig); None: the architecture alone, the plain loop.
-    slimmable: SlimmableConfig | None = None
+    slimmable: SlimmableConfig | None = setting(
+        None, types=f"a mapping such as {SlimmableConfig.EXAMPLE} or null"
+    )
 
     def __post_init__(self) -> None:
-        if isinstance(self.slimmable, dict):
-            object.__setattr__(self, "slimmable", SlimmableConfig.from_dict(self.slimmable))
-        if self.slimmable is not None and not isinstance(self.slimmable, SlimmableConfig):
-            raise ConfigError(
-                f"slimmable must be a mapping such as {{min_width: 0.25, samples: 4}} or null, but got {self.slimmable!r}."
-            )
-        _check(self.epochs >= 1, "epochs", self.epochs, "at least 1")
-        _check(self.batch_size >= 2, "batch_size", self.batch_size, "at least 2 (BatchNorm needs 2 images)")
-        _check(self.lr > 0, "lr", self.lr, "positive")
-        _check(0.0 <= self.warmup < 1.0, "warmup", self.warmup, "in [0, 1)")
-        _check(0.0 <= self.momentum < 1.0, "momentum", self.momentum, "in [0, 1)")
-        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "non-negative")
-        _check(0.0 <= self.label_smoothing < 1.0, "label_smoothing", self.label_smoothing, "in [0, 1)")
-        _check(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, "at least 1")
+        if isinstance(self.slimmable, dict):  # Recipe(**recipe.to_dict()): how a trial's config reaches its worker
+            object.__setattr__(self, "slimmable", build(SlimmableConfig, self.slimmable, Source(), ("slimmable",)))
+        check_fields(self)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON, YAML and `Recipe(**...)`. `slimmable` is left out when off, so
@@ -97,17 +126,8 @@ class Recipe:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: str = "recipe") -> Recipe:
-        reject_unknown_keys(data, (f.name for f in fields(cls)), source)
-        try:
-            return cls(**data)
-        except (ConfigError, TypeError) as err:
-            raise ConfigError(f"{source}: {err}") from None
-
-
-def _check(ok: bool, name: str, value: Any, rule: str) -> None:
-    if not ok:
-        raise ConfigError(f"{name} must be {rule}, but got {name}={value!r}.")
+    def from_dict(cls, data: Any, *, source: str = "recipe") -> Recipe:
+        return from_dict(cls, data, source)
 
 
 def lr_at(step: int, total_steps: int, recipe: Recipe) -> float:

@@ -63,26 +63,11 @@ def stored_spec(store: Store, name: str) -> ExperimentSpec:
     Raises:
         ConfigError: no such experiment, or it was not made by `nas launch`.
     """
-    import os
-    import tempfile
-    from dataclasses import replace
-
-    import yaml
-
-    from nas.config.experiment import load_experiment
-
     experiment = require_experiment(store, name)
     if not experiment.config_json:
         raise ConfigError(
             f"experiment {name!r} has no stored search space (it was made by `nas train`, not "
             "`nas launch`); name an experiment that `nas launch` ran."
         )
-    config = json.loads(experiment.config_json)
-    budget = config.pop("budget", None)
-    with tempfile.TemporaryDirectory(prefix="nas-spec-") as folder:
-        path = os.path.join(folder, f"{name}.yaml")
-        with open(path, "w", encoding="utf-8") as f:
-            yaml.safe_dump(config, f, sort_keys=False)
-        spec = load_experiment(path)
-    return replace(spec, path=f"experiment {name!r} (stored)", budget=budget,
-                   source_text=experiment.space_yaml or "")
+    return ExperimentSpec.from_resolved(json.loads(experiment.config_json), source=f"experiment {name!r} (stored)",
+                                        source_text=experiment.space_yaml or "")

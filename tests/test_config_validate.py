@@ -1,0 +1,136 @@
+"""The one validator of every config class: strict types, rules, unknown keys, key paths."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+
+from nas.config.experiment import ConfirmSettings, Objective, PrunerSpec, Resources, SearchSettings
+from nas.config.validate import Source, build, type_ok
+from nas.data.config import DataConfig
+from nas.errors import ConfigError
+from nas.models.arch import ArchConfig, DropConfig, ExitConfig, StageConfig
+from nas.training.recipe import Recipe, SlimmableConfig, slimmable_conflicts
+
+CONFIGS = [ArchConfig, StageConfig, DropConfig, ExitConfig, Recipe, SlimmableConfig, DataConfig,
+           SearchSettings, ConfirmSettings, Resources, PrunerSpec]
+
+
+# ---- no silent coercion -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cls", "field", "value"),
+    [
+        (Recipe, "epochs", "3"), (Recipe, "epochs", True), (Recipe, "epochs", 3.0), (Recipe, "lr", "0.1"),
+        (Recipe, "test_every_epoch", 1), (StageConfig, "residual", True), (StageConfig, "deformable", 1),
+        (DropConfig, "rate", True), (ArchConfig, "width", "1"), (SlimmableConfig, "samples", 4.0),
+        (DataConfig, "val_size", "5"), (DataConfig, "flip", 0), (SearchSettings, "n_trials", True),
+        (ConfirmSettings, "top_k", 1.0), (Resources, "gpus_per_trial", "1"), (Resources, "max_concurrent", 2.0),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_refused_not_converted(cls, field, value):
+    with pytest.raises(ConfigError, match=rf"^{field} must be .*, but got {value!r}\.$"):
+        cls(**{field: value})
+
+
+def test_an_int_is_a_float_and_is_stored_as_one_where_equal_configs_must_hash_the_same():
+    assert ArchConfig(width=1) == ArchConfig(width=1.0) and isinstance(ArchConfig(width=1).width, float)
+    assert Resources(gpus_per_trial=1).gpus_per_trial == 1.0
+    assert Recipe(lr=1).lr == 1 and type(Recipe(lr=1).lr) is int  # stored recipes (and resumes) keep what was written
+
+
+@pytest.mark.parametrize(
+    ("cls", "field"),
+    [(Recipe, "lr"), (Recipe, "warmup"), (DropConfig, "rate"), (ArchConfig, "width"), (Resources, "cpus_per_trial"),
+     (SlimmableConfig, "max_width")],
+)
+def test_nan_fails_every_range(cls, field):
+    with pytest.raises(ConfigError, match=rf"^{field} must be .*, but got nan\.$"):
+        cls(**{field: math.nan})
+
+
+def test_strings_are_not_tuples_and_tuples_are_checked_item_by_item():
+    assert type_ok((1, 2.5), tuple[float, ...]) and not type_ok((1, "2"), tuple[float, ...])
+    assert not type_ok("ab", tuple[str, ...]) and type_ok(None, int | None) and not type_ok(True, int | None)
+
+
+# ---- frozen, hashable, still plain dataclasses -----------------------------------------------
+
+
+@pytest.mark.parametrize("cls", CONFIGS, ids=lambda c: c.__name__)
+def test_every_config_is_a_frozen_hashable_dataclass(cls):
+    config = cls()
+    assert hash(config) == hash(cls())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(config, dataclasses.fields(cls)[0].name, None)
+    assert dataclasses.replace(config) == config
+    assert dataclasses.asdict(config) == dataclasses.asdict(cls(**{f.name: getattr(config, f.name)
+                                                                   for f in dataclasses.fields(cls)}))
+
+
+def test_replace_checks_again():
+    with pytest.raises(ConfigError, match="epochs must be at least 1, but got 0"):
+        dataclasses.replace(Recipe(), epochs=0)
+
+
+# ---- building from mappings: unknown keys, nesting, key paths ----------------------------------
+
+
+def test_unknown_keys_list_the_allowed_ones_and_the_nearest():
+    with pytest.raises(ConfigError, match=r"^x.yaml: confirm.topk: unknown key; allowed keys are repeats, top_k\. "
+                                          r"Did you mean 'top_k'\?$"):
+        build(ConfirmSettings, {"topk": 1}, Source("x.yaml"), ("confirm",))
+
+
+def test_in_a_file_a_rule_is_named_at_its_key_in_code_at_its_object():
+    with pytest.raises(ConfigError, match=r"^x.yaml: recipe.slimmable.samples: samples must be at least 2"):
+        build(Recipe, {"slimmable": {"samples": 1}}, Source("x.yaml"), ("recipe",))
+    with pytest.raises(ConfigError, match=r"^recipe.slimmable: samples must be at least 2"):
+        Recipe.from_dict({"slimmable": {"samples": 1}})
+    with pytest.raises(ConfigError, match=r"^arch.L1: residual must be between 0 and 8, but got 9\.$"):
+        ArchConfig.from_dict({"L1": {"residual": 9}})
+
+
+def test_a_value_from_the_budget_is_named_by_its_path_in_the_budget():
+    src = Source("x.yaml", "cpu", {"recipe": {"epochs": 0}})
+    with pytest.raises(ConfigError, match=r"^x.yaml: budgets.cpu.recipe.epochs: epochs must be at least 1"):
+        build(Recipe, {"epochs": 0, "lr": 0.4}, src, ("recipe",))
+    with pytest.raises(ConfigError, match=r"^x.yaml: recipe.lr: lr must be positive"):  # not from the budget
+        build(Recipe, {"epochs": 1, "lr": 0}, src, ("recipe",))
+
+
+def test_a_required_field_is_named_with_its_choices():
+    with pytest.raises(ConfigError, match=r"search.objectives\[0\].direction: missing; give one of maximize, minimize"):
+        build(SearchSettings, {"objectives": [{"metric": "val_acc"}]}, Source("x.yaml"), ("search",))
+    assert build(SearchSettings, {"objectives": [{"metric": "flops", "direction": "minimize"}]},
+                 Source("x.yaml"), ("search",)).objectives == (Objective("flops", "minimize"),)
+
+
+def test_a_choice_suggests_the_nearest_value():
+    with pytest.raises(ConfigError, match=r"width_schedule must be one of double, pyramid, but got 'pyramd'\. "
+                                          r"Did you mean 'pyramid'\?"):
+        ArchConfig(width_schedule="pyramd")
+
+
+def test_null_for_an_optional_nested_config_is_none_and_for_a_required_one_its_defaults():
+    assert Recipe.from_dict({"slimmable": None}).slimmable is None
+    assert ArchConfig.from_dict({"drop": None}) == ArchConfig()
+    with pytest.raises(ConfigError, match=r"recipe.slimmable: expected a mapping such as \{min_width: 0.25, "
+                                          r"samples: 4\} or null, but got True"):
+        Recipe.from_dict({"slimmable": True})
+
+
+# ---- slimmable support is decided without torch ------------------------------------------------
+
+
+def test_slimmable_conflicts_name_each_unsupported_primitive_and_nothing_else():
+    assert slimmable_conflicts(ArchConfig().to_flat()) == []
+    flat = {"L2.fractal": 2, "L1.clique": 3, "L3.deformable": True, "exits.stages": "L1",
+            "drop.kind": "stochastic_depth", "width": 0.5, "L1.residual": 2}
+    assert slimmable_conflicts(flat) == ["L2.fractal=2", "L1.clique=3", "L3.deformable=True",
+                                         "exits.stages='L1'", "drop.kind='stochastic_depth'"]
+    assert slimmable_conflicts({"exits.stages": "", "drop.kind": "none", "L2.fractal": 0,
+                                "width_schedule": "pyramid"}) == []
