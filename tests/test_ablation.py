@@ -305,9 +305,21 @@ def test_variants_run_on_the_reference_seeds_unpruned_and_linked_to_it(tmp_path,
     db = tmp_path / "nas.db"
     args = ["--db", str(db), "--data-root", str(data_root)]
     assert runner.invoke(app, ["launch", str(space), *args]).exit_code == 0
+    # A search of the same experiment still running elsewhere: ablate must leave its trial
+    # and the Optuna studies alone (it runs through nas.trials, never the search controller).
+    import optuna
+
+    storage = f"sqlite:///{db}"
+    studies_before = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(storage)}
+    with Store.open(str(db)) as store:
+        live = store.start_trial(store.get_experiment("abl").id, store.architectures()[0].hash, 99, "search",
+                                 epochs_planned=2, recipe_json="{}", device="elsewhere", code_version="test")
 
     result = runner.invoke(app, ["ablate", "abl", "--repeats", "3", *args])
     assert result.exit_code == 0, result.output
+    with Store.open(str(db), read_only=True) as store:
+        assert store.get_trial(live).status == "running"
+    assert {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(storage)} == studies_before
     assert result.output.index("ablation plan") < result.output.index("[ablation]")  # plan first
     assert "contributions to" in result.output
 
