@@ -37,6 +37,7 @@ from nas.db import Store
 from nas.errors import ConfigError
 from nas.export import standalone
 from nas.models import STAGES, ArchConfig, build_model, unit_channels
+from nas.trials.plan import judged_accuracy
 
 FORMATS = {"py": "model.py", "pt": "weights.pt", "onnx": "model.onnx", "yaml": "config.yaml"}
 CHECK_TOLERANCE = 1e-5  # max |logit difference| between the generated network and nas's
@@ -115,7 +116,7 @@ def select(store: Store, experiment: str, *, rank: int | None = None, arch_hash:
     check_supported(arch)
     kept = [store.get_trial(i) for i in store.trials_with_weights(found.id)]
     kept = [t for t in kept if t.arch_hash == arch_hash]
-    kept.sort(key=lambda t: -(t.final_val_acc if t.final_val_acc is not None else t.final_test_acc or 0.0))
+    kept.sort(key=lambda t: -(judged_accuracy(t.final_val_acc, t.final_test_acc) or 0.0))
     weights = None
     if kept:
         state = torch.load(io.BytesIO(store.load_weights(kept[0].id)), map_location="cpu", weights_only=True)
