@@ -475,6 +475,21 @@ def pruning_savings(_engine: Engine, url: str, experiment: str) -> pd.DataFrame:
     return _frame(_engine, query)
 
 
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def curve_rank_correlation(_store: Store, url: str, experiment: str) -> pd.DataFrame:
+    """`nas.search.pruning.curve_rank_correlation` (what `nas status` prints): per epoch,
+    Spearman's rho of the pruned metric with the final accuracy and its bootstrap 95% CI."""
+    from dataclasses import asdict
+
+    from nas.search.pruning import curve_rank_correlation as correlations
+
+    found = _store.get_experiment(experiment)
+    metric = next((o.get("metric") for o in (experiment_config(open_engine(url), url, experiment).get("search") or {})
+                   .get("objectives", []) if o.get("metric") in ACCURACY_METRICS), "val_acc")
+    rows = correlations(_store, found.id, metric) if found is not None else []
+    return pd.DataFrame([asdict(r) for r in rows], columns=["epoch", "trials", "rho", "ci_low", "ci_high"])
+
+
 def pruning_share(savings: pd.DataFrame) -> dict[str, float]:
     """Headline figures of `pruning_savings`: the share of planned search epochs that
     pruning did not run, and the estimated share of training seconds it saved."""

@@ -377,6 +377,18 @@ def test_insight_reports_the_share_of_epochs_pruning_saved(open_page, seeded):
     assert metrics["Planned epochs pruning skipped"] == ui.percent(skipped / planned, 1)
 
 
+def test_insight_shows_from_which_epoch_the_curves_rank_the_final_accuracy(open_page, seeded):
+    from nas.search.pruning import curve_rank_correlation
+
+    at = open_page("insight", exp=EXPERIMENT)
+    shown = next(df.value for df in at.dataframe if "rho" in df.value.columns)
+    with Store.open(seeded.url, read_only=True) as store:
+        expected = curve_rank_correlation(store, store.get_experiment(EXPERIMENT).id)
+    assert list(shown["epoch"]) == [r.epoch + 1 for r in expected]
+    assert list(shown["rho"]) == pytest.approx([r.rho for r in expected], nan_ok=True)
+    assert shown["rho"].iloc[-1] == pytest.approx(1.0)  # the last epoch is the final accuracy
+
+
 # ---- ablations --------------------------------------------------------------------------
 
 

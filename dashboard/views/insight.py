@@ -48,3 +48,19 @@ else:
                 delta=f"{share['second_share_saved'] * 100:.1f}% of the search's compute", delta_color="off", delta_arrow="off",
                 help="each pruned trial's mean epoch time x its epochs not run")
     st.plotly_chart(figures.pruning_figure(savings), key="insight_pruning")
+
+st.subheader("Is pruning safe?")
+correlation = queries.curve_rank_correlation(queries.open_store(url), url, experiment)
+if correlation["rho"].isna().all():
+    st.info("Needs at least 3 completed search trials.")
+else:
+    shown = correlation.assign(epoch=correlation["epoch"] + 1)
+    st.dataframe(shown, hide_index=True, key="insight_rank_correlation", column_config={
+        "epoch": "Epoch", "trials": "Completed trials",
+        "rho": st.column_config.NumberColumn("Spearman rho", format="%+.2f"),
+        "ci_low": st.column_config.NumberColumn("95% CI low", format="%+.2f"),
+        "ci_high": st.column_config.NumberColumn("95% CI high", format="%+.2f"),
+    })
+    st.caption("How each epoch's pruned metric ranks the completed search trials by their final accuracy "
+               "(bootstrap CI over the trials). Pruning at an epoch whose interval is wide or reaches 0 stops "
+               "trials on noise; the pruner never decides before the LR warm-up has ended.")

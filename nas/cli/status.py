@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 
 from nas.cli.common import DbOption, console, exit_on_user_error
-from nas.cli.tables import print_experiments, print_front
+from nas.cli.tables import print_experiments, print_front, print_rank_correlation
 
 
 def status(
@@ -38,6 +38,7 @@ def status(
             for (phase, state), n in sorted(counts.items()):
                 console.print(f"  {phase:<8} {state:<11} {n}")
             print_front(store, experiment)
+            print_rank_correlation(store, experiment, found.id)
 
 
 def list_experiments(db: DbOption = None) -> None:

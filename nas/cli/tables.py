@@ -173,3 +173,26 @@ def _p(value: float) -> str:
     if math.isnan(value):
         return "-"
     return f"{value:.3f}" if value >= 0.001 else f"{value:.1e}"
+
+
+def print_rank_correlation(store, experiment: str, experiment_id: int) -> None:
+    """Per epoch, how the pruned metric ranks the completed search trials' final accuracy:
+    from which epoch pruning stops on signal rather than noise."""
+    from nas.results import objectives_of
+    from nas.search.controller import CURVE_METRICS
+    from nas.search.pruning import curve_rank_correlation
+
+    metric = next((m for m, _ in objectives_of(store, experiment) if m in CURVE_METRICS), "val_acc")
+    rows = curve_rank_correlation(store, experiment_id, metric)
+    if not rows or all(math.isnan(r.rho) for r in rows):
+        return
+    table = Table(title=f"is pruning safe? Spearman rank correlation of each epoch's {metric} with the final "
+                        "accuracy, completed search trials",
+                  caption="95% CI: bootstrap over the trials; pruning at an epoch whose CI is wide or reaches 0 "
+                          "stops trials on noise.")
+    for column in ("epoch", "trials", "rho", "95% CI"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        ci = "-" if math.isnan(row.ci_low) else f"[{row.ci_low:+.2f}, {row.ci_high:+.2f}]"
+        table.add_row(str(row.epoch + 1), str(row.trials), "-" if math.isnan(row.rho) else f"{row.rho:+.2f}", ci)
+    console.print(table)

@@ -13,6 +13,7 @@ The controller never runs or records a trial: `nas.search.launch` gives its `ask
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from nas.config.experiment import ExperimentSpec, Objective, SearchSettings
 from nas.db import Store
 from nas.db.schema import Phase, TrialStatus
 from nas.models.arch import ArchConfig
+from nas.search.pruning import pruning_gate, with_warmup
 from nas.trials.plan import TrialPlan
 
 CURVE_METRICS = ("val_acc", "test_acc")  # metrics reported every epoch, so prunable
@@ -56,6 +58,14 @@ def optuna_storage(db_url: str) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
 
 
+def _name_metrics(study: optuna.Study, names: list[str]) -> None:
+    """Label the objectives, so optuna-dashboard's plots say val_acc, train_seconds, ..."""
+    if study.metric_names != names:
+        with warnings.catch_warnings():  # set_metric_names is experimental in Optuna 4-5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
+
+
 class SearchController:
     """Samples, prunes and closes the search trials of one experiment in its Optuna studies.
 
@@ -73,17 +83,22 @@ class SearchController:
         self.spec = spec
         self.costs = costs
         self.prune_metric = prune_objective(search)
+        # Never inside the LR warm-up, unless the YAML says from when (nas.search.pruning).
+        self.prune_from = pruning_gate(search.pruner, spec.recipe)
+        pruner = with_warmup(search.pruner, spec.recipe)
         storage = optuna_storage(db_url)
         self.study = optuna.create_study(
             study_name=spec.name, storage=storage, directions=search.directions,
-            sampler=search.build_sampler(), pruner=search.pruner.build(), load_if_exists=True,
+            sampler=search.build_sampler(), pruner=pruner.build(), load_if_exists=True,
         )
+        _name_metrics(self.study, [o.metric for o in search.objectives])
         self.prune_study: optuna.Study | None = None
         if len(search.objectives) > 1 and self.prune_metric is not None and search.pruner.kind != "none":
             self.prune_study = optuna.create_study(
                 study_name=f"{spec.name}:pruning", storage=storage,
-                direction=self.prune_metric.direction, pruner=search.pruner.build(), load_if_exists=True,
+                direction=self.prune_metric.direction, pruner=pruner.build(), load_if_exists=True,
             )
+            _name_metrics(self.prune_study, [self.prune_metric.metric])
         self.used_seeds: dict[str, set[int]] = defaultdict(set)
         for trial in store.trials(experiment_id=experiment_id, phase=Phase.SEARCH):
             if trial.status != TrialStatus.INTERRUPTED:
@@ -150,6 +165,8 @@ class SearchController:
         if value is None or not math.isfinite(value):
             return False
         plan.prune_trial.report(value, step=int(result["epoch"]))
+        if int(result["epoch"]) < self.prune_from:
+            return False  # reported (other trials' thresholds need it), but not decided on
         return plan.prune_trial.should_prune()
 
     def tell(self, plan: TrialPlan, status: TrialStatus) -> None:

@@ -1,0 +1,121 @@
+"""Pruning that respects the recipe and says when it is safe.
+
+- **Never inside the LR warm-up.** While the learning rate still ramps up, every net is near
+  chance and early curves do not rank architectures. Unless the YAML sets `n_warmup_steps`,
+  the first epoch a pruner may decide on is the first one that ends after the warm-up
+  (`first_prunable_epoch`), for every pruner kind.
+- **How early curves rank the finished ones.** Per epoch, Spearman's rank correlation between
+  the pruned metric at that epoch and the final accuracy, over the completed search trials,
+  with a bootstrap 95% CI (`curve_rank_correlation`): where it is high and its CI narrow,
+  stopping on the curve loses little; where it straddles 0, pruning acts on noise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+from nas.config.experiment import PrunerSpec
+from nas.db import Store
+from nas.db.schema import Phase, TrialStatus
+from nas.training.recipe import Recipe
+from nas.trials.plan import judged_accuracy
+
+WARMUP_KINDS = ("median", "percentile")  # Optuna pruners with an n_warmup_steps option
+BOOTSTRAP_SAMPLES = 1000  # resamples of the trials for each epoch's CI
+
+
+def first_prunable_epoch(recipe: Recipe) -> int:
+    """The first epoch (from 0) whose end lies after the LR warm-up.
+
+    After epoch e, (e + 1) / epochs of the steps are done; the warm-up is `recipe.warmup` of
+    them, so e + 1 >= warmup * epochs: e.g. 24 epochs with warm-up 0.2 (4.8 epochs) -> 4.
+    """
+    return max(0, math.ceil(recipe.warmup * recipe.epochs - 1e-9) - 1)
+
+
+def pruning_gate(pruner: PrunerSpec, recipe: Recipe) -> int:
+    """The first epoch the pruner may stop a trial at: its `n_warmup_steps` when the YAML sets
+    one (also on the pruner a patient pruner wraps), else the end of the LR warm-up."""
+    for spec in (pruner, pruner.wrapped):
+        if spec is not None and "n_warmup_steps" in dict(spec.options):
+            return int(dict(spec.options)["n_warmup_steps"])
+    return first_prunable_epoch(recipe)
+
+
+def with_warmup(pruner: PrunerSpec, recipe: Recipe) -> PrunerSpec:
+    """`pruner` with `n_warmup_steps` set to the warm-up's end where its kind takes one and the
+    YAML left it out, so Optuna's own bookkeeping starts where the gate does."""
+    wrapped = with_warmup(pruner.wrapped, recipe) if pruner.wrapped is not None else None
+    options = dict(pruner.options)
+    if pruner.kind in WARMUP_KINDS and "n_warmup_steps" not in options:
+        options["n_warmup_steps"] = first_prunable_epoch(recipe)
+    return replace(pruner, options=tuple(sorted(options.items())), wrapped=wrapped)
+
+
+# ----------------------------------------------------------------------------- is pruning safe?
+
+
+@dataclass(frozen=True)
+class EpochCorrelation:
+    """How one epoch's curve value ranks the trials' final accuracy."""
+
+    epoch: int  # from 0
+    trials: int  # completed search trials with a value at this epoch
+    rho: float  # Spearman's rank correlation; nan with fewer than 3 trials or no spread
+    ci_low: float  # bootstrap 95% percentile interval; nan when rho is
+    ci_high: float
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman's rho (ties get average ranks); nan with < 3 pairs or a constant side."""
+    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return math.nan
+    return float(scipy_stats.spearmanr(x, y).statistic)
+
+
+def rank_correlations(curves: list[list[float | None]], finals: list[float], *,
+                      samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> list[EpochCorrelation]:
+    """Per epoch, rho between `curves[i][epoch]` and `finals[i]` with a bootstrap CI.
+
+    Args:
+        curves: per trial, its metric at each epoch (None where not measured).
+        finals: per trial, its final accuracy.
+        samples: bootstrap resamples of the trials (with replacement).
+        seed: of the resampling, so the same store gives the same CI.
+    """
+    rng = np.random.default_rng(seed)
+    epochs = max((len(c) for c in curves), default=0)
+    out = []
+    for epoch in range(epochs):
+        pairs = [(c[epoch], f) for c, f in zip(curves, finals)
+                 if epoch < len(c) and c[epoch] is not None and f is not None]
+        x, y = [p[0] for p in pairs], [p[1] for p in pairs]
+        rho = spearman(x, y)
+        low = high = math.nan
+        if not math.isnan(rho):
+            draws = []
+            for _ in range(samples):
+                pick = rng.integers(0, len(pairs), len(pairs))
+                value = spearman([x[i] for i in pick], [y[i] for i in pick])
+                if not math.isnan(value):
+                    draws.append(value)
+            if draws:
+                low, high = (float(v) for v in np.percentile(draws, [2.5, 97.5]))
+        out.append(EpochCorrelation(epoch, len(pairs), rho, low, high))
+    return out
+
+
+def curve_rank_correlation(store: Store, experiment_id: int, metric: str = "val_acc") -> list[EpochCorrelation]:
+    """`rank_correlations` over an experiment's completed search trials, from the store."""
+    curves, finals = [], []
+    for trial in store.trials(experiment_id=experiment_id, phase=Phase.SEARCH, status=TrialStatus.COMPLETED):
+        final = judged_accuracy(trial.final_val_acc, trial.final_test_acc)
+        if final is None:
+            continue
+        curves.append([getattr(e, metric) for e in store.epochs(trial.id)])
+        finals.append(final)
+    return rank_correlations(curves, finals)

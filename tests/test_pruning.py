@@ -1,0 +1,138 @@
+"""Pruning that respects the recipe: never inside the LR warm-up unless the YAML says so,
+and the per-epoch rank correlation that says from which epoch pruning is safe."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from nas.cli import app
+from nas.config.experiment import PrunerSpec, load_experiment
+from nas.db import Store
+from nas.db.schema import Phase
+from nas.models import parse_short_name
+from nas.search.controller import SearchController
+from nas.search.pruning import first_prunable_epoch, pruning_gate, rank_correlations, with_warmup
+from nas.training.recipe import Recipe
+from nas.trials.experiment import open_experiment
+
+
+@pytest.mark.parametrize(("epochs", "warmup", "first"), [
+    (24, 0.2, 4),  # warm-up 4.8 epochs: epoch 5 (index 4) is the first to end after it
+    (4, 0.2, 0),  # 0.8 epochs: the first epoch already ends after it
+    (10, 0.5, 4),  # exactly 5 epochs: the 5th epoch's end is the warm-up's end
+    (10, 0.0, 0),
+])
+def test_the_first_prunable_epoch_ends_after_the_warm_up(epochs, warmup, first):
+    assert first_prunable_epoch(Recipe(epochs=epochs, warmup=warmup)) == first
+
+
+def test_the_yaml_n_warmup_steps_wins_over_the_recipe_even_inside_a_patient_pruner():
+    recipe = Recipe(epochs=24)
+    assert pruning_gate(PrunerSpec("median"), recipe) == 4
+    assert pruning_gate(PrunerSpec("median", options=(("n_warmup_steps", 1),)), recipe) == 1
+    patient = PrunerSpec("patient", options=(("patience", 2),),
+                         wrapped=PrunerSpec("percentile", options=(("n_warmup_steps", 2), ("percentile", 25.0))))
+    assert pruning_gate(patient, recipe) == 2
+    assert pruning_gate(PrunerSpec("hyperband"), recipe) == 4  # no such option: the gate alone
+
+
+def test_with_warmup_fills_n_warmup_steps_only_where_the_kind_takes_it_and_it_is_unset():
+    recipe = Recipe(epochs=24)
+    assert dict(with_warmup(PrunerSpec("median"), recipe).options) == {"n_warmup_steps": 4}
+    assert dict(with_warmup(PrunerSpec("median", options=(("n_warmup_steps", 1),)), recipe).options) == \
+        {"n_warmup_steps": 1}
+    assert dict(with_warmup(PrunerSpec("successive_halving"), recipe).options) == {}
+    wrapped = with_warmup(PrunerSpec("patient", options=(("patience", 1),), wrapped=PrunerSpec("median")), recipe)
+    assert dict(wrapped.wrapped.options) == {"n_warmup_steps": 4}
+
+
+def _controller(tmp_path, pruner: dict) -> SearchController:
+    path = tmp_path / "warm.yaml"
+    path.write_text(json.dumps({
+        "name": "warm", "recipe": {"epochs": 10, "warmup": 0.4},  # warm-up ends after epoch 4 (index 3)
+        "space": {"width": {"fixed": 0.125}, "L1.residual": {"choice": [0, 1]}},
+        "search": {"sampler": "random", "pruner": pruner},
+    }))
+    spec = load_experiment(path)
+    store = Store.open(f"sqlite:///{tmp_path / 'nas.db'}")
+    controller = SearchController(spec, store, open_experiment(store, spec), f"sqlite:///{tmp_path / 'nas.db'}",
+                                  costs=lambda arch: (1, 1))
+    for _ in range(3):  # finished trials far above anything the new trial reports
+        controller.study.add_trial(optuna.trial.create_trial(
+            value=0.9, params={"L1.residual": 1},
+            distributions={"L1.residual": optuna.distributions.CategoricalDistribution([0, 1])},
+            intermediate_values={e: 0.9 for e in range(10)}))
+    return controller
+
+
+def _pruned_at(controller: SearchController) -> int | None:
+    plan = controller.ask()
+    for epoch in range(10):
+        if controller.should_prune(plan, {"epoch": epoch, "val_acc": 0.1}):
+            return epoch
+    return None
+
+
+def test_the_default_pruner_never_prunes_inside_the_warm_up(tmp_path):
+    controller = _controller(tmp_path, {"kind": "median", "n_startup_trials": 0})
+    assert controller.prune_from == 3
+    assert _pruned_at(controller) == 3  # far below the median from the start, stopped after the warm-up
+
+
+def test_a_yaml_n_warmup_steps_lets_the_pruner_decide_earlier(tmp_path):
+    controller = _controller(tmp_path, {"kind": "median", "n_startup_trials": 0, "n_warmup_steps": 1})
+    assert _pruned_at(controller) == 1
+
+
+def test_the_main_study_labels_its_objectives(tmp_path):
+    controller = _controller(tmp_path, {"kind": "none"})
+    assert controller.study.metric_names == ["val_acc"]
+
+
+# ---- is pruning safe? ----------------------------------------------------------------------
+
+
+def test_rank_correlations_agree_with_a_hand_worked_example():
+    curves = [[1, 4, 1], [2, 3, 1], [3, 2, 2], [4, 1, 3]]
+    finals = [10, 20, 30, 40]
+    rows = rank_correlations(curves, finals, samples=200)
+    assert [r.trials for r in rows] == [4, 4, 4]
+    assert rows[0].rho == pytest.approx(1.0) and rows[1].rho == pytest.approx(-1.0)
+    # ties share average ranks: x ranks (1.5, 1.5, 3, 4), y ranks (1, 2, 3, 4):
+    # sum dx*dy = 4.5, sum dx^2 = 4.5, sum dy^2 = 5 -> rho = 4.5 / sqrt(22.5)
+    assert rows[2].rho == pytest.approx(4.5 / math.sqrt(22.5))
+    assert (rows[0].ci_low, rows[0].ci_high) == pytest.approx((1.0, 1.0))  # every resample keeps the order
+    assert rows[2].ci_low <= rows[2].rho <= rows[2].ci_high
+
+
+def test_rank_correlation_needs_three_trials_and_skips_unmeasured_epochs():
+    rows = rank_correlations([[0.1, None], [0.2, 0.3]], [0.5, 0.6])
+    assert all(math.isnan(r.rho) and math.isnan(r.ci_low) for r in rows)
+    rows = rank_correlations([[0.1, None], [0.2, 0.3], [0.3, 0.1], [0.4, 0.2]], [1, 2, 3, 4])
+    assert rows[1].trials == 3
+
+
+def test_nas_status_reports_the_rank_correlation_per_epoch(tmp_path):
+    db = tmp_path / "nas.db"
+    arch = parse_short_name("base w=0.125")
+    with Store.open(str(db)) as store:
+        exp_id = store.ensure_experiment("corr")
+        store.upsert_architecture(arch.hash, arch.to_json(), arch.short_name(), 1, 1)
+        for seed, (early, final) in enumerate([(0.1, 0.3), (0.2, 0.5), (0.3, 0.4), (0.4, 0.6)]):
+            trial = store.start_trial(exp_id, arch.hash, seed, Phase.SEARCH, epochs_planned=2, recipe_json="{}",
+                                      device="cpu", code_version="test")
+            for epoch, acc in enumerate((early, final)):
+                store.record_epoch(trial, epoch, train_loss=1.0, train_acc=acc, val_acc=acc, test_acc=None,
+                                   epoch_seconds=1.0, cumulative_seconds=epoch + 1.0)
+            store.finish_trial(trial, "completed")
+    result = CliRunner().invoke(app, ["status", "corr", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert "is pruning safe?" in result.output
+    # epoch 1: early (0.1, 0.2, 0.3, 0.4) vs final (0.3, 0.5, 0.4, 0.6): ranks (1, 2, 3, 4) vs (1, 3, 2, 4)
+    # -> rho = 1 - 6 * (0 + 1 + 1 + 0) / (4 * 15) = 0.8
+    assert "+0.80" in result.output and "+1.00" in result.output
