@@ -14,9 +14,10 @@ from nas.cli import app
 from nas.config.experiment import PrunerSpec, load_experiment
 from nas.db import Store
 from nas.db.schema import Phase
+from nas.errors import ConfigError
 from nas.models import parse_short_name
 from nas.search.controller import SearchController
-from nas.search.pruning import first_prunable_epoch, pruning_gate, rank_correlations, with_warmup
+from nas.search.pruning import NoiseMargin, first_prunable_epoch, pruning_gate, rank_correlations, with_warmup
 from nas.training.recipe import Recipe
 from nas.trials.experiment import open_experiment
 
@@ -52,6 +53,7 @@ def test_with_warmup_fills_n_warmup_steps_only_where_the_kind_takes_it_and_it_is
 
 
 def _controller(tmp_path, pruner: dict) -> SearchController:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "warm.yaml"
     path.write_text(json.dumps({
         "name": "warm", "recipe": {"epochs": 10, "warmup": 0.4},  # warm-up ends after epoch 4 (index 3)
@@ -136,3 +138,50 @@ def test_nas_status_reports_the_rank_correlation_per_epoch(tmp_path):
     # epoch 1: early (0.1, 0.2, 0.3, 0.4) vs final (0.3, 0.5, 0.4, 0.6): ranks (1, 2, 3, 4) vs (1, 3, 2, 4)
     # -> rho = 1 - 6 * (0 + 1 + 1 + 0) / (4 * 15) = 0.8
     assert "+0.80" in result.output and "+1.00" in result.output
+
+
+# ---- the noise margin ----------------------------------------------------------------------
+
+
+def test_the_margin_is_nas_s_own_pruner_option_and_optuna_never_sees_it(tmp_path):
+    spec = PrunerSpec("median", options=(("margin", 2.0), ("n_startup_trials", 1)))
+    assert isinstance(spec.build(), optuna.pruners.MedianPruner)  # built without `margin`
+    path = tmp_path / "bad.yaml"
+    path.write_text(json.dumps({"space": {"L1.residual": {"choice": [0, 1]}},
+                                "search": {"pruner": {"kind": "hyperband", "margin": 1.0}}}))
+    with pytest.raises(ConfigError, match=r"search\.pruner\.margin: not an option of the hyperband pruner"):
+        load_experiment(path)
+    path.write_text(json.dumps({"space": {"L1.residual": {"choice": [0, 1]}},
+                                "search": {"pruner": {"kind": "median", "margin": -1}}}))
+    with pytest.raises(ConfigError, match=r"search\.pruner\.margin: must be >= 0"):
+        load_experiment(path)
+
+
+def test_the_noise_is_pooled_seed_spread_plus_binomial_evaluation_noise():
+    rule = NoiseMargin(percentile=50.0, margin=1.0, eval_images=1000)
+    # two architectures with two seeds each, worked by hand:
+    # a: 0.40, 0.44 -> var 0.0008; b: 0.30, 0.32 -> var 0.0002; pooled (1 dof each) 0.0005
+    by_arch = {"a": [0.40, 0.44], "b": [0.30, 0.32], "c": [0.5]}
+    expected = math.sqrt(0.0005 + 0.4 * 0.6 / 1000)
+    assert rule.noise(0.4, by_arch) == pytest.approx(expected)
+    assert rule.noise(0.4, {"c": [0.5]}) == pytest.approx(math.sqrt(0.24 / 1000))  # no repeats: evaluation only
+
+
+def test_a_trial_within_the_margin_of_the_threshold_is_not_pruned():
+    rule = NoiseMargin(percentile=50.0, margin=1.0, eval_images=1000)
+    others = [0.40, 0.42, 0.44]  # median 0.42; no repeats: noise = sqrt(p(1-p)/1000) ~ 0.0156 at p 0.41
+    assert not rule.clearly_worse(0.41, others, {}, maximize=True)  # 1 point below: within the noise
+    assert rule.clearly_worse(0.38, others, {}, maximize=True)  # 4 points below: beyond it
+    assert not NoiseMargin(50.0, 3.0, 1000).clearly_worse(0.38, others, {}, maximize=True)  # a wider margin keeps it
+    assert rule.clearly_worse(0.50, [0.40, 0.42, 0.44], {}, maximize=False)  # minimising: clearly above
+
+
+def test_the_search_keeps_a_trial_optuna_would_prune_when_it_is_within_the_noise(tmp_path):
+    controller = _controller(tmp_path, {"kind": "median", "n_startup_trials": 0, "n_warmup_steps": 0})
+    plan = controller.ask()
+    # val_size 5000 -> noise at 0.897 is ~0.0043: 0.897 is below the median 0.9 but within the margin
+    assert not controller.should_prune(plan, {"epoch": 0, "val_acc": 0.897})
+    plan = controller.ask()
+    assert controller.should_prune(plan, {"epoch": 0, "val_acc": 0.80})
+    exact = _controller(tmp_path / "m0", {"kind": "median", "n_startup_trials": 0, "n_warmup_steps": 0, "margin": 0})
+    assert exact.margin is None and exact.should_prune(exact.ask(), {"epoch": 0, "val_acc": 0.897})

@@ -126,7 +126,7 @@ def test_cifar_fast_loads_with_the_values_written():
     assert [p.key for p in spec.space.params] == ["width", *BINARY_KEYS, *PRIMITIVE_KEYS]
     assert spec.search.sampler == "tpe" and spec.search.n_trials == 40
     assert spec.search.directions == ["maximize", "minimize"]
-    assert spec.search.pruner == PrunerSpec("median", (("n_startup_trials", 5), ("n_warmup_steps", 2)))
+    assert spec.search.pruner == PrunerSpec("median", (("n_startup_trials", 5),))  # warm-up: from the recipe
     assert (spec.confirm.top_k, spec.confirm.repeats) == (3, 5)
     assert spec.resources.max_concurrent is None and spec.resources.max_failures == 2
     assert spec.resources.gpus_per_trial == 1.0

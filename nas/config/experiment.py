@@ -65,6 +65,10 @@ PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
     "hyperband": optuna.pruners.HyperbandPruner,
     "patient": optuna.pruners.PatientPruner,  # wraps another pruner, given as `wrapped`
 }
+# Options of nas's own on top of Optuna's: `margin`, in standard errors of the noise at the
+# epoch, by which a trial must fall below the threshold to be pruned (nas.search.pruning).
+NAS_PRUNER_OPTIONS = {"median": ("margin",), "percentile": ("margin",)}
+_NAS_OPTION = inspect.Parameter("margin", inspect.Parameter.KEYWORD_ONLY, default=1.0, annotation="float")
 SECTIONS = ("name", "dataset", "recipe", "space", "search", "confirm", "resources", "budgets")
 BUDGET_SECTIONS = ("dataset", "recipe", "space", "search", "confirm", "resources")
 _SEED_LIMIT = 2**32  # numpy (and so Optuna's samplers) take seeds below this
@@ -109,12 +113,14 @@ class PrunerSpec:
 
     def build(self) -> optuna.pruners.BasePruner:
         cls = PRUNERS[self.kind]
+        # nas's own options (the noise margin) are applied by the search controller, not Optuna
+        options = {k: v for k, v in self.options if k not in NAS_PRUNER_OPTIONS.get(self.kind, ())}
         with warnings.catch_warnings():  # PatientPruner is experimental; its options are checked here
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             if self.kind == "patient":
                 wrapped = self.wrapped.build() if self.wrapped is not None else None
-                return cls(wrapped, **dict(self.options))
-            return cls(**dict(self.options))
+                return cls(wrapped, **options)
+            return cls(**options)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind, **dict(self.options)}
@@ -442,6 +448,7 @@ def _parse_pruner(src: Source, path: tuple, value: Any) -> PrunerSpec:
         for name, p in inspect.signature(cls).parameters.items()
         if name != "wrapped_pruner" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     }
+    params.update({name: _NAS_OPTION for name in NAS_PRUNER_OPTIONS.get(kind, ())})
     for key, option in data.items():
         if key not in params:
             raise src.error(
@@ -456,6 +463,8 @@ def _parse_pruner(src: Source, path: tuple, value: Any) -> PrunerSpec:
         if p.default is p.empty and name not in data:
             example = _PRUNER_EXAMPLES.get(name, f"{name}: ...")
             raise src.error(path + (name,), f"missing; the {kind} pruner needs it, e.g. {example}.")
+    if "margin" in data and not data["margin"] >= 0:
+        raise src.error(path + ("margin",), f"must be >= 0 (standard errors of the noise), but got {data['margin']!r}.")
     if kind == "percentile" and not 0 <= data["percentile"] <= 100:
         raise src.error(
             path + ("percentile",), f"must be between 0 and 100 inclusive, but got {data['percentile']!r}."

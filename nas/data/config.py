@@ -15,6 +15,8 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)  # per channel (R, G, B), pixels scaled 
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)  # per channel (R, G, B), pixels scaled to [0, 1]
 IMAGE_SHAPE = (3, 32, 32)  # channels, height, width of every CIFAR image
 NUM_CLASSES = 10
+TRAIN_IMAGES = 50_000  # the official train split, val carved from it
+TEST_IMAGES = 10_000  # the official test split
 
 # ---- config ----------------------------------------------------------------------------
 

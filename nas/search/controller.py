@@ -16,17 +16,18 @@ import math
 import warnings
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
 from nas.config.experiment import ExperimentSpec, Objective, SearchSettings
+from nas.data.config import TEST_IMAGES
 from nas.db import Store
 from nas.db.schema import Phase, TrialStatus
 from nas.models.arch import ArchConfig
-from nas.search.pruning import pruning_gate, with_warmup
+from nas.search.pruning import NoiseMargin, pruning_gate, values_at, with_warmup
 from nas.trials.plan import TrialPlan
 
 CURVE_METRICS = ("val_acc", "test_acc")  # metrics reported every epoch, so prunable
@@ -38,6 +39,7 @@ class SearchPlan(TrialPlan):
 
     optuna_trial: optuna.Trial | None = None  # in the main study
     prune_trial: optuna.Trial | None = None  # the trial whose curve the pruner watches
+    curve: dict[int, float] = field(default_factory=dict)  # what it reported, by epoch
 
 
 def prune_objective(search: SearchSettings) -> Objective | None:
@@ -85,6 +87,9 @@ class SearchController:
         self.prune_metric = prune_objective(search)
         # Never inside the LR warm-up, unless the YAML says from when (nas.search.pruning).
         self.prune_from = pruning_gate(search.pruner, spec.recipe)
+        # the pruned metric's evaluation set: the val split, else the 10,000 test images
+        eval_images = spec.dataset.val_size or TEST_IMAGES
+        self.margin = NoiseMargin.of(search.pruner, eval_images)
         pruner = with_warmup(search.pruner, spec.recipe)
         storage = optuna_storage(db_url)
         self.study = optuna.create_study(
@@ -146,6 +151,7 @@ class SearchController:
         if self.prune_study is not None:
             prune_trial = self.prune_study.ask()
             prune_trial.set_user_attr("main_trial", trial.number)
+            prune_trial.set_user_attr("arch_hash", arch.hash)  # the noise margin pools seeds by architecture
         return SearchPlan(arch=arch, seed=seed, phase=Phase.SEARCH, optuna_trial=trial, prune_trial=prune_trial)
 
     def _next_seed(self, arch: ArchConfig) -> int:
@@ -164,10 +170,21 @@ class SearchController:
         value = result.get(self.prune_metric.metric)
         if value is None or not math.isfinite(value):
             return False
-        plan.prune_trial.report(value, step=int(result["epoch"]))
-        if int(result["epoch"]) < self.prune_from:
+        step = int(result["epoch"])
+        plan.prune_trial.report(value, step=step)
+        plan.curve[step] = value
+        if step < self.prune_from:
             return False  # reported (other trials' thresholds need it), but not decided on
-        return plan.prune_trial.should_prune()
+        if not plan.prune_trial.should_prune():
+            return False
+        if self.margin is None:
+            return True
+        # Optuna says below its threshold; stop only if clearly so, beyond the noise.
+        study = self.prune_study or self.study
+        others, by_arch = values_at(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), step)
+        maximize = self.prune_metric.direction == "maximize"
+        best = max(plan.curve.values()) if maximize else min(plan.curve.values())  # Optuna's too
+        return self.margin.clearly_worse(best, others, by_arch, maximize)
 
     def tell(self, plan: TrialPlan, status: TrialStatus) -> None:
         """Close the plan's Optuna trial(s) with the state its store row got."""

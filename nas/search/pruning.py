@@ -4,6 +4,10 @@
   chance and early curves do not rank architectures. Unless the YAML sets `n_warmup_steps`,
   the first epoch a pruner may decide on is the first one that ends after the warm-up
   (`first_prunable_epoch`), for every pruner kind.
+- **Only clearly below the threshold.** A median or percentile pruner stops a trial only when
+  its value is below the threshold by more than `margin` standard errors of the noise at that
+  epoch (`NoiseMargin`): seed noise pooled over the study's repeated architectures plus the
+  binomial noise of evaluating on `eval_images` images. `margin: 0` is Optuna's own rule.
 - **How early curves rank the finished ones.** Per epoch, Spearman's rank correlation between
   the pruned metric at that epoch and the final accuracy, over the completed search trials,
   with a bootstrap 95% CI (`curve_rank_correlation`): where it is high and its CI narrow,
@@ -25,6 +29,8 @@ from nas.training.recipe import Recipe
 from nas.trials.plan import judged_accuracy
 
 WARMUP_KINDS = ("median", "percentile")  # Optuna pruners with an n_warmup_steps option
+MARGIN_KINDS = ("median", "percentile")  # pruners with a threshold a margin can be measured from
+DEFAULT_MARGIN = 1.0  # standard errors; chosen on recorded curves (benchmarks/pruning_margin.py)
 BOOTSTRAP_SAMPLES = 1000  # resamples of the trials for each epoch's CI
 
 
@@ -54,6 +60,69 @@ def with_warmup(pruner: PrunerSpec, recipe: Recipe) -> PrunerSpec:
     if pruner.kind in WARMUP_KINDS and "n_warmup_steps" not in options:
         options["n_warmup_steps"] = first_prunable_epoch(recipe)
     return replace(pruner, options=tuple(sorted(options.items())), wrapped=wrapped)
+
+
+# ----------------------------------------------------------------------------- the noise margin
+
+
+@dataclass(frozen=True)
+class NoiseMargin:
+    """The rule on top of a median/percentile pruner's: prune only when clearly below.
+
+    Args:
+        percentile: the pruner's (median: 50); of the other trials' values at the epoch.
+        margin: standard errors of the noise by which the trial must be below it.
+        eval_images: the size of the set the pruned metric is measured on.
+    """
+
+    percentile: float
+    margin: float
+    eval_images: int
+
+    @classmethod
+    def of(cls, pruner: PrunerSpec, eval_images: int) -> NoiseMargin | None:
+        """The margin rule of `pruner` (None for kinds without a threshold, or margin 0)."""
+        if pruner.kind not in MARGIN_KINDS:
+            return None
+        options = dict(pruner.options)
+        margin = float(options.get("margin", DEFAULT_MARGIN))
+        if margin == 0:
+            return None
+        return cls(float(options.get("percentile", 50.0)), margin, eval_images)
+
+    def threshold(self, values: list[float], maximize: bool) -> float:
+        # as Optuna's PercentilePruner: for a maximised value the top `percentile` survive
+        return float(np.percentile(values, 100 - self.percentile if maximize else self.percentile))
+
+    def noise(self, value: float, by_arch: dict[str, list[float]]) -> float:
+        """The standard deviation of one trial's value at an epoch: the seeds' spread, pooled
+        over architectures with several trials at it, plus the binomial evaluation noise."""
+        dof = sum(len(v) - 1 for v in by_arch.values() if len(v) > 1)
+        seed_var = sum(float(np.var(v, ddof=1)) * (len(v) - 1) for v in by_arch.values() if len(v) > 1) / dof \
+            if dof else 0.0
+        p = min(max(value, 0.0), 1.0)
+        return math.sqrt(seed_var + p * (1 - p) / max(1, self.eval_images))
+
+    def clearly_worse(self, value: float, others: list[float], by_arch: dict[str, list[float]],
+                      maximize: bool) -> bool:
+        """Whether `value` is beyond the threshold of `others` by more than the margin."""
+        if not others:
+            return False
+        threshold = self.threshold(others, maximize)
+        gap = self.margin * self.noise(value, by_arch)
+        return value < threshold - gap if maximize else value > threshold + gap
+
+
+def values_at(study_trials, step: int) -> tuple[list[float], dict[str, list[float]]]:
+    """The completed trials' values at `step`, and the same grouped by architecture hash."""
+    values, by_arch = [], {}
+    for trial in study_trials:
+        value = trial.intermediate_values.get(step)
+        if value is None or not math.isfinite(value):
+            continue
+        values.append(value)
+        by_arch.setdefault(trial.user_attrs.get("arch_hash", f"#{trial.number}"), []).append(value)
+    return values, by_arch
 
 
 # ----------------------------------------------------------------------------- is pruning safe?
