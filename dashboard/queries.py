@@ -225,6 +225,16 @@ def seed_summary(_engine: Engine, url: str, experiment: str, phase: str) -> pd.D
     return pd.DataFrame(out, columns=columns)
 
 
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def confirm_decisions(_store: Store, url: str, experiment: str) -> pd.DataFrame:
+    """Per confirmed architecture, as `nas status` shows it: the race's decision and its export --rank."""
+    from nas.results import arch_results
+
+    rows = arch_results(_store, experiment, Phase.CONFIRM)
+    return pd.DataFrame({"arch_hash": [r.arch_hash for r in rows], "decision": [r.decision or "-" for r in rows],
+                         "rank": range(1, len(rows) + 1)})
+
+
 def front_mask(accuracy: Sequence[float], cost: Sequence[float]) -> list[bool]:
     """Which points are non-dominated, accuracy maximised and cost minimised.
 

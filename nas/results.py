@@ -1,7 +1,10 @@
 """Per-architecture results of an experiment, read from the store.
 
 One `ArchResult` per architecture and phase: its seeds' final metrics summarised with a
-95% CI (nas.stats), and its Pareto rank among the architectures of that phase.
+95% CI (nas.stats), and its Pareto rank among the architectures of that phase. Confirmed
+architectures also carry the confirm race's answer (`nas.search.race`): best, tied with the
+best, or worse, with the Holm-adjusted p of the comparison with the leader; they are listed
+in that order (the order of `nas export --rank`), by Pareto rank within each group.
 """
 
 from __future__ import annotations
@@ -9,10 +12,11 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nas.db import Architecture, Store, Trial
 from nas.db.schema import Phase, TrialStatus
+from nas.search.race import GROUP_ORDER, Group, decision_text, race_metric, stored_race
 from nas.stats import SeedSummary, pareto_ranks, summarize
 from nas.trials.plan import judged_accuracy
 
@@ -32,6 +36,15 @@ class ArchResult:
     # mean over seeds of the FLOPs per image with early exits at the arch's exit threshold
     # (the trials' exit curves); the full forward FLOPs for a net without early exits
     mean_inference_flops: float = math.nan
+    # confirm: the race's decision, best | tied | worse ("" undecided, or another phase), and
+    # the Holm-adjusted p of the paired comparison with the leader (nan for best)
+    group: str = ""
+    group_p: float = math.nan
+
+    @property
+    def decision(self) -> str:
+        """``best``, ``tied (p=0.41)``, ``worse (p=0.003)``, or "" (no decision)."""
+        return decision_text(self.group, self.group_p)
 
 
 def objectives_of(store: Store, experiment_name: str) -> list[tuple[str, str]]:
@@ -44,7 +57,8 @@ def objectives_of(store: Store, experiment_name: str) -> list[tuple[str, str]]:
 
 
 def arch_results(store: Store, experiment_name: str, phase: Phase | str) -> list[ArchResult]:
-    """Completed trials of one phase grouped by architecture, best Pareto rank first."""
+    """Completed trials of one phase grouped by architecture, best Pareto rank first (confirm:
+    the race's best, then the tied, then the worse, by Pareto rank within each)."""
     experiment = store.get_experiment(experiment_name)
     if experiment is None:
         return []
@@ -67,9 +81,36 @@ def arch_results(store: Store, experiment_name: str, phase: Phase | str) -> list
     objectives = objectives_of(store, experiment_name)
     points = [[_metric(row, metric) for metric, _ in objectives] for row in rows]
     ranks = pareto_ranks(points, [direction for _, direction in objectives])
-    rows = [_with_rank(row, rank) for row, rank in zip(rows, ranks)]
+    rows = [replace(row, rank=rank) for row, rank in zip(rows, ranks)]
+    if phase == Phase.CONFIRM:
+        groups = confirm_groups(store, experiment_name)
+        rows = [replace(row, group=groups[row.arch_hash].decision, group_p=groups[row.arch_hash].p)
+                if row.arch_hash in groups else row for row in rows]
     first_sign = -1.0 if objectives[0][1] == "maximize" else 1.0
-    return sorted(rows, key=lambda r: (r.rank, first_sign * _metric(r, objectives[0][0]), r.arch_hash))
+    return sorted(rows, key=lambda r: (GROUP_ORDER.get(r.group, len(GROUP_ORDER)), r.rank,
+                                       first_sign * _metric(r, objectives[0][0]), r.arch_hash))
+
+
+def confirm_groups(store: Store, experiment_name: str) -> dict[str, Group]:
+    """The confirm race's answer per architecture (best, tied or worse, with its p), replayed
+    from the experiment's confirm results under its stored confirm settings; empty before
+    round 1 is complete."""
+    from nas.config.experiment import ConfirmSettings
+    from nas.config.validate import Source, build
+    from nas.errors import ConfigError
+
+    experiment = store.get_experiment(experiment_name)
+    if experiment is None:
+        return {}
+    config = json.loads(experiment.config_json) if experiment.config_json else {}
+    # fields a config stored before the race lacks take their defaults (one round, as then);
+    # a config this version cannot read gives the defaults too: a table, not a crash
+    try:
+        settings = build(ConfirmSettings, config.get("confirm"), Source(), ("confirm",))
+    except ConfigError:
+        settings = ConfirmSettings()
+    metric = race_metric([metric for metric, _ in objectives_of(store, experiment_name)])
+    return stored_race(store, experiment.id, settings, metric).groups()
 
 
 def _metric(row: ArchResult, metric: str) -> float:
@@ -90,8 +131,3 @@ def _mean_inference_flops(store: Store, arch: Architecture, trials: list[Trial])
     at = [p.mean_flops for t in trials for p in store.exit_curve(t.id) if p.threshold == exits.threshold]
     return sum(at) / len(at) if at else math.nan
 
-
-def _with_rank(row: ArchResult, rank: int) -> ArchResult:
-    from dataclasses import replace
-
-    return replace(row, rank=rank)

@@ -80,7 +80,8 @@ def test_replace_checks_again():
 
 
 def test_unknown_keys_list_the_allowed_ones_and_the_nearest():
-    with pytest.raises(ConfigError, match=r"^x.yaml: confirm.topk: unknown key; allowed keys are repeats, top_k\. "
+    with pytest.raises(ConfigError, match=r"^x.yaml: confirm.topk: unknown key; allowed keys are max_repeats, "
+                                          r"max_seconds, repeats, top_k, until_separated\. "
                                           r"Did you mean 'top_k'\?$"):
         build(ConfirmSettings, {"topk": 1}, Source("x.yaml"), ("confirm",))
 

@@ -190,6 +190,24 @@ def test_pareto_draws_confirmed_architectures_with_their_95_percent_ci(open_page
         assert minus == pytest.approx((s.mean - s.ci_low) * 100)
 
 
+def test_pareto_lists_each_confirmed_architecture_with_the_confirm_race_decision(open_page, seeded):
+    from nas.config.experiment import ConfirmSettings
+    from nas.search.race import GROUP_ORDER, replay
+
+    at = open_page("pareto", exp=EXPERIMENT)
+    table = at.dataframe[1].value  # the confirmed architectures
+    with Store.open(seeded.url, read_only=True) as store:
+        by_arch = completed(store, "confirm")
+        settings = ConfirmSettings(**json.loads(store.get_experiment(EXPERIMENT).config_json)["confirm"])
+    accuracy = {h: {t.seed: t.final_val_acc for t in trials} for h, trials in by_arch.items()}
+    groups = replay(accuracy, list(accuracy), settings).groups()
+    assert dict(zip(table["arch_hash"], table["decision"])) == {h: g.text() for h, g in groups.items()}
+    assert [g.decision for g in groups.values()].count("best") == 1
+    assert table["rank"].tolist() == list(range(1, len(table) + 1))  # listed as `nas export --rank` counts
+    ordered = [GROUP_ORDER[groups[h].decision] for h in table["arch_hash"]]
+    assert ordered == sorted(ordered)
+
+
 def test_pareto_hover_shows_the_short_architecture_form(open_page, seeded):
     at = open_page("pareto", exp=EXPERIMENT)
     with Store.open(seeded.url, read_only=True) as store:

@@ -184,6 +184,24 @@ def test_the_confirm_phase_reruns_the_top_architectures_with_fresh_seeds(tmp_pat
             model.load_state_dict(state)  # every key and shape matches
 
 
+def test_the_confirm_race_runs_paired_rounds_through_ray_and_prints_its_decision(tmp_path, data_root, local_ray):
+    space = experiment_yaml(
+        tmp_path / "race.yaml", name="raced",
+        confirm={"top_k": 2, "repeats": 2, "until_separated": True, "max_repeats": 3},
+    )
+    db = tmp_path / "nas.db"
+    result = launch(space, db, data_root)
+    seeds = {}
+    for t in store_trials(db, "confirm"):
+        seeds.setdefault(t.arch_hash, []).append(t.seed)
+    assert len(seeds) == 2 and all(sorted(s) == [10_000, 10_001, 10_002][:len(s)] for s in seeds.values())
+    assert "confirm round 1: 2 architectures x seeds 10000-10001" in result.output
+    assert "confirm decision after" in result.output and "decision" in result.output
+    # a second launch finds the race over: nothing runs again
+    again = launch(space, db, data_root)
+    assert "confirm round" not in again.output and len(store_trials(db, "confirm")) == sum(map(len, seeds.values()))
+
+
 def test_launching_again_resumes_and_runs_nothing_twice(tmp_path, data_root, local_ray):
     space = experiment_yaml(tmp_path / "again.yaml", name="again")
     db = tmp_path / "nas.db"

@@ -1,6 +1,7 @@
 """Pareto front: accuracy against a cost (train seconds, params or FLOPs), the
-non-dominated set highlighted and joined, confirmed architectures with 95% CIs.
-Selecting a point opens that architecture."""
+non-dominated set highlighted and joined, confirmed architectures with 95% CIs and the
+confirm race's decision (best, tied with the best, worse). Selecting a point opens that
+architecture."""
 
 import streamlit as st
 from nas.dashboard import figures, queries, ui
@@ -51,15 +52,25 @@ st.dataframe(
 )
 if not confirmed.empty:
     st.subheader("Confirmed architectures (mean ± 95% CI over seeds)")
+    # the race's answer, in `nas status` order (# is `nas export --rank`): the best, those it could
+    # not be separated from, the worse; a tied one may be the cheaper choice
+    decisions = queries.confirm_decisions(queries.open_store(url), url, experiment)
+    table = confirmed.merge(decisions, on="arch_hash", how="left")
     st.dataframe(
-        confirmed.assign(
+        table.assign(
             accuracy_ci=[ui.percent(lo) + " – " + ui.percent(hi)
-                         for lo, hi in zip(confirmed["accuracy_ci_low"], confirmed["accuracy_ci_high"])],
-            accuracy=confirmed["accuracy"] * 100, accuracy_std=confirmed["accuracy_std"] * 100,
-        )[["short_name", "arch_hash", "seeds", "accuracy", "accuracy_std", "accuracy_ci", "train_seconds"]]
-        .sort_values("accuracy", ascending=False),
+                         for lo, hi in zip(table["accuracy_ci_low"], table["accuracy_ci_high"])],
+            accuracy=table["accuracy"] * 100, accuracy_std=table["accuracy_std"] * 100,
+            decision=table["decision"].fillna("-"),
+        ).sort_values(["rank", "accuracy"], ascending=[True, False], na_position="last")[
+            ["rank", "decision", "short_name", "arch_hash", "seeds", "accuracy", "accuracy_std", "accuracy_ci",
+             "train_seconds"]],
         hide_index=True, key="pareto_confirmed_table",
         column_config={
+            "rank": st.column_config.NumberColumn("#", help="nas export --rank"),
+            "decision": st.column_config.TextColumn(
+                "Decision", help="The confirm race: each against the best on the same seeds (paired t-test, "
+                                 "p Holm-adjusted); worse: p < 0.05, tied: not separated"),
             "short_name": "Architecture", "arch_hash": "Hash", "seeds": "Seeds",
             "accuracy": st.column_config.NumberColumn("Accuracy mean (%)", format="%.2f"),
             "accuracy_std": st.column_config.NumberColumn("Std (pp)", format="%.2f"),

@@ -16,7 +16,9 @@ def export(
     experiment: Annotated[str, typer.Argument(help="A launched experiment (see `nas list`).")],
     out: Annotated[Path, typer.Option("--out", help="Folder to write into (created if needed).")],
     rank: Annotated[
-        int | None, typer.Option(help="The K-th confirmed architecture, as `nas status` ranks them (1 = first).")
+        int | None, typer.Option(help="The K-th confirmed architecture, as `nas status` lists them (its # "
+                                 "column): 1 = the confirm race's best, then the ones tied with it, then the "
+                                 "worse, each group by Pareto rank.")
     ] = None,
     arch: Annotated[str | None, typer.Option("--arch", help="The architecture's hash (see `nas status`).")] = None,
     formats: Annotated[

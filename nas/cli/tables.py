@@ -22,14 +22,23 @@ def print_front(store, experiment: str) -> None:
     phase = rows[0].phase
     # early exits: FLOPs per image at the exit threshold, when the search optimises them
     exits = "mean_inference_flops" in [metric for metric, _ in objectives_of(store, experiment)]
-    table = Table(title=f"{experiment}: {phase} results (Pareto front first)")
-    columns = ("rank", "architecture", "hash", "seeds", "accuracy (mean ± 95% CI)", "train s", "params", "MFLOPs")
+    # confirm: the race's decision first (#: the --rank of `nas export`), the Pareto rank beside
+    # it, since an architecture tied with the best may be the cheaper one
+    decided = phase == Phase.CONFIRM
+    order = "best, tied, worse; Pareto front first within each" if decided else "Pareto front first"
+    table = Table(title=f"{experiment}: {phase} results ({order})", caption=(
+        "decision: each against the best on the same seeds, paired t-test, p Holm-adjusted over the "
+        "comparisons; worse: p < 0.05, tied: not separated. #: nas export --rank." if decided else None))
+    columns = (("#", "decision") if decided else ()) + (
+        "rank", "architecture", "hash", "seeds", "accuracy (mean ± 95% CI)", "train s", "params", "MFLOPs")
     for column in columns + (("inference MFLOPs",) if exits else ()):
-        table.add_column(column, justify="left" if column in ("architecture", "hash") else "right")
-    for row in rows:
+        table.add_column(column, justify="left" if column in ("decision", "architecture", "hash") else "right",
+                         no_wrap=column == "decision")
+    for position, row in enumerate(rows, start=1):
         acc = row.accuracy
         ci = "" if acc.n < 2 else f" ± {acc.half_width:.2%}"
         table.add_row(
+            *((str(position), row.decision or "-") if decided else ()),
             "front" if row.rank == 0 else str(row.rank), escape(row.short_name), row.arch_hash, str(row.seeds),
             f"{acc.mean:.2%}{ci}", f"{row.train_seconds.mean:.1f}", f"{row.params / 1e6:.2f}M", f"{row.flops / 1e6:.1f}",
             *((f"{row.mean_inference_flops / 1e6:.2f}",) if exits else ()),

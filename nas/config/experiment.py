@@ -41,6 +41,7 @@ from nas.config.validate import (
     one_of,
     positive,
     render,
+    require,
     setting,
     store_floats,
     type_ok,
@@ -184,16 +185,37 @@ class SearchSettings:
 
 @dataclass(frozen=True)
 class ConfirmSettings:
-    """The confirm phase: the best architectures re-run with several seeds, unpruned."""
+    """The confirm phase: the best architectures re-run on shared seeds, unpruned.
 
-    EXAMPLE: ClassVar[str] = "{top_k: 3, repeats: 5}"
+    Round 1 runs `repeats` seeds each. With `until_separated`, it is a race
+    (`nas.search.race`): after each round the architectures significantly worse than the
+    leader (Holm-adjusted paired t-test, p < 0.05) are eliminated and the rest get one
+    more seed, until only the leader is left, `max_repeats` seeds are reached or
+    `max_seconds` are spent. The defaults are the phase before the race: one round.
+    """
+
+    EXAMPLE: ClassVar[str] = "{top_k: 3, repeats: 2, until_separated: true, max_repeats: 8}"
 
     # architectures re-run (non-dominated first); 0 skips the phase
     top_k: int = setting(3, non_negative("(0 skips the phase)"))
-    repeats: int = setting(5, at_least(1))  # seeds each
+    repeats: int = setting(5, at_least(1))  # seeds each in round 1
+    until_separated: bool = False  # race: one more seed per round for those still tied with the leader
+    # seeds per architecture at most (until_separated only; unused, so unchecked, without it:
+    # stored configs from before the race rebuild whatever their repeats)
+    max_repeats: int = setting(8, at_least(1))
+    # train seconds summed over the confirm trials after which no new round starts
+    # (a round once started is finished, so its seeds stay paired); None: no limit
+    max_seconds: float | None = setting(None, positive())
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.until_separated:
+            # a paired t-test needs 2 seeds; round 1 already runs `repeats`
+            least = max(2, self.repeats)
+            require(self.max_repeats >= least, "max_repeats", self.max_repeats,
+                    f"at least {least} when until_separated is true (a paired test needs 2 seeds, "
+                    f"round 1 runs repeats={self.repeats})")
+        store_floats(self, "max_seconds")  # YAML `600` and `600.0` are the same budget
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """`nas export`: one architecture of an experiment as files that need only torch.
 
-    store -> the architecture (--rank K of the confirm results, or --arch HASH)
+    store -> the architecture (--rank K of the confirm results: 1 = the race's best, or --arch HASH)
           -> model.py     nas/export/standalone.py, its data filled in for that network
           -> weights.pt   the best confirm seed's state_dict (torch.load(weights_only=True))
           -> model.onnx   the same network through torch.onnx
@@ -84,7 +84,11 @@ def parse_formats(text: str) -> tuple[str, ...]:
 
 def select(store: Store, experiment: str, *, rank: int | None = None, arch_hash: str | None = None,
            need_weights: bool = True) -> ExportSource:
-    """The architecture `--rank` (1 = the first confirm result) or `--arch` names, with its weights.
+    """The architecture `--rank` or `--arch` names, with its weights.
+
+    `--rank` counts the confirmed architectures as `nas status` lists them (`arch_results`):
+    1 is the confirm race's best, then those tied with it, then the worse ones, each group
+    by Pareto rank (then the first objective).
 
     Raises:
         ConfigError: no such experiment, rank or architecture; or `need_weights` and no

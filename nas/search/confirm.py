@@ -1,9 +1,10 @@
 """The confirm phase: the search's best architectures again, on fresh seeds, unpruned.
 
 The top-K are ranked on the search's objective values (non-dominated first, then the first
-objective); each runs `confirm.repeats` seeds from `CONFIRM_SEED_BASE`, the same seeds for
-every architecture, so their results pair. Afterwards only the most accurate seed's weights
-of each architecture are kept (what `nas export` writes).
+objective) and race on shared seeds from `CONFIRM_SEED_BASE` (`nas.search.race`): round 1
+runs `confirm.repeats` seeds each, later rounds one more seed for those not yet
+significantly worse than the leader. Afterwards only the most accurate seed's weights of
+each architecture are kept (what `nas export` writes).
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from nas.config.experiment import ExperimentSpec
 from nas.db import Store
 from nas.db.schema import Phase, TrialStatus
 from nas.models.arch import ArchConfig
+from nas.search.race import CONFIRM_SEED_BASE, Race, race_metric, stored_race
 from nas.stats import pareto_ranks
-from nas.trials.plan import RESULTS, TrialPlan, judged_accuracy
+from nas.trials.plan import TrialPlan, judged_accuracy
 
-CONFIRM_SEED_BASE = 10_000  # confirm seeds differ from search seeds: the search seed helped select the winner
+# CONFIRM_SEED_BASE lives with the race; it is here too, where the ablation and the seeded
+# dashboard store have always found it
+__all__ = ["CONFIRM_SEED_BASE", "confirm_plans", "confirm_race", "keep_best_weights", "top_architectures"]
 
 
 def top_architectures(values: dict[str, list[list[float]]], spec: ExperimentSpec, store: Store,
@@ -33,17 +37,18 @@ def top_architectures(values: dict[str, list[list[float]]], spec: ExperimentSpec
     return [ArchConfig.from_json(store.get_architecture(hashes[i]).config_json) for i in order[:k]]
 
 
-def confirm_plans(top: list[ArchConfig], spec: ExperimentSpec, store: Store, experiment_id: int) -> list[TrialPlan]:
-    """`top` x `confirm.repeats` seeds, minus the (architecture, seed) runs already done."""
-    done = {(t.arch_hash, t.seed) for t in store.trials(experiment_id=experiment_id, phase=Phase.CONFIRM)
-            if t.status in RESULTS}
-    plans = []
-    for arch in top:
-        for i in range(spec.confirm.repeats):
-            seed = CONFIRM_SEED_BASE + i
-            if (arch.hash, seed) not in done:
-                plans.append(TrialPlan(arch=arch, seed=seed, phase=Phase.CONFIRM, save_weights=True))
-    return plans
+def confirm_race(top: list[ArchConfig], spec: ExperimentSpec, store: Store, experiment_id: int) -> Race:
+    """The race of `top` as the store holds it: decided rounds, and the runs the next one needs."""
+    metric = race_metric([o.metric for o in spec.search.objectives])
+    return stored_race(store, experiment_id, spec.confirm, metric, [arch.hash for arch in top])
+
+
+def confirm_plans(race: Race, top: list[ArchConfig]) -> list[TrialPlan]:
+    """The runs `race` needs next, seed-major (each seed's architectures together, so a round
+    cut short leaves whole seeds paired), weights kept for `nas export`."""
+    by_hash = {arch.hash: arch for arch in top}
+    return [TrialPlan(arch=by_hash[h], seed=seed, phase=Phase.CONFIRM, save_weights=True)
+            for h, seed in race.to_run]
 
 
 def keep_best_weights(store: Store, experiment_id: int) -> None:

@@ -3,7 +3,8 @@
     YAML -> ExperimentSpec -> Optuna ask (driver) -> TrialPlan (architecture, seed)
          -> Ray Tune trial (worker, on its main thread): build, train, one result per epoch
          -> driver: store rows + Optuna report/should_prune -> STOP when pruned
-         -> confirm: the top-K architectures again with fresh seeds, unpruned
+         -> confirm: the top-K architectures race on fresh shared seeds, unpruned, round by
+            round (nas.search.race), until the leader separates or the budget ends
 
 Only the driver writes: the store rows (through `nas.trials.recorder`) and the Optuna
 studies (same database). Calling `launch` again on the same experiment resumes it.
@@ -14,14 +15,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 
 import optuna
 
 from nas.config.experiment import ExperimentSpec
 from nas.db import Store
 from nas.db.schema import ExperimentStatus, Phase, TrialStatus
-from nas.search.confirm import confirm_plans, keep_best_weights, top_architectures
+from nas.models.arch import ArchConfig
+from nas.search.confirm import (
+    confirm_plans,
+    confirm_race,
+    keep_best_weights,
+    top_architectures,
+)
 from nas.search.controller import SearchController
+from nas.search.race import Race, decision_line, round_line
 from nas.trials.batch import TrialBatch
 from nas.trials.costs import CostCounter
 from nas.trials.experiment import mark_interrupted, open_experiment
@@ -86,13 +95,42 @@ def launch(spec: ExperimentSpec, *, store: Store, db_url: str, data_root: str,
             f"{spec.search.pruner.kind} pruner)")
         run_batch(batch, left)
     top = top_architectures(controller.completed_values(), spec, store, spec.confirm.top_k)
-    confirm = confirm_plans(top, spec, store, experiment_id)
-    if confirm:
-        log(f"confirm: {len(confirm)} runs ({spec.confirm.top_k} architectures x {spec.confirm.repeats} seeds)")
-        queue = list(confirm)
-        run_batch(replace(batch, next_plan=lambda: queue.pop(0) if queue else None, should_stop=None, plans={}),
-                  len(confirm))
+
+    def run_round(plans: list[TrialPlan]) -> None:  # unpruned: a confirm run is a result
+        run_batch(replace(batch, next_plan=partial(next, iter(plans), None), should_stop=None, plans={}),
+                  len(plans))
+
+    run_race(top, spec, store, experiment_id, run_round, log)
     keep_best_weights(store, experiment_id)
     store.finish_experiment(experiment_id, ExperimentStatus.FINISHED)
     log(f"done in {time.perf_counter() - started:.0f} s")
     return Launched(experiment_id, controller)
+
+
+def run_race(top: list[ArchConfig], spec: ExperimentSpec, store: Store, experiment_id: int,
+             run: Callable[[list[TrialPlan]], None], log: Callable[[str], None] = print) -> Race | None:
+    """The confirm race of `top`, round by round: each round one batch (`run`) of the
+    (architecture, seed) runs it still needs, then the store decides the next.
+
+    Everything comes from the store, so a launch stopped mid-race continues it. A run that
+    ended without a result (failed after its retries) is not run again by this launch: the
+    same round would ask for it forever; the next launch retries it.
+    """
+    if not top:
+        return None
+    names = {arch.hash: arch.short_name() for arch in top}
+    tried: set[tuple[str, int]] = set()
+    while True:
+        race = confirm_race(top, spec, store, experiment_id)
+        if not race.to_run:
+            break
+        again = tried & set(race.to_run)
+        if again:
+            log(f"confirm stopped in round {race.round}: {len(again)} run(s) ended without a result; "
+                "launch again to retry them")
+            break
+        tried |= set(race.to_run)
+        log(round_line(race, names))
+        run(confirm_plans(race, top))
+    log(decision_line(race, names))
+    return race
