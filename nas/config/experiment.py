@@ -69,7 +69,7 @@ PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
 # Options of nas's own on top of Optuna's: `margin`, in standard errors of the noise at the
 # epoch, by which a trial must fall below the threshold to be pruned (nas.search.pruning).
 NAS_PRUNER_OPTIONS = {"median": ("margin",), "percentile": ("margin",)}
-_NAS_OPTION = inspect.Parameter("margin", inspect.Parameter.KEYWORD_ONLY, default=1.0, annotation="float")
+_NAS_OPTION = inspect.Parameter("margin", inspect.Parameter.KEYWORD_ONLY, default=2.0, annotation="float")
 SECTIONS = ("name", "dataset", "recipe", "space", "search", "confirm", "resources", "budgets")
 BUDGET_SECTIONS = ("dataset", "recipe", "space", "search", "confirm", "resources")
 _SEED_LIMIT = 2**32  # numpy (and so Optuna's samplers) take seeds below this

@@ -7,7 +7,7 @@
 - **Only clearly below the threshold.** A median or percentile pruner stops a trial only when
   its value is below the threshold by more than `margin` standard errors of the noise at that
   epoch (`NoiseMargin`): seed noise pooled over the study's repeated architectures plus the
-  binomial noise of evaluating on `eval_images` images. `margin: 0` is Optuna's own rule.
+  binomial noise of evaluating on `eval_images` images. `margin: 0` is Optuna's own rule; the default is 2.
 - **How early curves rank the finished ones.** Per epoch, Spearman's rank correlation between
   the pruned metric at that epoch and the final accuracy, over the completed search trials,
   with a bootstrap 95% CI (`curve_rank_correlation`): where it is high and its CI narrow,
@@ -30,7 +30,7 @@ from nas.trials.plan import judged_accuracy
 
 WARMUP_KINDS = ("median", "percentile")  # Optuna pruners with an n_warmup_steps option
 MARGIN_KINDS = ("median", "percentile")  # pruners with a threshold a margin can be measured from
-DEFAULT_MARGIN = 1.0  # standard errors; chosen on recorded curves (benchmarks/pruning_margin.py)
+DEFAULT_MARGIN = 2.0  # standard errors: the smallest that kept the best trial in 98% of replays (benchmarks/pruning_margin.py)
 BOOTSTRAP_SAMPLES = 1000  # resamples of the trials for each epoch's CI
 
 
