@@ -58,6 +58,8 @@ _R = EpochResult.__table__
 _X = ExitCurvePoint.__table__
 _W = WidthCurvePoint.__table__
 _ACCURACY = func.coalesce(_T.c.final_val_acc, _T.c.final_test_acc)
+# the images _ACCURACY was measured on (its binomial SE); NULL in a store from before revision 0006
+_EVAL_IMAGES = case((_T.c.final_val_acc.is_not(None), _T.c.final_val_images), else_=_T.c.final_test_images)
 
 
 # ---- the connection ---------------------------------------------------------------------
@@ -323,7 +325,7 @@ def _trial_query() -> Select:
     return (
         select(
             _T.c.id, _T.c.arch_hash, _A.c.short_name, _T.c.seed, _T.c.phase, _T.c.status,
-            _T.c.epochs_done, _T.c.epochs_planned, _ACCURACY.label("accuracy"),
+            _T.c.epochs_done, _T.c.epochs_planned, _ACCURACY.label("accuracy"), _EVAL_IMAGES.label("eval_images"),
             _T.c.final_test_acc.label("test_accuracy"), _T.c.best_val_acc, _T.c.train_seconds,
             _T.c.device, _T.c.started_at, _T.c.finished_at, _T.c.code_version, _T.c.error,
             _A.c.config_json,

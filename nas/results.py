@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from nas.db import Architecture, Store, Trial
 from nas.db.schema import Phase, TrialStatus
-from nas.stats import SeedSummary, pareto_ranks, summarize
+from nas.stats import SeedSummary, mean_binomial_se, pareto_ranks, summarize
 from nas.trials.plan import judged_accuracy
 
 
@@ -32,6 +32,11 @@ class ArchResult:
     # mean over seeds of the FLOPs per image with early exits at the arch's exit threshold
     # (the trials' exit curves); the full forward FLOPs for a net without early exits
     mean_inference_flops: float = math.nan
+    # evaluation noise: the images the accuracy was measured on (the fewest over the seeds; None
+    # when unknown: a store from before they were recorded) and the mean over the seeds of each
+    # trial's binomial SE of its accuracy (nas.stats.binomial_se; nan when unknown)
+    eval_images: int | None = None
+    eval_se: float = math.nan
 
 
 def objectives_of(store: Store, experiment_name: str) -> list[tuple[str, str]]:
@@ -61,6 +66,7 @@ def arch_results(store: Store, experiment_name: str, phase: Phase | str) -> list
             train_seconds=summarize([t.train_seconds for t in trials]),
             params=arch.params, flops=arch.flops,
             mean_inference_flops=_mean_inference_flops(store, arch, trials),
+            **_eval_noise(trials, accuracy),
         ))
     if not rows:
         return []
@@ -70,6 +76,17 @@ def arch_results(store: Store, experiment_name: str, phase: Phase | str) -> list
     rows = [_with_rank(row, rank) for row, rank in zip(rows, ranks)]
     first_sign = -1.0 if objectives[0][1] == "maximize" else 1.0
     return sorted(rows, key=lambda r: (r.rank, first_sign * _metric(r, objectives[0][0]), r.arch_hash))
+
+
+def eval_images(trial: Trial) -> int | None:
+    """The images a trial's judged accuracy (val, else test) was measured on; None if unknown."""
+    return trial.final_val_images if trial.final_val_acc is not None else trial.final_test_images
+
+
+def _eval_noise(trials: list[Trial], accuracy: list[float | None]) -> dict[str, float | int | None]:
+    images = [eval_images(t) for t in trials]
+    known = [n for n in images if n is not None]
+    return {"eval_images": min(known) if known else None, "eval_se": mean_binomial_se(list(zip(accuracy, images)))}
 
 
 def _metric(row: ArchResult, metric: str) -> float:
