@@ -2,7 +2,7 @@
 
 Read-only by construction: the store is opened with ``Store.open(url, read_only=True)``
 (SQLite through a ``mode=ro`` URI, PostgreSQL in READ ONLY transactions) and the Optuna
-study (`nas.dashboard.study`) through an equally read-only connection, so the dashboard can never modify or
+study (`nas.dashboard.search_insight`) through an equally read-only connection, so the dashboard can never modify or
 lock a running search. Aggregates are computed in SQL (SQLAlchemy Core over the
 ``nas_*`` tables), so a page costs a few GROUP BY queries whether an experiment holds
 ten trials or ten thousand. Results are cached for `TTL_S` seconds: a live search shows
@@ -58,6 +58,8 @@ _R = EpochResult.__table__
 _X = ExitCurvePoint.__table__
 _W = WidthCurvePoint.__table__
 _ACCURACY = func.coalesce(_T.c.final_val_acc, _T.c.final_test_acc)
+# the images _ACCURACY was measured on (its binomial SE); NULL in a store from before revision 0006
+_EVAL_IMAGES = case((_T.c.final_val_acc.is_not(None), _T.c.final_val_images), else_=_T.c.final_test_images)
 
 
 # ---- the connection ---------------------------------------------------------------------
@@ -333,7 +335,7 @@ def _trial_query() -> Select:
     return (
         select(
             _T.c.id, _T.c.arch_hash, _A.c.short_name, _T.c.seed, _T.c.phase, _T.c.status,
-            _T.c.epochs_done, _T.c.epochs_planned, _ACCURACY.label("accuracy"),
+            _T.c.epochs_done, _T.c.epochs_planned, _ACCURACY.label("accuracy"), _EVAL_IMAGES.label("eval_images"),
             _T.c.final_test_acc.label("test_accuracy"), _T.c.best_val_acc, _T.c.train_seconds,
             _T.c.device, _T.c.started_at, _T.c.finished_at, _T.c.code_version, _T.c.error,
             _A.c.config_json,
@@ -483,21 +485,6 @@ def pruning_savings(_engine: Engine, url: str, experiment: str) -> pd.DataFrame:
         .order_by(_T.c.status)
     )
     return _frame(_engine, query)
-
-
-@st.cache_data(ttl=TTL_S, show_spinner=False)
-def curve_rank_correlation(_store: Store, url: str, experiment: str) -> pd.DataFrame:
-    """`nas.search.pruning.curve_rank_correlation` (what `nas status` prints): per epoch,
-    Spearman's rho of the pruned metric with the final accuracy and its bootstrap 95% CI."""
-    from dataclasses import asdict
-
-    from nas.search.pruning import curve_rank_correlation as correlations
-
-    found = _store.get_experiment(experiment)
-    metric = next((o.get("metric") for o in (experiment_config(open_engine(url), url, experiment).get("search") or {})
-                   .get("objectives", []) if o.get("metric") in ACCURACY_METRICS), "val_acc")
-    rows = correlations(_store, found.id, metric) if found is not None else []
-    return pd.DataFrame([asdict(r) for r in rows], columns=["epoch", "trials", "rho", "ci_low", "ci_high"])
 
 
 def pruning_share(savings: pd.DataFrame) -> dict[str, float]:

@@ -6,7 +6,8 @@ database, so every table here starts with ``nas_`` and our Alembic version table
 
 Times are timezone-aware UTC datetimes on both SQLite (which stores naive text, so
 `UTCDateTime` re-attaches UTC on read) and PostgreSQL (``timestamp with time zone``).
-Accuracies are fractions in [0, 1]; seconds are wall-clock seconds.
+Accuracies are fractions in [0, 1], each beside the number of images it was measured on
+(``*_images``); seconds are wall-clock seconds.
 
 A change here needs a new revision under ``db/migrations/versions/``; the test
 `test_migrations_match_the_schema` fails until the two agree.
@@ -168,6 +169,8 @@ class Trial(Base):
     final_train_acc: Mapped[float | None] = mapped_column(Float)
     final_val_acc: Mapped[float | None] = mapped_column(Float)
     final_test_acc: Mapped[float | None] = mapped_column(Float)
+    final_val_images: Mapped[int | None] = mapped_column(Integer)  # images final_val_acc was measured on
+    final_test_images: Mapped[int | None] = mapped_column(Integer)  # None: not measured, or an older store
     best_val_acc: Mapped[float | None] = mapped_column(Float)  # max over recorded epochs
     train_seconds: Mapped[float | None] = mapped_column(Float)  # wall s, excluding eval
     device: Mapped[str] = mapped_column(String(100))  # e.g. "NVIDIA H100 80GB HBM3"
@@ -191,6 +194,10 @@ class EpochResult(Base):
     train_acc: Mapped[float] = mapped_column(Float)
     val_acc: Mapped[float | None] = mapped_column(Float)  # None when not evaluated
     test_acc: Mapped[float | None] = mapped_column(Float)
+    # the images each accuracy was measured on (its binomial SE: nas.stats.binomial_se);
+    # None when that accuracy was not measured, or in a store written before revision 0006
+    val_images: Mapped[int | None] = mapped_column(Integer)
+    test_images: Mapped[int | None] = mapped_column(Integer)
     epoch_seconds: Mapped[float] = mapped_column(Float)  # train wall s, excluding eval
     cumulative_seconds: Mapped[float] = mapped_column(Float)  # sum up to this epoch
 

@@ -219,6 +219,8 @@ class Store:
         test_acc: float | None,
         epoch_seconds: float,
         cumulative_seconds: float,
+        val_images: int | None = None,  # images val_acc / test_acc were measured on (None: unknown)
+        test_images: int | None = None,
     ) -> None:
         """Record the metrics of epoch `epoch` (from 0) of a trial.
 
@@ -236,6 +238,7 @@ class Store:
             test_acc=test_acc,
             epoch_seconds=epoch_seconds,
             cumulative_seconds=cumulative_seconds,
+            val_images=val_images, test_images=test_images,
         )
         with self._write() as session:
             _get(session, Trial, trial_id)
@@ -291,6 +294,7 @@ class Store:
                 trial.final_train_acc = last.train_acc
                 trial.final_val_acc = last.val_acc
                 trial.final_test_acc = last.test_acc
+                trial.final_val_images, trial.final_test_images = last.val_images, last.test_images
                 if train_seconds is None:
                     train_seconds = last.cumulative_seconds
             trial.status = status.value

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from nas.db import Architecture, Store, Trial
 from nas.db.schema import Phase, TrialStatus
 from nas.search.race import GROUP_ORDER, Group, decision_text, race_metric, stored_race
-from nas.stats import SeedSummary, pareto_ranks, summarize
+from nas.stats import SeedSummary, mean_binomial_se, pareto_ranks, summarize
 from nas.trials.plan import judged_accuracy
 
 
@@ -40,6 +40,11 @@ class ArchResult:
     # the Holm-adjusted p of the paired comparison with the leader (nan for best)
     group: str = ""
     group_p: float = math.nan
+    # evaluation noise: the images the accuracy was measured on (the fewest over the seeds; None
+    # when unknown: a store from before they were recorded) and the mean over the seeds of each
+    # trial's binomial SE of its accuracy (nas.stats.binomial_se; nan when unknown)
+    eval_images: int | None = None
+    eval_se: float = math.nan
 
     @property
     def decision(self) -> str:
@@ -75,6 +80,7 @@ def arch_results(store: Store, experiment_name: str, phase: Phase | str) -> list
             train_seconds=summarize([t.train_seconds for t in trials]),
             params=arch.params, flops=arch.flops,
             mean_inference_flops=_mean_inference_flops(store, arch, trials),
+            **_eval_noise(trials, accuracy),
         ))
     if not rows:
         return []
@@ -111,6 +117,17 @@ def confirm_groups(store: Store, experiment_name: str) -> dict[str, Group]:
         settings = ConfirmSettings()
     metric = race_metric([metric for metric, _ in objectives_of(store, experiment_name)])
     return stored_race(store, experiment.id, settings, metric).groups()
+
+
+def eval_images(trial: Trial) -> int | None:
+    """The images a trial's judged accuracy (val, else test) was measured on; None if unknown."""
+    return trial.final_val_images if trial.final_val_acc is not None else trial.final_test_images
+
+
+def _eval_noise(trials: list[Trial], accuracy: list[float | None]) -> dict[str, float | int | None]:
+    images = [eval_images(t) for t in trials]
+    known = [n for n in images if n is not None]
+    return {"eval_images": min(known) if known else None, "eval_se": mean_binomial_se(list(zip(accuracy, images)))}
 
 
 def _metric(row: ArchResult, metric: str) -> float:

@@ -1,5 +1,6 @@
 """Statistics over seeds and objectives: summaries with confidence intervals, Pareto sets,
-and paired comparisons of two architectures on the same seeds (paired t, Holm)."""
+paired comparisons of two architectures on the same seeds (paired t, Holm), and the
+evaluation noise of one accuracy (its binomial standard error)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,26 @@ def summarize(values: Sequence[float], confidence: float = 0.95) -> SeedSummary:
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     half = _scipy_stats.t.ppf(0.5 + confidence / 2, df=n - 1) * std / math.sqrt(n)
     return SeedSummary(n, mean, std, mean - half, mean + half)
+
+
+def binomial_se(p: float | None, n: int | None) -> float:
+    """Standard error of an accuracy `p` measured on `n` images: sqrt(p (1 - p) / n).
+
+    The evaluation noise of a single trial: the images are a sample of the distribution,
+    so its accuracy is a binomial proportion (e.g. 45% on 1,000 images: +-1.57 points).
+    Nan when the accuracy or the image count is unknown (None, not finite) or n < 1.
+    """
+    if p is None or n is None or not math.isfinite(p) or n < 1:
+        return float("nan")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"an accuracy is a fraction in [0, 1], but got {p=}.")
+    return math.sqrt(p * (1.0 - p) / n)
+
+
+def mean_binomial_se(pairs: Sequence[tuple[float | None, int | None]]) -> float:
+    """Mean of `binomial_se` over (accuracy, images) pairs whose SE is known; nan if none."""
+    known = [se for se in (binomial_se(p, n) for p, n in pairs) if math.isfinite(se)]
+    return sum(known) / len(known) if known else float("nan")
 
 
 def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:

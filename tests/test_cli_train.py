@@ -31,13 +31,19 @@ def test_train_records_the_trial_its_epochs_and_the_architecture(tmp_path, data_
     result = _train(["--arch", "R:L1+L3", *TINY, "--seed", "3"], db, data_root)
     assert result.exit_code == 0, result.output
     assert "R:L1+L3 w=0.125" in result.output and "test accuracy" in result.output
+    assert "(SE, 50 images)" in result.output  # the summary's accuracies carry their binomial SE
 
     arch = ArchConfig.from_dict({"width": 0.125, "L1": {"residual": 1}, "L3": {"residual": 1}})
     with Store.open(str(db), read_only=True) as store:
         (trial,) = store.trials()
         assert (trial.arch_hash, trial.seed, str(trial.phase), str(trial.status)) == (arch.hash, 3, "train", "completed")
-        assert [e.epoch for e in store.epochs(trial.id)] == [0, 1]
+        epochs = store.epochs(trial.id)
+        assert [e.epoch for e in epochs] == [0, 1]
         assert trial.final_test_acc is not None and trial.train_seconds > 0 and trial.device.startswith("cpu")
+        # every accuracy with the images it was measured on: 50 val, and the fixture's 50 test
+        # images after the last epoch only (test is not measured before it)
+        assert [(e.val_images, e.test_images) for e in epochs] == [(50, None), (50, 50)]
+        assert (trial.final_val_images, trial.final_test_images) == (50, 50)
         stored = store.get_architecture(arch.hash)
         model = build_model(arch)
         assert (stored.params, stored.flops) == (count_params(model), count_flops(model))

@@ -31,6 +31,7 @@ from nas.db import (
 )
 from nas.db.schema import ALEMBIC_VERSION_TABLE, Base
 from nas.errors import StoreError
+from tests.old_store import OLD_TRIAL_ID, write_old_store
 from tests.postgres_schema import fresh_schema_url
 
 
@@ -241,6 +242,28 @@ def test_finish_trial_copies_the_last_epochs_metrics(db_url: str) -> None:
         assert trial.train_seconds == 3.0  # the last epoch's cumulative_seconds
 
 
+def test_finish_trial_copies_the_last_epochs_evaluation_sizes(db_url: str) -> None:
+    with Store.open(db_url) as store:
+        trial_id = _new_trial(store)
+        _record(store, trial_id, 0, 0.50, val_images=1000)  # test not measured this epoch
+        _record(store, trial_id, 1, 0.55, val_images=1000, test_images=10_000)
+        store.finish_trial(trial_id, TrialStatus.COMPLETED)
+        epochs = store.epochs(trial_id)
+        trial = store.get_trial(trial_id)
+    assert [(e.val_images, e.test_images) for e in epochs] == [(1000, None), (1000, 10_000)]
+    assert (trial.final_val_images, trial.final_test_images) == (1000, 10_000)
+
+
+def test_an_epoch_recorded_without_evaluation_sizes_stores_them_as_null(db_url: str) -> None:
+    with Store.open(db_url) as store:
+        trial_id = _new_trial(store)
+        _record(store, trial_id, 0, 0.50)  # as a caller that predates them records it
+        store.finish_trial(trial_id, TrialStatus.COMPLETED)
+        [epoch] = store.epochs(trial_id)
+        trial = store.get_trial(trial_id)
+    assert (epoch.val_images, epoch.test_images, trial.final_val_images, trial.final_test_images) == (None,) * 4
+
+
 def test_best_val_acc_is_the_max_over_epochs(db_url: str) -> None:
     with Store.open(db_url) as store:
         trial_id = _new_trial(store)
@@ -304,6 +327,26 @@ def test_upgrading_a_populated_store_again_keeps_its_rows(db_url: str) -> None:
     with Store.open(db_url) as store:
         assert [t.id for t in store.trials()] == [trial_id]
         assert len(store.epochs(trial_id)) == 1
+
+
+def test_the_migration_adds_evaluation_sizes_to_an_existing_store_as_nulls(tmp_path: Path) -> None:
+    url, _ = write_old_store(tmp_path, "0005")  # a store as nas wrote it before evaluation sizes
+    engine = make_engine(url)
+    with engine.begin() as connection:  # an epoch and final accuracies, as that nas recorded them
+        connection.execute(text(
+            "INSERT INTO nas_epoch_results (trial_id, epoch, train_loss, train_acc, val_acc, test_acc, epoch_seconds, "
+            f"cumulative_seconds) VALUES ({OLD_TRIAL_ID}, 0, 1.5, 0.4, 0.45, 0.44, 2.0, 2.0)"))
+        connection.execute(text(f"UPDATE nas_trials SET final_val_acc = 0.45, final_test_acc = 0.44 "
+                                f"WHERE id = {OLD_TRIAL_ID}"))
+        before = {row[1] for row in connection.exec_driver_sql("PRAGMA table_info(nas_trials)")}
+    engine.dispose()
+    assert "final_val_images" not in before
+    with Store.open(url) as store:  # opening upgrades it
+        [trial] = store.trials()
+        [epoch] = store.epochs(OLD_TRIAL_ID)
+    assert (trial.id, trial.final_val_acc, trial.final_test_acc) == (OLD_TRIAL_ID, 0.45, 0.44)
+    assert (trial.final_val_images, trial.final_test_images) == (None, None)
+    assert (epoch.val_acc, epoch.test_acc, epoch.val_images, epoch.test_images) == (0.45, 0.44, None, None)
 
 
 def test_a_database_from_a_newer_nas_is_refused(db_url: str) -> None:

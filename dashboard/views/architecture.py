@@ -2,13 +2,14 @@
 learning curve with mean ± std, params/FLOPs, device and timing, and the export command."""
 
 import json
+import math
 
 import pandas as pd
 import streamlit as st
 from nas.dashboard import figures, queries, ui
 
 from nas.models import ArchConfig, stage_channels
-from nas.stats import summarize
+from nas.stats import binomial_se, mean_binomial_se, summarize
 
 st.title("Architecture")
 engine, url = ui.connect()
@@ -44,6 +45,13 @@ with st.container(horizontal=True, wrap=True):
 st.caption("Trained on " + (", ".join(devices) if devices else "an unrecorded device")
            + (f" · {secs.mean / max(1, int(seeds['epochs_done'].max())):.2f} s per epoch"
               if secs.n and not seeds.empty else ""))
+# Evaluation noise beside seed noise: a decision is only as good as the noisier of the two.
+eval_se = mean_binomial_se(list(zip(seeds["accuracy"], seeds["eval_images"])))
+if math.isfinite(eval_se):  # known: the store records the images each accuracy was measured on
+    images = int(pd.to_numeric(seeds["eval_images"]).min())
+    st.caption(f"Evaluation noise: one seed's binomial SE ±{ui.percent(eval_se)} on {images:,} images "
+               "(sqrt(p(1-p)/n), mean over the seeds)"
+               + (f", beside a seed std of {ui.percent(acc.std)}" if acc.n > 1 else ""))
 
 st.subheader("Export")
 st.code(ui.export_command(experiment, arch_hash), language="bash")
@@ -95,16 +103,20 @@ st.caption("Every seed of this architecture in this experiment; dotted: ablation
 st.subheader("Trials: device and timing")
 table = runs.assign(
     accuracy=runs["accuracy"] * 100,
+    eval_se=[binomial_se(a, n) * 100 for a, n in zip(runs["accuracy"], runs["eval_images"])],
     seconds_per_epoch=runs["train_seconds"] / runs["epochs_done"].where(runs["epochs_done"] > 0),
     epochs=runs["epochs_done"].astype(str) + " / " + runs["epochs_planned"].astype(str),
 )
 st.dataframe(
-    table[["id", "phase", "seed", "status", "epochs", "accuracy", "train_seconds", "seconds_per_epoch",
+    table[["id", "phase", "seed", "status", "epochs", "accuracy", "eval_se", "eval_images", "train_seconds",
+           "seconds_per_epoch",
            "device", "started_at", "finished_at", "code_version", "error"]],
     hide_index=True, key="arch_trials",
     column_config={
         "id": "Trial", "phase": "Phase", "seed": "Seed", "status": "Status", "epochs": "Epochs",
         "accuracy": st.column_config.NumberColumn("Accuracy (%)", format="%.2f"),
+        "eval_se": st.column_config.NumberColumn("± SE (%)", format="%.2f", help="binomial SE sqrt(p(1-p)/n)"),
+        "eval_images": st.column_config.NumberColumn("Eval images", format="%d"),
         "train_seconds": st.column_config.NumberColumn("Train time (s)", format="%.1f"),
         "seconds_per_epoch": st.column_config.NumberColumn("s / epoch", format="%.2f"),
         "device": "Device",

@@ -2,18 +2,18 @@
 the stored study), accuracy by each dimension, and the compute pruning saved."""
 
 import streamlit as st
-from nas.dashboard import figures, queries, study, ui
+from nas.dashboard import figures, queries, search_insight, ui
 
 st.title("Search insight")
 engine, url = ui.connect()
 experiment = ui.choose_experiment(engine, url)
 
 st.subheader("Parameter importance")
-evaluators = study.importance_evaluators()
+evaluators = search_insight.importance_evaluators()
 evaluator = st.radio("Evaluator", evaluators, horizontal=True, key="insight_evaluator") \
     if len(evaluators) > 1 else evaluators[0]
 with st.spinner("Fitting parameter importance on the study..."):
-    importance = study.param_importances(url, experiment, evaluator)
+    importance = search_insight.param_importances(url, experiment, evaluator)
 if importance["error"]:
     st.info(f"Parameter importance is not available for **{experiment}**: {importance['error']} "
             "It needs the search's Optuna study (written by `nas launch`) with a few completed trials.")
@@ -50,7 +50,7 @@ else:
     st.plotly_chart(figures.pruning_figure(savings), key="insight_pruning")
 
 st.subheader("Is pruning safe?")
-correlation = queries.curve_rank_correlation(queries.open_store(url), url, experiment)
+correlation = search_insight.curve_rank_correlation(queries.open_store(url), url, experiment)
 if correlation["rho"].isna().all():
     st.info("Needs at least 3 completed search trials.")
 else:

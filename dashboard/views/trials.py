@@ -4,6 +4,8 @@ key), and their learning curves overlaid with pruned trials marked where they st
 import streamlit as st
 from nas.dashboard import figures, queries, ui
 
+from nas.stats import binomial_se
+
 st.title("Trials")
 engine, url = ui.connect()
 experiment = ui.choose_experiment(engine, url)
@@ -37,16 +39,22 @@ for key, values in chosen.items():
 st.caption(f"{len(shown)} of {len(table)} trials. Select a row to open its architecture.")
 display = shown.assign(
     accuracy=shown["accuracy"] * 100,
+    # evaluation noise: one trial's binomial SE on the images its accuracy was measured on
+    eval_se=[binomial_se(a, n) * 100 for a, n in zip(shown["accuracy"], shown["eval_images"])],
     epochs=shown["epochs_done"].astype(str) + " / " + shown["epochs_planned"].astype(str),
 )
 event = st.dataframe(
-    display[["id", "short_name", "arch_hash", "seed", "phase", "status", "epochs", "accuracy",
-             "train_seconds", *keys, "device", "started_at", "error"]],
+    display[["id", "short_name", "arch_hash", "seed", "phase", "status", "epochs", "accuracy", "eval_se",
+             "eval_images", "train_seconds", *keys, "device", "started_at", "error"]],
     hide_index=True, key="trials_table", on_select="rerun", selection_mode="single-row",
     column_config={
         "id": "Trial", "short_name": "Architecture", "arch_hash": "Hash", "seed": "Seed",
         "phase": "Phase", "status": "Status", "epochs": "Epochs run / planned",
         "accuracy": st.column_config.NumberColumn("Accuracy (%)", format="%.2f"),
+        "eval_se": st.column_config.NumberColumn("± SE (%)", format="%.2f",
+                                                 help="binomial standard error sqrt(p(1-p)/n) of the accuracy"),
+        "eval_images": st.column_config.NumberColumn("Eval images", format="%d",
+                                                     help="the val images (test without a val split) it was measured on"),
         "train_seconds": st.column_config.NumberColumn("Train time (s)", format="%.1f"),
         "device": "Device",
         "started_at": st.column_config.DatetimeColumn("Started (UTC)", format="YYYY-MM-DD HH:mm:ss"),

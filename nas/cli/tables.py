@@ -31,7 +31,9 @@ def print_front(store, experiment: str) -> None:
         "comparisons; worse: p < 0.05, tied: not separated. #: nas export --rank." if decided else None))
     columns = (("#", "decision") if decided else ()) + (
         "rank", "architecture", "hash", "seeds", "accuracy (mean ± 95% CI)", "train s", "params", "MFLOPs")
-    for column in columns + (("inference MFLOPs",) if exits else ()):
+    columns += ("inference MFLOPs",) if exits else ()
+    columns += ("eval SE",)  # one trial's binomial SE of its accuracy, with the images it was measured on
+    for column in columns:
         table.add_column(column, justify="left" if column in ("decision", "architecture", "hash") else "right",
                          no_wrap=column == "decision")
     for position, row in enumerate(rows, start=1):
@@ -42,6 +44,7 @@ def print_front(store, experiment: str) -> None:
             "front" if row.rank == 0 else str(row.rank), escape(row.short_name), row.arch_hash, str(row.seeds),
             f"{acc.mean:.2%}{ci}", f"{row.train_seconds.mean:.1f}", f"{row.params / 1e6:.2f}M", f"{row.flops / 1e6:.1f}",
             *((f"{row.mean_inference_flops / 1e6:.2f}",) if exits else ()),
+            _eval_se(row.eval_se, row.eval_images),
         )
     console.print(table)
 
@@ -74,8 +77,8 @@ def print_summary(trial_id, arch_cfg, result, params, flops, db_url) -> None:
         ("architecture", f"{arch_cfg.short_name()}  (hash {arch_cfg.hash})"),
         ("status", result.status),
         ("epochs", str(len(result.epochs))),
-        ("val accuracy", "-" if final.val_acc is None else f"{final.val_acc:.2%}"),
-        ("test accuracy", "-" if final.test_acc is None else f"{final.test_acc:.2%}"),
+        ("val accuracy", _with_se(final.val_acc, final.val_images)),
+        ("test accuracy", _with_se(final.test_acc, final.test_images)),
         ("train seconds", f"{result.train_seconds:.1f} (evaluation excluded)"),
         ("params", f"{params:,}"),
         ("FLOPs / image", f"{flops:,}"),
@@ -85,6 +88,23 @@ def print_summary(trial_id, arch_cfg, result, params, flops, db_url) -> None:
     for key, value in rows:
         table.add_row(key, escape(value))
     console.print(table)
+
+
+def _eval_se(se: float, images: int | None) -> str:
+    """``±1.57% (1,000)``: a trial's binomial SE and the images it was measured on."""
+    if math.isnan(se):
+        return "-"
+    return f"±{se:.2%}" + ("" if images is None else f" ({images:,})")
+
+
+def _with_se(acc: float | None, images: int | None) -> str:
+    """``54.56% ± 0.70% (SE, 5,000 images)``; the accuracy alone when the images are unknown."""
+    from nas.stats import binomial_se
+
+    if acc is None:
+        return "-"
+    se = binomial_se(acc, images)
+    return f"{acc:.2%}" if math.isnan(se) else f"{acc:.2%} ± {se:.2%} (SE, {images:,} images)"
 
 
 def print_exit_curve(arch_cfg, curve) -> None:

@@ -167,6 +167,8 @@ def _metrics(store: Store, experiment: str, arch_hash: str) -> dict[str, Any]:
         "phase": row.phase, "seeds": row.seeds, "accuracy": summary(row.accuracy),
         "test_acc": summary(row.test_acc), "train_seconds": summary(row.train_seconds),
         "params": row.params, "flops": row.flops, "pareto_rank": row.rank,
+        # evaluation noise of one seed: the images its accuracy was measured on, its binomial SE
+        "eval_images": row.eval_images, "eval_se": _num(row.eval_se),
     }
 
 
@@ -394,7 +396,9 @@ def render_config(source: ExportSource) -> str:
         f"# {arch.short_name()} ({arch.hash}), exported by `nas export` from experiment {source.experiment!r}.\n"
         "# Retrain it: nas train --arch config.yaml  (the data root comes from --data-root or $NAS_DATA_DIR)\n"
         "# metrics: accuracy is val accuracy (test when there is no val split); ci95 is the 95% CI of the\n"
-        "# mean over the seeds; weights.pt holds the weights of the most accurate confirm seed.\n"
+        "# mean over the seeds; eval_se is one seed's binomial standard error, sqrt(p(1-p)/n) on the\n"
+        "# eval_images it was measured on (null: not recorded); weights.pt holds the weights of the\n"
+        "# most accurate confirm seed.\n"
     )
     return header + yaml.safe_dump(data, sort_keys=False)
 

@@ -46,9 +46,16 @@ class Launched:
 
 
 def trial_line(where: str, plan: TrialPlan, status: str, epochs: int) -> str:
-    """One finished trial, as `nas launch` prints it."""
+    """One finished trial, as `nas launch` prints it; the accuracy with its binomial SE
+    (evaluation noise, `nas.stats.binomial_se`) when the result says how many images it scored."""
+    from math import isfinite
+
+    from nas.stats import binomial_se
+
     acc = plan.accuracy
-    acc_text = "   -   " if acc is None else f"{acc:6.2%}"
+    images = plan.last.get("val_images" if plan.last.get("val_acc") is not None else "test_images")
+    se = binomial_se(acc, images)
+    acc_text = "   -   " if acc is None else f"{acc:6.2%}" + (f" ±{se:.2%}" if isfinite(se) else "")
     done = int(plan.last.get("epoch", -1)) + 1
     return (f"[{where}] {plan.arch.short_name():<30} seed {plan.seed:<5} epoch {done:>2}/{epochs}"
             f"  acc {acc_text}  {status:<9} {plan.last.get('cumulative_seconds', 0.0):6.1f} s")

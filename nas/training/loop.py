@@ -44,6 +44,10 @@ class EpochMetrics:
     test_acc: float | None  # None when not measured this epoch (see Recipe.test_every_epoch) or diverged
     epoch_seconds: float  # wall seconds of this epoch's training steps, evaluation excluded
     cumulative_seconds: float  # sum of epoch_seconds so far
+    # images val_acc / test_acc were measured on, None when not measured: each accuracy's noise
+    # (binomial SE, nas.stats.binomial_se) is known from it
+    val_images: int | None = None
+    test_images: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -215,15 +219,18 @@ def end_epoch(result: TrainResult, model: nn.Module, data: CifarSplits, recipe: 
     diverged = not math.isfinite(train_loss)
     has_val = len(data.val_y) > 0
     last = epoch == recipe.epochs - 1
+    measure_val = not diverged and has_val
     measure_test = not diverged and (last or recipe.test_every_epoch or not has_val)
     result.epochs.append(EpochMetrics(
         epoch=epoch,
         train_loss=train_loss,
         train_acc=train_acc,
-        val_acc=None if diverged or not has_val else evaluate(model, data.val_x, data.val_y, recipe.eval_batch_size),
+        val_acc=evaluate(model, data.val_x, data.val_y, recipe.eval_batch_size) if measure_val else None,
         test_acc=evaluate(model, data.test_x, data.test_y, recipe.eval_batch_size) if measure_test else None,
         epoch_seconds=epoch_seconds,
         cumulative_seconds=cumulative,
+        val_images=len(data.val_y) if measure_val else None,
+        test_images=len(data.test_y) if measure_test else None,
     ))
     if diverged:
         result.status = "diverged"

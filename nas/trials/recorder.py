@@ -17,7 +17,8 @@ from nas.db.schema import Phase, TrialStatus
 from nas.provenance import code_version
 from nas.trials.artifacts import ARTIFACTS, TrialSetup
 
-EPOCH_FIELDS = ("train_loss", "train_acc", "val_acc", "test_acc", "epoch_seconds", "cumulative_seconds")
+EPOCH_FIELDS = ("train_loss", "train_acc", "val_acc", "test_acc", "epoch_seconds", "cumulative_seconds",
+                "val_images", "test_images")  # a result without the sizes (an older worker) records None
 
 
 class TrialRecorder:

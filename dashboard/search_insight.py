@@ -1,5 +1,6 @@
-"""The dashboard's reads of the experiment's Optuna study (same database, read-only):
-parameter importance. Everything else it shows comes from `nas.dashboard.queries`."""
+"""The search-insight page's own reads: Optuna's parameter importance on the experiment's
+study (same database, read-only) and how early curves rank the final accuracy. The rest
+of what the dashboard shows comes from `nas.dashboard.queries`."""
 
 from __future__ import annotations
 
@@ -9,9 +10,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import pandas as pd
 import streamlit as st
-from nas.dashboard.queries import ACCURACY_METRICS, experiment_config, open_engine
-from nas.db import resolve_db_url
+from nas.dashboard.queries import (
+    ACCURACY_METRICS,
+    TTL_S,
+    experiment_config,
+    open_engine,
+)
+from nas.db import Store, resolve_db_url
 from sqlalchemy.engine import make_url
 
 IMPORTANCE_TTL_S = 60  # parameter importance refits a model: recompute at most this often
@@ -101,3 +108,18 @@ def _accuracy_objective(url: str, experiment: str) -> int:
         if objective.get("metric") in ACCURACY_METRICS:
             return i
     return 0
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def curve_rank_correlation(_store: Store, url: str, experiment: str) -> pd.DataFrame:
+    """`nas.search.pruning.curve_rank_correlation` (what `nas status` prints): per epoch,
+    Spearman's rho of the pruned metric with the final accuracy and its bootstrap 95% CI."""
+    from dataclasses import asdict
+
+    from nas.search.pruning import curve_rank_correlation as correlations
+
+    found = _store.get_experiment(experiment)
+    metric = next((o.get("metric") for o in (experiment_config(open_engine(url), url, experiment).get("search") or {})
+                   .get("objectives", []) if o.get("metric") in ACCURACY_METRICS), "val_acc")
+    rows = correlations(_store, found.id, metric) if found is not None else []
+    return pd.DataFrame([asdict(r) for r in rows], columns=["epoch", "trials", "rho", "ci_low", "ci_high"])
