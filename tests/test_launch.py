@@ -119,7 +119,8 @@ def test_a_pruned_search_really_stops_trials_and_optuna_agrees(tmp_path, data_ro
         space={"width": {"fixed": 0.125}, "L1.residual": {"choice": [0, 1]}, "L2.extra": {"choice": [0, 1]},
                "L3.residual": {"choice": [0, 1]}, "L1.extra": {"choice": [0, 1]}},
         search={"sampler": "tpe", "n_trials": 10, "seed": 1,
-                "pruner": {"kind": "percentile", "percentile": 60.0, "n_startup_trials": 2, "n_warmup_steps": 0},
+                "pruner": {"kind": "percentile", "percentile": 60.0, "n_startup_trials": 2, "n_warmup_steps": 0,
+                          "margin": 0},  # Optuna's own rule: this test is about stopping for real
                 "objectives": [{"metric": "val_acc", "direction": "maximize"}]},
         resources={"cpus_per_trial": 2, "max_concurrent": 1},
     )
