@@ -136,7 +136,7 @@ def test_cifar_fast_loads_with_the_values_written():
 def test_cpu_budget_is_deep_merged_over_the_file():
     spec = load_experiment(CIFAR_FAST, budget="cpu")
     assert spec.budget == "cpu"
-    assert spec.dataset.train_subset == 5000 and spec.dataset.val_size == 1000
+    assert spec.dataset.train_subset == 5000 and spec.dataset.val_size == 5000
     assert spec.dataset.flip is True  # untouched keys keep their value
     assert spec.recipe.epochs == 4 and spec.recipe.lr == 0.4
     assert spec.search.n_trials == 12 and spec.search.sampler == "tpe"
