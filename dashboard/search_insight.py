@@ -116,10 +116,9 @@ def curve_rank_correlation(_store: Store, url: str, experiment: str) -> pd.DataF
     Spearman's rho of the pruned metric with the final accuracy and its bootstrap 95% CI."""
     from dataclasses import asdict
 
+    from nas.results import accuracy_objective
     from nas.search.pruning import curve_rank_correlation as correlations
 
     found = _store.get_experiment(experiment)
-    metric = next((o.get("metric") for o in (experiment_config(open_engine(url), url, experiment).get("search") or {})
-                   .get("objectives", []) if o.get("metric") in ACCURACY_METRICS), "val_acc")
-    rows = correlations(_store, found.id, metric) if found is not None else []
+    rows = correlations(_store, found.id, accuracy_objective(_store, experiment)) if found is not None else []
     return pd.DataFrame([asdict(r) for r in rows], columns=["epoch", "trials", "rho", "ci_low", "ci_high"])

@@ -61,6 +61,12 @@ def objectives_of(store: Store, experiment_name: str) -> list[tuple[str, str]]:
     return [(o["metric"], o["direction"]) for o in config["search"]["objectives"]]
 
 
+def accuracy_objective(store: Store, experiment_name: str) -> str:
+    """The experiment's first objective that is an accuracy (what pruning watches and the
+    confirm race compares), val_acc by default."""
+    return race_metric([metric for metric, _ in objectives_of(store, experiment_name)])
+
+
 def arch_results(store: Store, experiment_name: str, phase: Phase | str) -> list[ArchResult]:
     """Completed trials of one phase grouped by architecture, best Pareto rank first (confirm:
     the race's best, then the tied, then the worse, by Pareto rank within each)."""
@@ -115,7 +121,7 @@ def confirm_groups(store: Store, experiment_name: str) -> dict[str, Group]:
         settings = build(ConfirmSettings, config.get("confirm"), Source(), ("confirm",))
     except ConfigError:
         settings = ConfirmSettings()
-    metric = race_metric([metric for metric, _ in objectives_of(store, experiment_name)])
+    metric = accuracy_objective(store, experiment_name)
     return stored_race(store, experiment.id, settings, metric).groups()
 
 

@@ -207,11 +207,10 @@ def _p(value: float) -> str:
 def print_rank_correlation(store, experiment: str, experiment_id: int) -> None:
     """Per epoch, how the pruned metric ranks the completed search trials' final accuracy:
     from which epoch pruning stops on signal rather than noise."""
-    from nas.results import objectives_of
-    from nas.search.controller import CURVE_METRICS
+    from nas.results import accuracy_objective
     from nas.search.pruning import curve_rank_correlation
 
-    metric = next((m for m, _ in objectives_of(store, experiment) if m in CURVE_METRICS), "val_acc")
+    metric = accuracy_objective(store, experiment)
     rows = curve_rank_correlation(store, experiment_id, metric)
     if not rows or all(math.isnan(r.rho) for r in rows):
         return
