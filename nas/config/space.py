@@ -21,7 +21,7 @@ import optuna
 
 from nas.config.validate import Source, did_you_mean, type_ok, type_words
 from nas.errors import ConfigError
-from nas.models.arch import ArchConfig
+from nas.models.arch import ArchConfig, parse_short_name
 from nas.training.recipe import SLIMMABLE_SUPPORTED, slimmable_conflicts
 
 KINDS = ("choice", "int", "float", "fixed")  # the kinds of a space entry
@@ -36,7 +36,11 @@ _ENTRY_OPTIONS = {  # what an entry may hold besides its kind
 # ----------------------------------------------------------------------------- the space
 
 
-ARCH_KEYS: tuple[str, ...] = tuple(ArchConfig().to_flat())  # what a space entry may name
+# `arch` names whole architectures by their short names (``{choice: [base, "R:L1+L3", "X:L2"]}``):
+# a list of explicit architectures, as in Page's study, rather than a product of fields. The
+# other entries apply on top of the named one; none may set a field a name already sets.
+SHORT_NAME_KEY = "arch"
+ARCH_KEYS: tuple[str, ...] = (SHORT_NAME_KEY, *ArchConfig().to_flat())  # what a space entry may name
 _TUPLE_KEYS = frozenset(k for k, v in ArchConfig().to_flat().items() if isinstance(v, tuple))  # exits.stages, ...
 
 
@@ -211,7 +215,22 @@ class SearchSpace:
 
 def _to_arch(assignment: dict[str, Any]) -> ArchConfig:
     """{"width": 0.5, "L1.residual": 1} -> ArchConfig(width=0.5, L1=StageConfig(residual=1))."""
-    return ArchConfig.from_flat(assignment, source="arch")
+    return ArchConfig.from_flat(_expand(assignment), source="arch")
+
+
+def _expand(assignment: dict[str, Any]) -> dict[str, Any]:
+    """The flat fields of an assignment: an `arch` short name as the fields it sets, the other
+    entries on top."""
+    if SHORT_NAME_KEY not in assignment:
+        return assignment
+    rest = {k: v for k, v in assignment.items() if k != SHORT_NAME_KEY}
+    return {**_named_fields(assignment[SHORT_NAME_KEY]), **rest}
+
+
+def _named_fields(name: str) -> dict[str, Any]:
+    """The flat fields a short name sets (those that differ from the defaults)."""
+    defaults = ArchConfig().to_flat()
+    return {k: v for k, v in parse_short_name(name).to_flat().items() if v != defaults[k]}
 
 
 def _is_whole(x: float) -> bool:
@@ -233,11 +252,39 @@ def parse_space(src: Source, value: Any) -> SearchSpace:
                 f"not an architecture field; fields are {', '.join(ARCH_KEYS)}.{did_you_mean(key, ARCH_KEYS)}",
             )
         entries[key] = _parse_entry(src, path + (key,), entry)
+    if SHORT_NAME_KEY in entries:
+        _check_named(src, entries)
     params = {
         key: _with_conditions(src, path + (key,), param, value[key], entries)
         for key, param in entries.items()
     }
     return SearchSpace(tuple(_dependency_order(src, params)))
+
+
+def _check_named(src: Source, entries: dict[str, Param]) -> None:
+    """The `arch` entry: short names that read, name distinct architectures, and set no field
+    another entry sets."""
+    param = entries[SHORT_NAME_KEY]
+    here = ("space", SHORT_NAME_KEY, param.kind)
+    if param.kind not in ("choice", "fixed"):
+        raise src.error(here, "architectures by name are a choice or fixed, e.g. {choice: [base, 'R:L1+L3']}.")
+    seen: dict[str, str] = {}
+    for name in param.values():
+        if not isinstance(name, str):
+            raise src.error(here, f"expected short names such as 'R:L1+L3', but got {name!r}.")
+        try:
+            fields = _named_fields(name)
+            arch_hash = parse_short_name(name).hash
+        except ConfigError as err:
+            raise src.error(here, f"{name!r} is not an architecture's short name ({str(err).rstrip('.')}); write names such as "
+                                  "'base', 'R:L1+L3' or 'X:L2 R:L3'.") from None
+        if arch_hash in seen:
+            raise src.error(here, f"{name!r} and {seen[arch_hash]!r} are the same architecture; list it once.")
+        seen[arch_hash] = name
+        for key in entries:
+            if key in fields:
+                raise src.error(("space", key), f"also set by the arch entry's {name!r}; remove {key} from "
+                                                "the space, or write it into every name.")
 
 
 def _parse_entry(src: Source, path: tuple, entry: Any) -> Param:
@@ -401,7 +448,7 @@ def check_space(space: SearchSpace, src: Source, *, every_point: bool = False, s
                     ("space", param.key, param.kind),
                     f"{value!r} does not give a valid architecture ({err}); use values the architecture accepts.",
                 ) from None
-            if slimmable and slimmable_conflicts({param.key: value}):
+            if slimmable and slimmable_conflicts(_expand({param.key: value})):
                 raise src.error(
                     ("space", param.key, param.kind),
                     f"{value!r} is not supported by slimmable training (recipe.slimmable), which supports "
