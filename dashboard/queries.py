@@ -228,11 +228,13 @@ def seed_summary(_engine: Engine, url: str, experiment: str, phase: str) -> pd.D
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
-def confirm_decisions(_store: Store, url: str, experiment: str) -> pd.DataFrame:
-    """Per confirmed architecture, as `nas status` shows it: the race's decision and its export --rank."""
+def decisions(_store: Store, url: str, experiment: str, phase: str = Phase.CONFIRM) -> pd.DataFrame:
+    """Per architecture of a phase, as `nas status` shows it: its decision (the confirm race's;
+    a search with seed repeats: best / tied / worse on the shared seeds) and its place (confirm:
+    the export --rank)."""
     from nas.results import arch_results
 
-    rows = arch_results(_store, experiment, Phase.CONFIRM)
+    rows = arch_results(_store, experiment, phase)
     return pd.DataFrame({"arch_hash": [r.arch_hash for r in rows], "decision": [r.decision or "-" for r in rows],
                          "rank": range(1, len(rows) + 1)})
 

@@ -4,7 +4,9 @@ One `ArchResult` per architecture and phase: its seeds' final metrics summarised
 95% CI (nas.stats), and its Pareto rank among the architectures of that phase. Confirmed
 architectures also carry the confirm race's answer (`nas.search.race`): best, tied with the
 best, or worse, with the Holm-adjusted p of the comparison with the leader; they are listed
-in that order (the order of `nas export --rank`), by Pareto rank within each group.
+in that order (the order of `nas export --rank`), by Pareto rank within each group. A
+search with seed repeats (a grid study such as page_post4) gets the same answer for its
+architectures, from the seeds they all ran (`search_groups`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, replace
 
 from nas.db import Architecture, Store, Trial
 from nas.db.schema import Phase, TrialStatus
-from nas.search.race import GROUP_ORDER, Group, decision_text, race_metric, stored_race
+from nas.search.race import GROUP_ORDER, Group, decision_text, race_metric, repeat_groups, stored_race
 from nas.stats import SeedSummary, mean_binomial_se, pareto_ranks, summarize
 from nas.trials.plan import judged_accuracy
 
@@ -68,8 +70,9 @@ def accuracy_objective(store: Store, experiment_name: str) -> str:
 
 
 def arch_results(store: Store, experiment_name: str, phase: Phase | str) -> list[ArchResult]:
-    """Completed trials of one phase grouped by architecture, best Pareto rank first (confirm:
-    the race's best, then the tied, then the worse, by Pareto rank within each)."""
+    """Completed trials of one phase grouped by architecture, best Pareto rank first (confirm,
+    and a search with seed repeats: the best, then the tied, then the worse, by Pareto rank
+    within each)."""
     experiment = store.get_experiment(experiment_name)
     if experiment is None:
         return []
@@ -94,8 +97,9 @@ def arch_results(store: Store, experiment_name: str, phase: Phase | str) -> list
     points = [[_metric(row, metric) for metric, _ in objectives] for row in rows]
     ranks = pareto_ranks(points, [direction for _, direction in objectives])
     rows = [replace(row, rank=rank) for row, rank in zip(rows, ranks)]
-    if phase == Phase.CONFIRM:
-        groups = confirm_groups(store, experiment_name)
+    decided = {Phase.CONFIRM: confirm_groups, Phase.SEARCH: search_groups}.get(Phase(phase))
+    groups = decided(store, experiment_name) if decided else {}
+    if groups:
         rows = [replace(row, group=groups[row.arch_hash].decision, group_p=groups[row.arch_hash].p)
                 if row.arch_hash in groups else row for row in rows]
     first_sign = -1.0 if objectives[0][1] == "maximize" else 1.0
@@ -123,6 +127,26 @@ def confirm_groups(store: Store, experiment_name: str) -> dict[str, Group]:
         settings = ConfirmSettings()
     metric = accuracy_objective(store, experiment_name)
     return stored_race(store, experiment.id, settings, metric).groups()
+
+
+def search_groups(store: Store, experiment_name: str) -> dict[str, Group]:
+    """With seed repeats (search.repeats >= 2), best / tied / worse among the search's
+    architectures that completed every one of the search seeds (search.seed, +1, ...: the seeds
+    every architecture runs first); the others (pruned, failed, unfinished) are not compared.
+    Empty without repeats."""
+    experiment = store.get_experiment(experiment_name)
+    config = json.loads(experiment.config_json) if experiment is not None and experiment.config_json else {}
+    search = config.get("search", {})
+    repeats, first = int(search.get("repeats", 1)), int(search.get("seed", 0))
+    if repeats < 2:
+        return {}
+    metric = accuracy_objective(store, experiment_name)
+    accuracy: dict[str, dict[int, float | None]] = defaultdict(dict)
+    for trial in store.trials(experiment_id=experiment.id, phase=Phase.SEARCH, status=TrialStatus.COMPLETED):
+        value = trial.final_test_acc if metric == "test_acc" else judged_accuracy(trial.final_val_acc,
+                                                                                   trial.final_test_acc)
+        accuracy[trial.arch_hash].setdefault(trial.seed, value)
+    return repeat_groups(accuracy, list(range(first, first + repeats)))
 
 
 def eval_images(trial: Trial) -> int | None:

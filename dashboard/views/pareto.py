@@ -1,6 +1,7 @@
 """Pareto front: accuracy against a cost (train seconds, params or FLOPs), the
 non-dominated set highlighted and joined, confirmed architectures with 95% CIs and the
-confirm race's decision (best, tied with the best, worse). Selecting a point opens that
+confirm race's decision (best, tied with the best, worse); a grid study with seed repeats and
+no confirm phase shows its search architectures the same way. Selecting a point opens that
 architecture."""
 
 import streamlit as st
@@ -50,12 +51,20 @@ st.dataframe(
         "seeds": st.column_config.NumberColumn("Seeds"),
     },
 )
-if not confirmed.empty:
-    st.subheader("Confirmed architectures (mean ± 95% CI over seeds)")
-    # the race's answer, in `nas status` order (# is `nas export --rank`): the best, those it could
-    # not be separated from, the worse; a tied one may be the cheaper choice
-    decisions = queries.confirm_decisions(queries.open_store(url), url, experiment)
-    table = confirmed.merge(decisions, on="arch_hash", how="left")
+# The decided architectures: the confirm race's answer, else (a grid study with seed repeats,
+# no confirm phase) the search's on its shared seeds; in `nas status` order (# is `nas export
+# --rank` for confirm): the best, those it could not be separated from, the worse; a tied one
+# may be the cheaper choice.
+decided, decided_phase = confirmed, "confirm"
+if confirmed.empty and "search" in phases:
+    searched = queries.decisions(queries.open_store(url), url, experiment, "search")
+    if (searched["decision"] != "-").any():
+        decided, decided_phase = queries.seed_summary(engine, url, experiment, "search"), "search"
+if not decided.empty:
+    st.subheader("Confirmed architectures (mean ± 95% CI over seeds)" if decided_phase == "confirm" else
+                 "Search architectures on shared seeds (mean ± 95% CI over seeds)")
+    decisions = queries.decisions(queries.open_store(url), url, experiment, decided_phase)
+    table = decided.merge(decisions, on="arch_hash", how="left")
     st.dataframe(
         table.assign(
             accuracy_ci=[ui.percent(lo) + " – " + ui.percent(hi)
@@ -67,10 +76,11 @@ if not confirmed.empty:
              "train_seconds"]],
         hide_index=True, key="pareto_confirmed_table",
         column_config={
-            "rank": st.column_config.NumberColumn("#", help="nas export --rank"),
+            "rank": st.column_config.NumberColumn("#", help="nas export --rank" if decided_phase == "confirm"
+                                                  else "best, tied, worse"),
             "decision": st.column_config.TextColumn(
-                "Decision", help="The confirm race: each against the best on the same seeds (paired t-test, "
-                                 "p Holm-adjusted); worse: p < 0.05, tied: not separated"),
+                "Decision", help="Each against the best on the same seeds (paired t-test, p Holm-adjusted); "
+                                 "worse: p < 0.05, tied: not separated"),
             "short_name": "Architecture", "arch_hash": "Hash", "seeds": "Seeds",
             "accuracy": st.column_config.NumberColumn("Accuracy mean (%)", format="%.2f"),
             "accuracy_std": st.column_config.NumberColumn("Std (pp)", format="%.2f"),

@@ -22,9 +22,10 @@ def print_front(store, experiment: str) -> None:
     phase = rows[0].phase
     # early exits: FLOPs per image at the exit threshold, when the search optimises them
     exits = "mean_inference_flops" in [metric for metric, _ in objectives_of(store, experiment)]
-    # confirm: the race's decision first (#: the --rank of `nas export`), the Pareto rank beside
-    # it, since an architecture tied with the best may be the cheaper one
-    decided = phase == Phase.CONFIRM
+    # confirm (and a search with seed repeats): the decision first (#: the --rank of `nas export`
+    # for confirm), the Pareto rank beside it, since an architecture tied with the best may be
+    # the cheaper one
+    decided = any(row.group for row in rows)
     order = "best, tied, worse; Pareto front first within each" if decided else "Pareto front first"
     table = Table(title=f"{experiment}: {phase} results ({order})", caption=(
         "decision: each against the best on the same seeds, paired t-test, p Holm-adjusted over the "

@@ -165,6 +165,19 @@ def decide(number: int, seeds: Sequence[int], archs: Sequence[str], accuracy: Re
                  means=means, difference={h: diffs[h].mean for h in others}, p=adjusted, eliminated=eliminated)
 
 
+def repeat_groups(accuracy: Results, seeds: Sequence[int]) -> dict[str, Group]:
+    """best / tied / worse among the architectures with a result on every one of `seeds` (a
+    search with seed repeats: each architecture ran the same seeds), decided as one race round
+    is: each against the leader, paired, Holm-adjusted. Empty under 2 architectures or seeds."""
+    archs = sorted(h for h in accuracy if all(_finite(accuracy[h].get(s)) for s in seeds))
+    if len(archs) < 2 or len(seeds) < 2:
+        return {}
+    decided = decide(1, seeds, archs, accuracy)
+    groups = {h: Group(WORSE if h in decided.eliminated else TIED, decided.p[h], 1) for h in decided.p}
+    groups[decided.leader] = Group(BEST, math.nan, 1)
+    return groups
+
+
 def _stop(settings: ConfirmSettings, remaining: Sequence[str], seeds: int, spent: float) -> str:
     """Why the race ends after a round with `seeds` seeds, or "" to run another."""
     if not settings.until_separated:
