@@ -24,6 +24,7 @@ import random
 import sys
 from dataclasses import dataclass, field
 
+from nas.data.config import TEST_IMAGES
 from nas.db import Store
 
 from nas.models.arch import STAGES, ArchConfig, StageConfig
@@ -31,6 +32,7 @@ from nas.search.confirm import CONFIRM_SEED_BASE
 
 SEARCH_SEED_BASE = 0  # the search phase's seeds, as the driver derives them
 DEVICE = "NVIDIA H100 80GB HBM3 (synthetic)"
+SEEDED_VAL_IMAGES = 1000  # the seeded experiments' val split
 DIMENSIONS = tuple(f"{stage}.{attr}" for stage in STAGES for attr in ("extra", "residual"))
 BASE_CHANNELS = {"prep": 64, "L1": 128, "L2": 256, "L3": 512}  # nas.models.builder, width 1
 SECONDS_PER_GFLOP = 4.0  # synthetic training cost: seconds per epoch per GFLOP/image
@@ -123,7 +125,7 @@ def experiment_config(name: str, *, width: float, epochs: int, n_trials: int) ->
     return {
         "name": name,
         "budget": "synthetic",
-        "dataset": {"name": "cifar10", "root": None, "train_subset": 5000, "val_size": 1000},
+        "dataset": {"name": "cifar10", "root": None, "train_subset": 5000, "val_size": SEEDED_VAL_IMAGES},
         "recipe": {"epochs": epochs, "batch_size": 512, "lr": 0.4},
         "space": {"width": {"fixed": width}, **{key: {"choice": [0, 1]} for key in DIMENSIONS}},
         "search": {
@@ -247,11 +249,12 @@ def _write_trial(store: Store, experiment_id: int, arch: ArchConfig, seed: int, 
     params, flops = costs(arch)
     store.upsert_architecture(arch.hash, arch.to_json(), arch.short_name(), params, flops)
     recipe = json.dumps({"recipe": {"epochs": epochs, "batch_size": 512, "lr": 0.4},
-                         "dataset": {"train_subset": 5000, "val_size": 1000}}, sort_keys=True)
+                         "dataset": {"train_subset": 5000, "val_size": SEEDED_VAL_IMAGES}}, sort_keys=True)
     trial_id = store.start_trial(experiment_id, arch.hash, seed, phase, epochs_planned=epochs,
                                  recipe_json=recipe, device=DEVICE, code_version="0.1.0+synthetic")
     for epoch, metrics in enumerate(rows):
-        store.record_epoch(trial_id, epoch, **metrics)
+        # the seeded recipe's val split, and the 10,000 test images: every accuracy with its noise
+        store.record_epoch(trial_id, epoch, val_images=SEEDED_VAL_IMAGES, test_images=TEST_IMAGES, **metrics)
     if status != "running":
         error = "RuntimeError: CUDA out of memory (synthetic)" if status == "failed" else None
         if status == "diverged":

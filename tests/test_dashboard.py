@@ -271,6 +271,20 @@ def test_architecture_page_shows_config_costs_curves_and_the_export_command(open
     assert set(timing["device"]) == {runs[0].device}
 
 
+def test_architecture_page_shows_the_seeded_stores_evaluation_noise(open_page, seeded):
+    from nas.stats import binomial_se
+
+    arch_hash = seeded.confirmed_hashes[0]
+    at = open_page("architecture", exp=EXPERIMENT, arch=arch_hash)
+    with Store.open(seeded.url, read_only=True) as store:
+        runs = [t for t in store.trials(experiment_id=store.get_experiment(EXPERIMENT).id)
+                if t.arch_hash == arch_hash and t.status == "completed" and t.phase == "confirm"]
+    assert {t.final_val_images for t in runs} == {1000}  # the seeded store says what each accuracy was scored on
+    se = sum(binomial_se(t.final_val_acc, 1000) for t in runs) / len(runs)
+    caption = next(c.value for c in at.caption if c.value.startswith("Evaluation noise"))
+    assert f"±{ui.percent(se)} on 1,000 images" in caption
+
+
 def test_architecture_page_of_a_net_without_exits_has_no_early_exit_section(open_page, seeded):
     at = open_page("architecture", exp=EXPERIMENT, arch=seeded.confirmed_hashes[0])
     assert "Early exits" not in [s.value for s in at.subheader]
