@@ -159,18 +159,29 @@ def test_the_margin_is_nas_s_own_pruner_option_and_optuna_never_sees_it(tmp_path
 
 def test_the_noise_is_pooled_seed_spread_plus_binomial_evaluation_noise():
     rule = NoiseMargin(percentile=50.0, margin=1.0, eval_images=1000)
-    # two architectures with two seeds each, worked by hand:
-    # a: 0.40, 0.44 -> var 0.0008; b: 0.30, 0.32 -> var 0.0002; pooled (1 dof each) 0.0005
-    by_arch = {"a": [0.40, 0.44], "b": [0.30, 0.32], "c": [0.5]}
-    expected = math.sqrt(0.0005 + 0.4 * 0.6 / 1000)
-    assert rule.noise(0.4, by_arch) == pytest.approx(expected)
-    assert rule.noise(0.4, {"c": [0.5]}) == pytest.approx(math.sqrt(0.24 / 1000))  # no repeats: evaluation only
+    # three architectures with two seeds each (3 dof: trusted), worked by hand:
+    # a: 0.40, 0.44 -> var 0.0008; b: 0.30, 0.32 -> var 0.0002; d: 0.50, 0.52 -> var 0.0002; pooled 0.0004
+    by_arch = {"a": [0.40, 0.44], "b": [0.30, 0.32], "d": [0.50, 0.52], "c": [0.5]}
+    others = [v for values in by_arch.values() for v in values]
+    assert rule.noise(0.4, others, by_arch) == pytest.approx(math.sqrt(0.0004 + 0.4 * 0.6 / 1000))
+
+
+def test_without_enough_repeats_the_spread_across_trials_bounds_the_seed_noise():
+    rule = NoiseMargin(percentile=50.0, margin=1.0, eval_images=1000)
+    others = [0.40, 0.42, 0.44]  # no repeats: variance across trials 0.0004 stands in for the seed noise
+    assert rule.noise(0.4, others, {}) == pytest.approx(math.sqrt(0.0004 + 0.24 / 1000))
+    # 2 dof of repeats (untrusted): the larger of the two
+    by_arch = {"a": [0.40, 0.44], "b": [0.30, 0.32]}  # pooled 0.0005
+    assert rule.noise(0.4, others, by_arch) == pytest.approx(math.sqrt(0.0005 + 0.24 / 1000))
+    assert rule.noise(0.4, [0.1, 0.5], by_arch) == pytest.approx(math.sqrt(0.08 + 0.24 / 1000))
+    assert rule.noise(0.4, [0.5], {}) == pytest.approx(math.sqrt(0.24 / 1000))  # one value: evaluation only
 
 
 def test_a_trial_within_the_margin_of_the_threshold_is_not_pruned():
     rule = NoiseMargin(percentile=50.0, margin=1.0, eval_images=1000)
-    others = [0.40, 0.42, 0.44]  # median 0.42; no repeats: noise = sqrt(p(1-p)/1000) ~ 0.0156 at p 0.41
+    others = [0.40, 0.42, 0.44]  # median 0.42; noise sqrt(0.0004 + p(1-p)/1000) ~ 0.025 at p 0.40
     assert not rule.clearly_worse(0.41, others, {}, maximize=True)  # 1 point below: within the noise
+    assert not rule.clearly_worse(0.40, others, {}, maximize=True)  # 2 points below: still within it
     assert rule.clearly_worse(0.38, others, {}, maximize=True)  # 4 points below: beyond it
     assert not NoiseMargin(50.0, 3.0, 1000).clearly_worse(0.38, others, {}, maximize=True)  # a wider margin keeps it
     assert rule.clearly_worse(0.50, [0.40, 0.42, 0.44], {}, maximize=False)  # minimising: clearly above

@@ -6,8 +6,9 @@
   (`first_prunable_epoch`), for every pruner kind.
 - **Only clearly below the threshold.** A median or percentile pruner stops a trial only when
   its value is below the threshold by more than `margin` standard errors of the noise at that
-  epoch (`NoiseMargin`): seed noise pooled over the study's repeated architectures plus the
-  binomial noise of evaluating on `eval_images` images. `margin: 0` is Optuna's own rule; the default is 2.
+  epoch (`NoiseMargin`): seed noise pooled over the study's repeated architectures (until
+  there are enough repeats, the spread across all trials, its upper bound) plus the binomial
+  noise of evaluating on `eval_images` images. `margin: 0` is Optuna's own rule; the default is 2.
 - **How early curves rank the finished ones.** Per epoch, Spearman's rank correlation between
   the pruned metric at that epoch and the final accuracy, over the completed search trials,
   with a bootstrap 95% CI (`curve_rank_correlation`): where it is high and its CI narrow,
@@ -31,6 +32,9 @@ from nas.trials.plan import judged_accuracy
 WARMUP_KINDS = ("median", "percentile")  # Optuna pruners with an n_warmup_steps option
 MARGIN_KINDS = ("median", "percentile")  # pruners with a threshold a margin can be measured from
 DEFAULT_MARGIN = 2.0  # standard errors: the smallest that kept the best trial in 98% of replays (benchmarks/pruning_margin.py)
+# pooled seed-spread degrees of freedom below which it is not trusted alone (its relative SE,
+# sqrt(2 / dof), is still above 80%): the spread across trials bounds it from above instead
+MIN_SEED_DOF = 3
 BOOTSTRAP_SAMPLES = 1000  # resamples of the trials for each epoch's CI
 
 
@@ -94,12 +98,18 @@ class NoiseMargin:
         # as Optuna's PercentilePruner: for a maximised value the top `percentile` survive
         return float(np.percentile(values, 100 - self.percentile if maximize else self.percentile))
 
-    def noise(self, value: float, by_arch: dict[str, list[float]]) -> float:
-        """The standard deviation of one trial's value at an epoch: the seeds' spread, pooled
-        over architectures with several trials at it, plus the binomial evaluation noise."""
+    def noise(self, value: float, others: list[float], by_arch: dict[str, list[float]]) -> float:
+        """The standard deviation of one trial's value at an epoch: seed noise plus the binomial
+        evaluation noise. The seed noise is the seeds' spread pooled over the architectures with
+        several trials there, once that has MIN_SEED_DOF degrees of freedom; before (a search
+        with few or no repeats cannot tell seed noise from architecture differences) it is at
+        least the spread of all the completed trials' values there, an upper bound, so that the
+        pruner does not stop trials on what may be seed noise."""
         dof = sum(len(v) - 1 for v in by_arch.values() if len(v) > 1)
         seed_var = sum(float(np.var(v, ddof=1)) * (len(v) - 1) for v in by_arch.values() if len(v) > 1) / dof \
             if dof else 0.0
+        if dof < MIN_SEED_DOF and len(others) > 1:
+            seed_var = max(seed_var, float(np.var(others, ddof=1)))
         p = min(max(value, 0.0), 1.0)
         return math.sqrt(seed_var + p * (1 - p) / max(1, self.eval_images))
 
@@ -109,7 +119,7 @@ class NoiseMargin:
         if not others:
             return False
         threshold = self.threshold(others, maximize)
-        gap = self.margin * self.noise(value, by_arch)
+        gap = self.margin * self.noise(value, others, by_arch)
         return value < threshold - gap if maximize else value > threshold + gap
 
 
