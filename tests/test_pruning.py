@@ -52,7 +52,8 @@ def test_with_warmup_fills_n_warmup_steps_only_where_the_kind_takes_it_and_it_is
     assert dict(wrapped.wrapped.options) == {"n_warmup_steps": 4}
 
 
-def _controller(tmp_path, pruner: dict) -> SearchController:
+def _controller(tmp_path, pruner: dict, finals=None, curve=lambda final: final) -> SearchController:
+    finals = RANKED if finals is None else finals
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "warm.yaml"
     path.write_text(json.dumps({
@@ -64,12 +65,16 @@ def _controller(tmp_path, pruner: dict) -> SearchController:
     store = Store.open(f"sqlite:///{tmp_path / 'nas.db'}")
     controller = SearchController(spec, store, open_experiment(store, spec), f"sqlite:///{tmp_path / 'nas.db'}",
                                   costs=lambda arch: (1, 1))
-    for _ in range(3):  # finished trials far above anything the new trial reports
+    for final in finals:  # finished trials far above anything the new trial reports
         controller.study.add_trial(optuna.trial.create_trial(
-            value=0.9, params={"L1.residual": 1},
+            value=final, params={"L1.residual": 1},
             distributions={"L1.residual": optuna.distributions.CategoricalDistribution([0, 1])},
-            intermediate_values={e: 0.9 for e in range(10)}))
+            intermediate_values={e: curve(final) for e in range(10)}))
     return controller
+
+
+# 8 finished trials around 0.9 whose every epoch ranks their finals (nas's rank gate opens)
+RANKED = tuple(0.895 + 0.002 * i for i in range(8))
 
 
 def _pruned_at(controller: SearchController) -> int | None:
@@ -177,6 +182,33 @@ def test_without_enough_repeats_the_spread_across_trials_bounds_the_seed_noise()
     assert rule.noise(0.4, [0.5], {}) == pytest.approx(math.sqrt(0.24 / 1000))  # one value: evaluation only
 
 
+def test_curve_ranks_finals_on_hand_worked_examples():
+    from nas.search.pruning import MIN_RANK_TRIALS, curve_ranks_finals
+
+    assert MIN_RANK_TRIALS == 6
+    finals = [0.30, 0.35, 0.40, 0.45, 0.50, 0.55]
+    assert curve_ranks_finals([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], finals)  # rho 1
+    assert not curve_ranks_finals([0.6, 0.5, 0.4, 0.3, 0.2, 0.1], finals)  # rho -1: ranks them backwards
+    assert not curve_ranks_finals([0.1, 0.2, 0.3, 0.4, 0.5], finals[:5])  # 5 trials: too few to tell
+    # rho 0.8857 (one swap: ranks 2,1,3,4,6,5): z = atanh(0.8857) = 1.404 > 1.96 * sqrt(1.06 / 3) = 1.165
+    assert curve_ranks_finals([0.2, 0.1, 0.3, 0.4, 0.6, 0.5], finals)
+    # rho 0.7714 (ranks 3,1,2,4,6,5): z = 1.024 < 1.165, not yet beyond chance
+    assert not curve_ranks_finals([0.3, 0.1, 0.2, 0.4, 0.6, 0.5], finals)
+
+
+def test_the_search_never_prunes_at_an_epoch_whose_curve_does_not_rank_the_finished_trials(tmp_path):
+    pruner = {"kind": "median", "n_startup_trials": 0, "n_warmup_steps": 0}
+    # late starters: the finished trials' curves rank their finals backwards, so a curve far below
+    # says nothing yet; Optuna alone, margin 0, would prune it
+    backwards = _controller(tmp_path / "b", pruner, curve=lambda final: 1.8 - final)
+    assert _pruned_at(backwards) is None
+    too_few = _controller(tmp_path / "f", pruner, finals=RANKED[:5])  # 5 finished: the gate stays shut
+    assert _pruned_at(too_few) is None
+    assert _pruned_at(_controller(tmp_path / "r", pruner)) == 0  # ranked: pruned at once
+    optuna_rule = _controller(tmp_path / "o", {**pruner, "margin": 0}, curve=lambda final: 1.8 - final)
+    assert _pruned_at(optuna_rule) == 0
+
+
 def test_a_trial_within_the_margin_of_the_threshold_is_not_pruned():
     rule = NoiseMargin(percentile=50.0, margin=1.0, eval_images=1000)
     others = [0.40, 0.42, 0.44]  # median 0.42; noise sqrt(0.0004 + p(1-p)/1000) ~ 0.025 at p 0.40
@@ -190,7 +222,8 @@ def test_a_trial_within_the_margin_of_the_threshold_is_not_pruned():
 def test_the_search_keeps_a_trial_optuna_would_prune_when_it_is_within_the_noise(tmp_path):
     controller = _controller(tmp_path, {"kind": "median", "n_startup_trials": 0, "n_warmup_steps": 0})
     plan = controller.ask()
-    # val_size 5000 -> noise at 0.897 is ~0.0043: 0.897 is below the median 0.9 but within the margin
+    # val_size 5000, no repeats: noise at 0.897 is sqrt(var of the finished ~ 0.0049^2 + 0.897*0.103/5000)
+    # ~ 0.0066: 0.897 is below the median 0.902 (Optuna prunes it) but within 2 of those
     assert not controller.should_prune(plan, {"epoch": 0, "val_acc": 0.897})
     plan = controller.ask()
     assert controller.should_prune(plan, {"epoch": 0, "val_acc": 0.80})

@@ -27,7 +27,7 @@ from nas.data.config import TEST_IMAGES
 from nas.db import Store
 from nas.db.schema import Phase, TrialStatus
 from nas.models.arch import ArchConfig
-from nas.search.pruning import NoiseMargin, pruning_gate, values_at, with_warmup
+from nas.search.pruning import NoiseMargin, pruning_gate, with_warmup
 from nas.trials.plan import TrialPlan
 
 CURVE_METRICS = ("val_acc", "test_acc")  # metrics reported every epoch, so prunable
@@ -179,12 +179,13 @@ class SearchController:
             return False
         if self.margin is None:
             return True
-        # Optuna says below its threshold; stop only if clearly so, beyond the noise.
+        # Optuna says below its threshold; stop only if clearly so, beyond the noise, at an epoch
+        # whose curve ranks the finished trials
         study = self.prune_study or self.study
-        others, by_arch = values_at(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), step)
         maximize = self.prune_metric.direction == "maximize"
         best = max(plan.curve.values()) if maximize else min(plan.curve.values())  # Optuna's too
-        return self.margin.clearly_worse(best, others, by_arch, maximize)
+        return self.margin.prunes(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), step, best,
+                                  maximize)
 
     def tell(self, plan: TrialPlan, status: TrialStatus) -> None:
         """Close the plan's Optuna trial(s) with the state its store row got."""

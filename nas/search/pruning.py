@@ -9,6 +9,10 @@
   epoch (`NoiseMargin`): seed noise pooled over the study's repeated architectures (until
   there are enough repeats, the spread across all trials, its upper bound) plus the binomial
   noise of evaluating on `eval_images` images. `margin: 0` is Optuna's own rule; the default is 2.
+- **Only where the curve predicts.** With a margin, a trial is also never stopped at an epoch
+  whose values do not yet rank the finished trials' final accuracies beyond chance
+  (`curve_ranks_finals`: Spearman's rho over at least 6 of them, the lower end of its 95%
+  interval above 0), so a late starter is not stopped on a curve that says nothing yet.
 - **How early curves rank the finished ones.** Per epoch, Spearman's rank correlation between
   the pruned metric at that epoch and the final accuracy, over the completed search trials,
   with a bootstrap 95% CI (`curve_rank_correlation`): where it is high and its CI narrow,
@@ -35,6 +39,8 @@ DEFAULT_MARGIN = 2.0  # standard errors: the smallest that kept the best trial i
 # pooled seed-spread degrees of freedom below which it is not trusted alone (its relative SE,
 # sqrt(2 / dof), is still above 80%): the spread across trials bounds it from above instead
 MIN_SEED_DOF = 3
+# finished trials an epoch's curve must rank (`curve_ranks_finals`) before nas's rule prunes at it
+MIN_RANK_TRIALS = 6
 BOOTSTRAP_SAMPLES = 1000  # resamples of the trials for each epoch's CI
 
 
@@ -82,6 +88,7 @@ class NoiseMargin:
     percentile: float
     margin: float
     eval_images: int
+    rank_gate: bool = True  # also wait until the epoch's curve ranks the finished trials (`curve_ranks_finals`)
 
     @classmethod
     def of(cls, pruner: PrunerSpec, eval_images: int) -> NoiseMargin | None:
@@ -93,6 +100,15 @@ class NoiseMargin:
         if margin == 0:
             return None
         return cls(float(options.get("percentile", 50.0)), margin, eval_images)
+
+    def prunes(self, completed, step: int, value: float, maximize: bool) -> bool:
+        """The rule, once Optuna's pruner says stop: whether a trial whose best value so far is
+        `value` at epoch `step` is stopped, given the study's completed trials (their
+        intermediate values and final value)."""
+        others, by_arch = values_at(completed, step)
+        if self.rank_gate and not curve_ranks_finals(*curve_vs_final(completed, step)):
+            return False
+        return self.clearly_worse(value, others, by_arch, maximize)
 
     def threshold(self, values: list[float], maximize: bool) -> float:
         # as Optuna's PercentilePruner: for a maximised value the top `percentile` survive
@@ -133,6 +149,28 @@ def values_at(study_trials, step: int) -> tuple[list[float], dict[str, list[floa
         values.append(value)
         by_arch.setdefault(trial.user_attrs.get("arch_hash", f"#{trial.number}"), []).append(value)
     return values, by_arch
+
+
+def curve_vs_final(study_trials, step: int) -> tuple[list[float], list[float]]:
+    """The completed trials' values at `step` and their final values, paired."""
+    pairs = [(t.intermediate_values.get(step), t.value) for t in study_trials]
+    pairs = [(v, f) for v, f in pairs if v is not None and f is not None and math.isfinite(v) and math.isfinite(f)]
+    return [v for v, _ in pairs], [f for _, f in pairs]
+
+
+def curve_ranks_finals(values: list[float], finals: list[float]) -> bool:
+    """Whether the finished trials' values at an epoch rank their final values beyond chance:
+    over at least MIN_RANK_TRIALS of them, the lower end of the 95% interval of Spearman's rho
+    (Fisher z, SE sqrt(1.06 / (n - 3))) is above 0. Until then an early curve may be a late
+    starter's (a deeper net near chance after the warm-up that finishes among the best), and
+    stopping on it is a guess."""
+    n = len(values)
+    if n < MIN_RANK_TRIALS:
+        return False
+    rho = spearman(values, finals)
+    if math.isnan(rho):
+        return False
+    return math.atanh(min(max(rho, -1 + 1e-9), 1 - 1e-9)) - 1.96 * math.sqrt(1.06 / (n - 3)) > 0
 
 
 # ----------------------------------------------------------------------------- is pruning safe?
