@@ -29,7 +29,8 @@ def print_front(store, experiment: str) -> None:
     order = "best, tied, worse; Pareto front first within each" if decided else "Pareto front first"
     table = Table(title=f"{experiment}: {phase} results ({order})", caption=(
         "decision: each against the best on the same seeds, paired t-test, p Holm-adjusted over the "
-        "comparisons; worse: p < 0.05, tied: not separated. #: nas export --rank." if decided else None))
+        "comparisons; worse: p < 0.05, tied: not separated."
+        + (" #: nas export --rank." if phase == Phase.CONFIRM else "") if decided else None))
     columns = (("#", "decision") if decided else ()) + (
         "rank", "architecture", "hash", "seeds", "accuracy (mean ± 95% CI)", "train s", "params", "MFLOPs")
     columns += ("inference MFLOPs",) if exits else ()
