@@ -28,7 +28,10 @@ from nas.cli.common import (
     given,
 )
 from nas.cli.tables import print_exit_curve, print_summary, print_width_curve
+from nas.config.experiment import name_problem
 from nas.errors import ConfigError, reject_unknown_keys
+
+MAX_SEED = 2**31 - 1  # trials.seed is an Integer column (32 bits on PostgreSQL)
 
 
 def train(
@@ -109,8 +112,15 @@ def _train_command(
     from nas.trials.recorder import TrialRecorder
 
     # 1. Validate everything before touching data or the database.
+    if (problem := name_problem(experiment)) is not None:
+        raise ConfigError(f"--experiment: {problem}; give such a name.")
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"--seed must be between 0 and {MAX_SEED} (the store's column), but got {seed}.")
     spec = read_arch_spec(arch_text)
-    arch_cfg = spec.arch if width is None else spec.arch.replace(width=width)
+    try:
+        arch_cfg = spec.arch if width is None else spec.arch.replace(width=width)
+    except ConfigError as err:
+        raise ConfigError(f"--width: {err}") from None
     recipe_fields = {**spec.recipe, **given(epochs=epochs, batch_size=batch_size, lr=lr)}
     if slimmable:  # --slimmable-* flags: over the file's recipe.slimmable, if any
         recipe_fields["slimmable"] = {**(spec.recipe.get("slimmable") or {}), **slimmable}
