@@ -102,6 +102,7 @@ def _train_command(
     from nas.data.archive import resolve_data_root
     from nas.data.tensors import load_data
     from nas.db import Store, resolve_db_url
+    from nas.db.engine import probe
     from nas.db.schema import Phase, TrialStatus
     from nas.provenance import code_version, default_device
     from nas.provenance import device_name as describe_device
@@ -136,6 +137,7 @@ def _train_command(
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device is available here; use --device cpu.")
     db_url = resolve_db_url(db)
+    probe(db_url)  # a wrong --db fails before the data is read, creating nothing
 
     # 2. Data (may download, or fail with a message saying where to put it).
     data_cfg = replace(data_cfg, root=str(resolve_data_root(data_root, yaml_root)))
