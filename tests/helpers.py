@@ -43,6 +43,7 @@ PREWRITE_CASES = [
     ("pruner_margin_nan.yaml", None, "search.pruner.margin", "must be a finite number, but got nan"),
     ("confirm_max_seconds_inf.yaml", None, "confirm.max_seconds", "must be a finite number"),
     ("resources_cpus_nan.yaml", None, "resources.cpus_per_trial", "must be a finite number"),
+    ("resources_cpus_huge.yaml", None, "resources.cpus_per_trial", "cpus_per_trial must be at most 4096"),
     ("float_range_inf.yaml", None, "space.width.float", "must be finite"),
     ("float_step_nan.yaml", None, "space.width.step", "positive number"),
     ("val_size_above_train_set.yaml", None, "dataset.val_size", "at most 49990"),

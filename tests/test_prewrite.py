@@ -52,6 +52,7 @@ def test_launch_refuses_before_the_store_exists(tmp_path, wide_errors, name, bud
         (["--batch-size", "10000000"], "batch_size must be at most 50000"),
         (["--seed", "99999999999"], "--seed must be between 0 and 2147483647"),
         (["--experiment", "x" * (NAME_LENGTH + 1)], "--experiment: must be at most 200 characters"),
+        (["--threads", "1000000000000"], "--threads must be at most 4096"),
     ],
     ids=lambda v: v if isinstance(v, str) else " ".join(a[:12] for a in v),
 )
@@ -62,6 +63,24 @@ def test_train_refuses_bad_options_before_data_or_store(tmp_path, wide_errors, a
     assert result.exit_code == 2, result.output
     assert named in _one_error_line(result.output)
     assert not db.exists() and not (tmp_path / "no-data").exists()
+
+
+@pytest.mark.parametrize(("name", "budget", "key_path", "rule"), PREWRITE_CASES[:4] + PREWRITE_CASES[-3:],
+                         ids=[c[0] for c in PREWRITE_CASES[:4] + PREWRITE_CASES[-3:]])
+def test_launch_onto_an_existing_store_writes_no_experiment_and_no_study(tmp_path, wide_errors, name, budget,
+                                                                        key_path, rule):
+    from nas.db import Store
+    from sqlalchemy import inspect
+
+    db = tmp_path / "nas.db"
+    Store.open(str(db)).close()  # an empty nas store, as a first `nas launch` leaves it
+    before = db.read_bytes()
+    result = runner.invoke(app, ["launch", str(INVALID_DIR / name), "--db", str(db), "--budget", budget or "none"])
+    assert result.exit_code == 2 and rule in _one_error_line(result.output), result.output
+    assert db.read_bytes() == before
+    with Store.open(str(db), read_only=True) as store:
+        assert store.experiments() == []
+        assert "studies" not in inspect(store.engine).get_table_names()  # Optuna never opened it
 
 
 def test_the_name_limit_is_the_stores_column():

@@ -28,7 +28,7 @@ from nas.cli.common import (
     given,
 )
 from nas.cli.tables import print_exit_curve, print_summary, print_width_curve
-from nas.config.experiment import name_problem
+from nas.config.experiment import MAX_CPUS, name_problem
 from nas.errors import ConfigError, reject_unknown_keys
 
 MAX_SEED = 2**31 - 1  # trials.seed is an Integer column (32 bits on PostgreSQL)
@@ -117,6 +117,8 @@ def _train_command(
         raise ConfigError(f"--experiment: {problem}; give such a name.")
     if not 0 <= seed <= MAX_SEED:
         raise ConfigError(f"--seed must be between 0 and {MAX_SEED} (the store's column), but got {seed}.")
+    if threads is not None and threads > MAX_CPUS:
+        raise ConfigError(f"--threads must be at most {MAX_CPUS}, but got {threads}.")
     spec = read_arch_spec(arch_text)
     try:
         arch_cfg = spec.arch if width is None else spec.arch.replace(width=width)

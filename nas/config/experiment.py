@@ -81,6 +81,8 @@ NAME_LENGTH = 200  # the store's experiments.name column (nas.db.schema: String(
 # integer columns, Optuna or Ray after the experiment is written.
 MAX_TRIALS = 100_000  # architectures in one search (as many as a grid may have points)
 MAX_SEEDS = 1_000  # seeds per architecture (search repeats, confirm repeats and max_repeats)
+MAX_CPUS = 4_096  # CPU cores (torch threads) one trial may ask for: more than one machine has
+MAX_GPUS = 256  # GPUs one trial may ask for
 _PRUNER_EXAMPLES = {"percentile": "percentile: 25", "patience": "patience: 2"}  # required options
 
 # ----------------------------------------------------------------------------- search, confirm, resources
@@ -232,8 +234,8 @@ class Resources:
     EXAMPLE: ClassVar[str] = "{gpus_per_trial: 1, max_concurrent: 4}"
 
     # CPU cores per trial (torch threads); None: every core of the driver's machine
-    cpus_per_trial: float | None = setting(None, positive())
-    gpus_per_trial: float = setting(0.0, non_negative())  # GPUs per trial; fractions share a GPU
+    cpus_per_trial: float | None = setting(None, positive() & at_most(MAX_CPUS))
+    gpus_per_trial: float = setting(0.0, non_negative() & at_most(MAX_GPUS))  # GPUs per trial; fractions share a GPU
     max_concurrent: int | None = setting(None, at_least(1) & at_most(MAX_TRIALS))  # trials at once; None: as many as resources allow
     max_failures: int = setting(0, non_negative() & at_most(MAX_SEEDS))  # retries of a crashed trial before it is recorded as failed
 
