@@ -101,7 +101,7 @@ def test_a_malformed_address_is_an_argument_error_before_the_config_is_read(tmp_
 def test_ablate_checks_its_arguments_before_opening_the_store(tmp_path, wide_errors):
     missing = tmp_path / "nas.db"  # opening it first would say there is no nas database here
     for args, named in [(["--address", "ray://h:1"], "a Ray client address"),
-                        (["--repeats", "100000"], "--repeats must be between 2"),
+                        (["--repeats", "100000"], "--repeats must be at most 1000"),
                         (["--until-separated", "--max-repeats", "10000000"], "--max-repeats must be at most 1000")]:
         result = runner.invoke(app, ["ablate", "some-experiment", *args, "--db", str(missing)])
         assert result.exit_code == 2, result.output

@@ -76,9 +76,10 @@ def _ablate_command(experiment, arch_text, repeats, dry_run, until_separated, ma
     # 1. Validate everything before anything is written, in the order of `nas launch`: the
     # arguments, the store (it holds the config), then the data and Ray (a run may first
     # bring an older store's schema up to date; a dry run opens it read-only).
-    if repeats is not None and not 2 <= repeats <= MAX_SEEDS:
-        raise ConfigError(f"--repeats must be between 2 (a paired CI needs two seeds) and {MAX_SEEDS}, "
-                          f"but got {repeats}.")
+    if repeats is not None and repeats < 2:
+        raise ConfigError(f"--repeats must be at least 2 (a paired CI needs two seeds), but got {repeats}.")
+    if repeats is not None and repeats > MAX_SEEDS:
+        raise ConfigError(f"--repeats must be at most {MAX_SEEDS}, but got {repeats}.")
     if until_separated and not max_repeats <= MAX_SEEDS:
         raise ConfigError(f"--max-repeats must be at most {MAX_SEEDS}, but got {max_repeats}.")
     check_ray_address(address)
