@@ -21,7 +21,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
@@ -262,6 +262,51 @@ def check_schema(engine: Engine) -> None:
             "and a read-only open cannot upgrade it; run a nas command that writes to it "
             "(e.g. a search) once with this version of nas."
         )
+
+
+def probe(url: str) -> None:
+    """Check, creating and writing nothing, that `url` can hold the nas store: a supported
+    database whose driver is installed, a server or file that opens, and either no tables
+    yet or a nas schema this code knows. `nas launch` calls it before it reads any data or
+    starts Ray, so a wrong --db fails first, naming the database.
+
+    Raises:
+        StoreError: any of these does not hold (the URL masked).
+    """
+    url = _path_to_url(url)
+    masked = mask_url(url)
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        parsed = None  # make_engine below says what is wrong with it
+    if parsed is not None and parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:"):
+            return
+        path = Path(database).expanduser()
+        if path.is_dir():
+            raise StoreError(f"{masked} is a folder, not a database file; give a file path with --db or NAS_DB.")
+        if not path.exists():  # a writer creates it: its nearest existing folder must be writable
+            folder = next(p for p in path.absolute().parents if p.exists())
+            if not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
+                raise StoreError(f"cannot create {masked}: {folder} is not a writable folder; "
+                                 "choose another --db or NAS_DB.")
+            return
+    engine = make_engine(url, read_only=True)
+    try:
+        with engine.connect() as connection:
+            tables = set(inspect(connection).get_table_names())
+            current = _current_revisions(connection) if ALEMBIC_VERSION_TABLE in tables else set()
+    except (SQLAlchemyError, engine.dialect.loaded_dbapi.Error) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise StoreError(f"cannot read the database {masked}: {reason}; check that it is a nas database.") from exc
+    finally:
+        engine.dispose()
+    if tables and ALEMBIC_VERSION_TABLE not in tables:
+        shown = ", ".join(sorted(tables)[:3])
+        raise StoreError(f"{masked} is not a nas store (it has other tables: {shown}); give a nas store or an "
+                         "empty database with --db or NAS_DB.")
+    _refuse_unknown(current, ScriptDirectory.from_config(alembic_config()), engine)
 
 
 def _current_revisions(connection: Connection) -> set[str]:

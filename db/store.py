@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, Iterator, TypeVar
 
 from sqlalchemy import delete, func, select, update
@@ -183,10 +184,12 @@ class Store:
         recipe_json: str,
         device: str,
         code_version: str | None,
+        started_at: datetime | None = None,
     ) -> int:
         """Record a new running trial of (architecture, seed) and return its id.
 
-        The experiment and the architecture (`upsert_architecture`) must exist.
+        The experiment and the architecture (`upsert_architecture`) must exist. `started_at`
+        (aware) is when it really started, if before now (a Ray trial: in its worker).
         """
         phase = _member(Phase, phase)
         with self._write() as session:
@@ -203,6 +206,7 @@ class Store:
                 recipe_json=recipe_json,
                 device=device,
                 code_version=code_version,
+                started_at=started_at or utcnow(),
             )
             session.add(trial)
             session.flush()

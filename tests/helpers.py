@@ -36,6 +36,23 @@ def experiment_yaml(path: Path, **sections) -> Path:
 
 # ---- invalid experiment files (tests/invalid_spaces): each names the file and the key path
 
+# Values that once passed validation and failed only after the store was written (non-finite
+# floats, counts past what the store or the dataset holds, names past the store's column).
+PREWRITE_CASES = [
+    ("recipe_lr_inf.yaml", None, "recipe.lr", "lr must be a finite number, but got inf"),
+    ("pruner_margin_nan.yaml", None, "search.pruner.margin", "must be a finite number, but got nan"),
+    ("confirm_max_seconds_inf.yaml", None, "confirm.max_seconds", "must be a finite number"),
+    ("resources_cpus_nan.yaml", None, "resources.cpus_per_trial", "must be a finite number"),
+    ("resources_cpus_huge.yaml", None, "resources.cpus_per_trial", "cpus_per_trial must be at most 4096"),
+    ("float_range_inf.yaml", None, "space.width.float", "must be finite"),
+    ("float_step_nan.yaml", None, "space.width.step", "positive number"),
+    ("val_size_above_train_set.yaml", None, "dataset.val_size", "at most 49990"),
+    ("val_plus_subset_above_train_set.yaml", None, "dataset.train_subset", "at most 5000 (the 50000 training images"),
+    ("n_trials_huge.yaml", None, "search.n_trials", "n_trials must be at most 100000"),
+    ("budget_epochs_huge.yaml", "cpu", "budgets.cpu.recipe.epochs", "at most 10000"),
+    ("name_too_long.yaml", None, "name", "at most 200 characters"),
+]
+
 # (file, --budget, key path the message must name, a word of the rule)
 INVALID_CASES = [
     ("unknown_top_level_key.yaml", None, "serach", "unknown top-level key"),
@@ -78,6 +95,7 @@ INVALID_CASES = [
     ("confirm_repeats_zero.yaml", None, "confirm.repeats", "repeats must be at least 1, but got 0"),
     ("dataset_not_cifar10.yaml", None, "dataset.name", "only cifar10"),
     ("missing_space.yaml", None, "space", "missing"),
+    *PREWRITE_CASES,
 ]
 
 

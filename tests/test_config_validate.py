@@ -135,3 +135,39 @@ def test_slimmable_conflicts_name_each_unsupported_primitive_and_nothing_else():
                                          "exits.stages='L1'", "drop.kind='stochastic_depth'"]
     assert slimmable_conflicts({"exits.stages": "", "drop.kind": "none", "L2.fractal": 0,
                                 "width_schedule": "pyramid"}) == []
+
+
+# ---- non-finite floats and upper bounds: refused before anything is written -----------------
+
+
+def _float_fields():
+    """(class, field) for every field of every config whose type takes a float."""
+    import typing
+
+    from nas.config.validate import type_ok as takes
+    for cls in CONFIGS:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.init and takes(0.5, hints[f.name]) and not takes("x", hints[f.name]):
+                yield cls, f.name
+
+
+@pytest.mark.parametrize(("cls", "field"), list(_float_fields()), ids=lambda v: getattr(v, "__name__", v))
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_every_float_field_refuses_non_finite_values_without_a_rule_of_its_own(cls, field, value):
+    with pytest.raises(ConfigError, match=rf"^{field} must be a finite number, but got {value!r}\.$"):
+        cls(**{field: value})
+
+
+def test_non_finite_floats_inside_tuples_are_refused_too():
+    with pytest.raises(ConfigError, match="options must be a finite number"):
+        PrunerSpec(kind="median", options=(("margin", math.inf),))
+
+
+def test_a_rule_made_of_two_names_the_one_failed_and_both_in_its_type_words():
+    with pytest.raises(ConfigError, match=r"^epochs must be at least 1, but got 0\.$"):
+        Recipe(epochs=0)
+    with pytest.raises(ConfigError, match=r"^epochs must be at most 10000, but got 10001\.$"):
+        Recipe(epochs=10_001)
+    with pytest.raises(ConfigError, match=r"^epochs must be an integer >= 1 and <= 10000, but got 'x'\.$"):
+        Recipe(epochs="x")

@@ -99,6 +99,41 @@ def test_a_grid_search_runs_every_point_exactly_once(tmp_path, data_root, local_
     assert len(expected) == 4
     assert sorted(t.arch_hash for t in trials) == sorted(expected)
     assert all(str(t.status) == "completed" and t.epochs_done == 3 for t in trials)
+    # started_at is the worker's start, not the first result's arrival: the span holds the training
+    assert all((t.finished_at - t.started_at).total_seconds() >= t.train_seconds for t in trials), [
+        ((t.finished_at - t.started_at).total_seconds(), t.train_seconds) for t in trials]
+
+
+@pytest.mark.parametrize("ahead_s", [0.0, 3600.0], ids=["synced", "worker-clock-ahead"])
+def test_a_trial_row_starts_when_its_worker_started_it_never_in_the_future(tmp_path, ahead_s):
+    # The driver hears of a trial at its first result; the worker says when it really started.
+    from datetime import datetime, timezone
+
+    from nas.db.schema import Phase
+
+    from nas.data.config import DataConfig
+    from nas.models import ArchConfig
+    from nas.training.recipe import Recipe
+    from nas.trials.batch import TrialBatch
+    from nas.trials.plan import TrialPlan
+
+    with Store.open(str(tmp_path / "nas.db")) as store:
+        batch = TrialBatch(store=store, experiment_id=store.ensure_experiment("t"), name="t",
+                           recipe=Recipe(epochs=1), data_cfg=DataConfig(), resources=load_experiment(
+                               experiment_yaml(tmp_path / "x.yaml")).resources,
+                           next_plan=lambda: None, costs=lambda arch: (1, 1))
+        batch.plans["ray-1"] = TrialPlan(arch=ArchConfig(), seed=0, phase=Phase.SEARCH)
+        worker_start = time.time() - 100 + ahead_s  # 100 s ago on the driver's clock, plus the skew
+        batch.result("ray-1", {"epoch": 0, "train_loss": 1.0, "train_acc": 0.5, "val_acc": 0.5, "test_acc": None,
+                               "epoch_seconds": 90.0, "cumulative_seconds": 90.0, "started_at": worker_start})
+        batch.complete("ray-1")
+        (trial,) = store.trials()
+    started = trial.started_at.timestamp()
+    if ahead_s:
+        assert started <= datetime.now(timezone.utc).timestamp()  # clamped to the driver's now
+    else:
+        assert abs(started - worker_start) < 1e-3
+        assert (trial.finished_at - trial.started_at).total_seconds() >= trial.train_seconds == 90.0
 
 
 def test_a_data_root_relative_to_the_working_directory_reaches_the_trials(tmp_path, data_root, local_ray, monkeypatch):

@@ -11,6 +11,7 @@ from nas.cli.common import (
     AddressOption,
     DataRootOption,
     DbOption,
+    check_ray_address,
     console,
     exit_on_user_error,
     open_existing_store,
@@ -68,13 +69,20 @@ def ablate(
 
 def _ablate_command(experiment, arch_text, repeats, dry_run, until_separated, max_repeats, address, db, data_root) -> None:
     from nas.ablation.plan import ablation_seeds, plan_variants, resolve_reference
+    from nas.config.experiment import MAX_SEEDS
     from nas.db import resolve_db_url
     from nas.trials.experiment import stored_spec
 
-    # 1. Validate everything before anything is written (a run may first bring an older
-    # store's schema up to date; a dry run opens it read-only).
+    # 1. Validate everything before anything is written, in the order of `nas launch`: the
+    # arguments, the store (it holds the config), then the data and Ray (a run may first
+    # bring an older store's schema up to date; a dry run opens it read-only).
     if repeats is not None and repeats < 2:
         raise ConfigError(f"--repeats must be at least 2 (a paired CI needs two seeds), but got {repeats}.")
+    if repeats is not None and repeats > MAX_SEEDS:
+        raise ConfigError(f"--repeats must be at most {MAX_SEEDS}, but got {repeats}.")
+    if until_separated and not max_repeats <= MAX_SEEDS:
+        raise ConfigError(f"--max-repeats must be at most {MAX_SEEDS}, but got {max_repeats}.")
+    check_ray_address(address)
     db_url = resolve_db_url(db)
     with open_existing_store(db_url, read_only=dry_run) as store:
         spec = stored_spec(store, experiment)
@@ -102,7 +110,7 @@ def _ablate_command(experiment, arch_text, repeats, dry_run, until_separated, ma
 
     root = resolve_data_root(data_root, spec.dataset.root)
     ensure_cifar10(root)
-    start_ray(address)
+    start_ray(address)  # an unreachable --address fails within seconds (a TCP probe first)
     from nas.ablation.run import run_ablation
     from nas.trials.experiment import require_experiment
 

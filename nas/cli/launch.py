@@ -12,6 +12,7 @@ from nas.cli.common import (
     AddressOption,
     DataRootOption,
     DbOption,
+    check_ray_address,
     console,
     exit_on_user_error,
     mask_url,
@@ -50,18 +51,23 @@ def _launch_command(space: Path, budget: str | None, address: str | None, db: st
     from nas.config.experiment import list_budgets, load_experiment
     from nas.data.archive import ensure_cifar10, resolve_data_root
     from nas.db import Store, resolve_db_url
+    from nas.db.engine import probe
 
+    # Each check fails fast and names what it checked, in this order: the arguments, the
+    # config, the store, the data, Ray. Nothing is written before they all pass.
     if not space.is_file():
         raise ConfigError(f"{space}: no such file; pass an experiment YAML such as search_spaces/cifar_fast.yaml.")
+    check_ray_address(address)
     if budget is None and not torch.cuda.is_available() and "cpu" in list_budgets(space):
         budget = "cpu"
         console.print(f"no GPU found: using the `cpu` budget of {escape(str(space))} (--budget none for the full space)")
     spec = load_experiment(space, None if budget == "none" else budget)
     db_url = resolve_db_url(db)
+    probe(db_url)  # scheme, reachable, a nas store or empty: before the data is fetched
     root = resolve_data_root(data_root, spec.dataset.root)
     ensure_cifar10(root)  # download (or fail with where to put it) before any trial starts
 
-    start_ray(address)
+    start_ray(address)  # an unreachable --address fails within seconds (check_ray_address, then a TCP probe)
     from nas.search.launch import launch as run_launch
 
     with Store.open(db_url) as store:

@@ -28,7 +28,10 @@ from nas.cli.common import (
     given,
 )
 from nas.cli.tables import print_exit_curve, print_summary, print_width_curve
+from nas.config.experiment import MAX_CPUS, name_problem
 from nas.errors import ConfigError, reject_unknown_keys
+
+MAX_SEED = 2**31 - 1  # trials.seed is an Integer column (32 bits on PostgreSQL)
 
 
 def train(
@@ -99,6 +102,7 @@ def _train_command(
     from nas.data.archive import resolve_data_root
     from nas.data.tensors import load_data
     from nas.db import Store, resolve_db_url
+    from nas.db.engine import probe
     from nas.db.schema import Phase, TrialStatus
     from nas.provenance import code_version, default_device
     from nas.provenance import device_name as describe_device
@@ -109,8 +113,17 @@ def _train_command(
     from nas.trials.recorder import TrialRecorder
 
     # 1. Validate everything before touching data or the database.
+    if (problem := name_problem(experiment)) is not None:
+        raise ConfigError(f"--experiment: {problem}; give such a name.")
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"--seed must be between 0 and {MAX_SEED} (the store's column), but got {seed}.")
+    if threads is not None and threads > MAX_CPUS:
+        raise ConfigError(f"--threads must be at most {MAX_CPUS}, but got {threads}.")
     spec = read_arch_spec(arch_text)
-    arch_cfg = spec.arch if width is None else spec.arch.replace(width=width)
+    try:
+        arch_cfg = spec.arch if width is None else spec.arch.replace(width=width)
+    except ConfigError as err:
+        raise ConfigError(f"--width: {err}") from None
     recipe_fields = {**spec.recipe, **given(epochs=epochs, batch_size=batch_size, lr=lr)}
     if slimmable:  # --slimmable-* flags: over the file's recipe.slimmable, if any
         recipe_fields["slimmable"] = {**(spec.recipe.get("slimmable") or {}), **slimmable}
@@ -126,6 +139,7 @@ def _train_command(
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device is available here; use --device cpu.")
     db_url = resolve_db_url(db)
+    probe(db_url)  # a wrong --db fails before the data is read, creating nothing
 
     # 2. Data (may download, or fail with a message saying where to put it).
     data_cfg = replace(data_cfg, root=str(resolve_data_root(data_root, yaml_root)))

@@ -32,10 +32,12 @@ from nas.config.validate import (
     FieldError,
     Source,
     at_least,
+    at_most,
     between,
     build,
     check_fields,
     did_you_mean,
+    is_finite,
     mapping,
     non_negative,
     one_of,
@@ -74,6 +76,13 @@ SECTIONS = ("name", "dataset", "recipe", "space", "search", "confirm", "resource
 BUDGET_SECTIONS = ("dataset", "recipe", "space", "search", "confirm", "resources")
 _SEED_LIMIT = 2**32  # numpy (and so Optuna's samplers) take seeds below this
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # experiment names: store keys, folders
+NAME_LENGTH = 200  # the store's experiments.name column (nas.db.schema: String(200))
+# Upper bounds on counts, so a typo (1000000000000) is refused here and not by the store's
+# integer columns, Optuna or Ray after the experiment is written.
+MAX_TRIALS = 100_000  # architectures in one search (as many as a grid may have points)
+MAX_SEEDS = 1_000  # seeds per architecture (search repeats, confirm repeats and max_repeats)
+MAX_CPUS = 4_096  # CPU cores (torch threads) one trial may ask for: more than one machine has
+MAX_GPUS = 256  # GPUs one trial may ask for
 _PRUNER_EXAMPLES = {"percentile": "percentile: 25", "patience": "patience: 2"}  # required options
 
 # ----------------------------------------------------------------------------- search, confirm, resources
@@ -137,9 +146,9 @@ class SearchSettings:
     EXAMPLE: ClassVar[str] = "{sampler: tpe, n_trials: 40}"
 
     sampler: str = setting("tpe", one_of(SAMPLERS))  # tpe | random | grid | nsga2
-    n_trials: int = setting(40, at_least(1))  # architectures tried (grid: the number of grid points)
+    n_trials: int = setting(40, at_least(1) & at_most(MAX_TRIALS))  # architectures tried (grid: the number of grid points)
     seed: int = setting(0, between(0, _SEED_LIMIT - 1))  # sampler seed; trial seeds are derived from it
-    repeats: int = setting(1, at_least(1))  # seeds per sampled architecture
+    repeats: int = setting(1, at_least(1) & at_most(MAX_SEEDS))  # seeds per sampled architecture
     objectives: tuple[Objective, ...] = (Objective("val_acc", "maximize"),)
     pruner: PrunerSpec = field(default_factory=PrunerSpec)
 
@@ -197,12 +206,12 @@ class ConfirmSettings:
     EXAMPLE: ClassVar[str] = "{top_k: 3, repeats: 2, until_separated: true, max_repeats: 8}"
 
     # architectures re-run (non-dominated first); 0 skips the phase
-    top_k: int = setting(3, non_negative("(0 skips the phase)"))
-    repeats: int = setting(5, at_least(1))  # seeds each in round 1
+    top_k: int = setting(3, non_negative("(0 skips the phase)") & at_most(MAX_TRIALS))
+    repeats: int = setting(5, at_least(1) & at_most(MAX_SEEDS))  # seeds each in round 1
     until_separated: bool = False  # race: one more seed per round for those still tied with the leader
     # seeds per architecture at most (until_separated only; unused, so unchecked, without it:
     # stored configs from before the race rebuild whatever their repeats)
-    max_repeats: int = setting(8, at_least(1))
+    max_repeats: int = setting(8, at_least(1) & at_most(MAX_SEEDS))
     # train seconds summed over the confirm trials after which no new round starts
     # (a round once started is finished, so its seeds stay paired); None: no limit
     max_seconds: float | None = setting(None, positive())
@@ -225,10 +234,10 @@ class Resources:
     EXAMPLE: ClassVar[str] = "{gpus_per_trial: 1, max_concurrent: 4}"
 
     # CPU cores per trial (torch threads); None: every core of the driver's machine
-    cpus_per_trial: float | None = setting(None, positive())
-    gpus_per_trial: float = setting(0.0, non_negative())  # GPUs per trial; fractions share a GPU
-    max_concurrent: int | None = setting(None, at_least(1))  # trials at once; None: as many as resources allow
-    max_failures: int = setting(0, non_negative())  # retries of a crashed trial before it is recorded as failed
+    cpus_per_trial: float | None = setting(None, positive() & at_most(MAX_CPUS))
+    gpus_per_trial: float = setting(0.0, non_negative() & at_most(MAX_GPUS))  # GPUs per trial; fractions share a GPU
+    max_concurrent: int | None = setting(None, at_least(1) & at_most(MAX_TRIALS))  # trials at once; None: as many as resources allow
+    max_failures: int = setting(0, non_negative() & at_most(MAX_SEEDS))  # retries of a crashed trial before it is recorded as failed
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -323,17 +332,22 @@ def list_budgets(path: str | Path) -> list[str]:
     return list(_parse_budgets(Source(file), data.get("budgets")))
 
 
+def name_problem(name: Any) -> str | None:
+    """What is wrong with an experiment name (a store key and a folder name), or None."""
+    if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name):
+        return f"must be letters, digits, '_', '.' or '-', starting with a letter or digit, but got {name!r}"
+    if len(name) > NAME_LENGTH:
+        return f"must be at most {NAME_LENGTH} characters (the store's column), but has {len(name)}"
+    return None
+
+
 def _from_data(
     data: dict[str, Any], src: Source, *, path: str, budget: str | None, text: str, base: Path | None
 ) -> ExperimentSpec:
     """Check every section of `data` (the budget already merged) and build the spec."""
     name = data.get("name")
-    if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name):
-        raise src.error(
-            ("name",),
-            f"must be letters, digits, '_', '.' or '-', starting with a letter or digit, but got {name!r};"
-            " set `name:` to such a string.",
-        )
+    if (problem := name_problem(name)) is not None:
+        raise src.error(("name",), f"{problem}; set `name:` to such a string.")
     if "space" not in data:
         raise src.error(
             ("space",), "missing; list the architecture keys to search, e.g. `L1.residual: {choice: [0, 1]}`."
@@ -481,6 +495,8 @@ def _parse_pruner(src: Source, path: tuple, value: Any) -> PrunerSpec:
         hint = _annotation(params[key].annotation)
         if hint is not None and not type_ok(option, hint):
             raise src.error(path + (key,), f"must be {type_words(hint)}, but got {option!r}.")
+        if not is_finite(option):
+            raise src.error(path + (key,), f"must be a finite number, but got {option!r}.")
     for name, p in params.items():
         if p.default is p.empty and name not in data:
             example = _PRUNER_EXAMPLES.get(name, f"{name}: ...")

@@ -19,13 +19,14 @@ from typing import Any
 
 import optuna
 
-from nas.config.validate import Source, did_you_mean, type_ok, type_words
+from nas.config.validate import Source, did_you_mean, is_finite, type_ok, type_words
 from nas.errors import ConfigError
 from nas.models.arch import ArchConfig, parse_short_name
 from nas.training.recipe import SLIMMABLE_SUPPORTED, slimmable_conflicts
 
 KINDS = ("choice", "int", "float", "fixed")  # the kinds of a space entry
 MAX_GRID_POINTS = 100_000  # a grid larger than this is a mistake, not a plan
+_LARGEST = 2**31 - 1  # range ends and steps: what Optuna's float params and the store's integers hold exactly
 _ENTRY_OPTIONS = {  # what an entry may hold besides its kind
     "choice": {"when"},
     "int": {"step", "log", "when"},
@@ -331,6 +332,8 @@ def _parse_range(src: Source, path: tuple, kind: str, entry: dict[str, Any]) -> 
     bounds = entry[kind]
     if not (isinstance(bounds, list) and len(bounds) == 2 and all(type_ok(b, number) for b in bounds)):
         raise src.error(here, f"expected [low, high] with {type_words(number)} values, but got {bounds!r}.")
+    if not (is_finite(tuple(bounds)) and all(abs(b) <= _LARGEST for b in bounds)):
+        raise src.error(here, f"low and high must be finite and within ±{_LARGEST}, but got {bounds!r}; narrow the range.")
     low, high = bounds if kind == "int" else (float(bounds[0]), float(bounds[1]))
     if low > high:
         raise src.error(here, f"low must be <= high, but got [{low}, {high}]; write [{high}, {low}].")
@@ -338,9 +341,9 @@ def _parse_range(src: Source, path: tuple, kind: str, entry: dict[str, Any]) -> 
     if not isinstance(log, bool):
         raise src.error(path + ("log",), f"must be true or false, but got {log!r}.")
     step = entry.get("step", 1 if kind == "int" else None)
-    if step is not None and (not type_ok(step, number) or step <= 0):
+    if step is not None and (not type_ok(step, number) or not 0 < step <= _LARGEST):
         words = "integer" if kind == "int" else "number"
-        raise src.error(path + ("step",), f"must be a positive {words}, but got {step!r}.")
+        raise src.error(path + ("step",), f"must be a positive {words} up to {_LARGEST}, but got {step!r}.")
     if log and low <= 0:
         raise src.error(here, f"a log scale needs low > 0, but got low={low}; raise low or set log: false.")
     if log and "step" in entry and not (kind == "int" and step == 1):

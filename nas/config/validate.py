@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -39,13 +40,25 @@ from nas.errors import ConfigError
 
 @dataclass(frozen=True)
 class Rule:
-    """What a field's value must satisfy once its type is right (never given NaN: NaN fails
-    every comparison, so every range below rejects it)."""
+    """What a field's value must satisfy once its type is right (never given NaN or an
+    infinity: `check_fields` refuses non-finite floats in every field before any rule).
+    ``at_least(1) & at_most(100)`` is both rules; a value is told the one it fails."""
 
     ok: Callable[[Any], bool]
     words: str  # after "must be": "between 0 and 8", "at least 1", "one of a, b"
     typed: str | None = None  # after the type's words when they read better: "an integer >= 1"
     choices: tuple = ()  # one_of: the allowed values (their words name the type; near misses are suggested)
+    parts: tuple[Rule, ...] = ()  # a rule made with `&`: its rules, checked in order
+
+    def __and__(self, other: Rule) -> Rule:
+        parts = (*(self.parts or (self,)), *(other.parts or (other,)))
+        typed = " and ".join(p.typed or p.words for p in parts)
+        return Rule(lambda v: all(p.ok(v) for p in parts), " and ".join(p.words for p in parts), typed,
+                    parts=parts)
+
+    def failed(self, value: Any) -> Rule:
+        """The part of this rule that `value` fails (the rule itself when it is not made with `&`)."""
+        return next((p for p in self.parts if not p.ok(value)), self)
 
 
 def between(lo: int, hi: int, note: str = "") -> Rule:
@@ -64,6 +77,11 @@ def interval(lo: float, hi: float, *, open_low: bool = False, open_high: bool = 
 
 def at_least(lo: int, note: str = "") -> Rule:
     return Rule(lambda v: v >= lo, f"at least {lo}{_note(note)}", f">= {lo}{_note(note)}")
+
+
+def at_most(hi: int, note: str = "") -> Rule:
+    """An upper bound on a count: what the store's columns, Optuna and the dataset can hold."""
+    return Rule(lambda v: v <= hi, f"at most {hi}{_note(note)}", f"<= {hi}{_note(note)}")
 
 
 def positive(note: str = "") -> Rule:
@@ -118,9 +136,21 @@ def check_fields(obj: Any) -> None:
         value = getattr(obj, name)
         if not type_ok(value, hint):
             raise FieldError(name, f"{name} must be {words}, but got {value!r}.")
+        if not is_finite(value):
+            raise FieldError(name, f"{name} must be a finite number, but got {value!r}.")
         if rule is not None and value is not None and not rule.ok(value):
             suggestion = did_you_mean(value, rule.choices) if rule.choices else ""
-            raise FieldError(name, f"{name} must be {rule.words}, but got {value!r}.{suggestion}")
+            raise FieldError(name, f"{name} must be {rule.failed(value).words}, but got {value!r}.{suggestion}")
+
+
+def is_finite(value: Any) -> bool:
+    """Whether no float in `value` (a scalar, or tuples of them) is NaN or infinite: YAML reads
+    ``.inf`` and ``.nan`` as floats, and either passes a one-sided rule or poisons training later."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, tuple):
+        return all(is_finite(v) for v in value)
+    return True
 
 
 def store_floats(obj: Any, *names: str) -> None:

@@ -9,7 +9,17 @@ import os
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from nas.config.validate import Rule, at_least, between, check_fields, from_dict, non_negative, setting
+from nas.config.validate import (
+    Rule,
+    at_least,
+    at_most,
+    between,
+    check_fields,
+    from_dict,
+    non_negative,
+    require,
+    setting,
+)
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)  # per channel (R, G, B), pixels scaled to [0, 1]
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)  # per channel (R, G, B), pixels scaled to [0, 1]
@@ -30,9 +40,12 @@ class DataConfig:
     # holds cifar-10-batches-py/ or the tarball; None: resolve_data_root()
     root: str | None = setting(None, Rule(bool, "a folder path or null"), types="a folder path or null")
     # train images kept after the val split, balanced; None: all
-    train_subset: int | None = setting(None, at_least(NUM_CLASSES, "(one per class)"))
+    train_subset: int | None = setting(None, at_least(NUM_CLASSES, "(one per class)") & at_most(TRAIN_IMAGES))
     # images carved from the official train set for validation (0: none)
-    val_size: int = setting(5000, non_negative("(0: no validation split)"))
+    val_size: int = setting(
+        5000,
+        non_negative("(0: no validation split)") & at_most(TRAIN_IMAGES - NUM_CLASSES, "(one train image per class left)"),
+    )
     # fixes the val split and the subset; the same for every trial of a search
     split_seed: int = setting(0, between(0, 2**63 - 1))
     # reflect padding of the random crop, pixels (0: no crop); reflect padding needs padding < image side
@@ -46,6 +59,13 @@ class DataConfig:
             # keep the stored config plain data (it is saved with every result)
             object.__setattr__(self, "root", os.fspath(self.root))
         check_fields(self)
+        # Checked here, before anything is written, against the official split's known size
+        # (nas.data.tensors.make_splits checks again against the images really loaded).
+        left = TRAIN_IMAGES - self.val_size
+        if self.train_subset is not None:
+            require(self.train_subset <= left, "train_subset", self.train_subset,
+                    f"at most {left} (the {TRAIN_IMAGES} training images less val_size={self.val_size};"
+                    " lower one of them)")
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "dataset") -> DataConfig:

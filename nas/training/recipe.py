@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from nas.config.validate import (
     Source,
     at_least,
+    at_most,
     build,
     check_fields,
     from_dict,
@@ -25,9 +26,11 @@ from nas.config.validate import (
     setting,
     store_floats,
 )
+from nas.data.config import TRAIN_IMAGES
 from nas.models.arch import STAGES
 
 # what `slimmable_conflicts` lets through (nas.models.width_slicing slices exactly these)
+MAX_EPOCHS = 10_000  # passes over the data in one trial: a bound that catches typos
 SLIMMABLE_SUPPORTED = "the backbone, extra layers, residual blocks and the double or pyramid width schedule"
 
 
@@ -48,7 +51,9 @@ class SlimmableConfig:
         1.0, interval(0, 1, open_low=True, note="(a ratio of the architecture's width, which is the widest)")
     )
     # widths trained per step: the max, the min and samples - 2 random ones between
-    samples: int = setting(4, at_least(2, "(the sandwich rule trains the max and the min width every step)"))
+    samples: int = setting(
+        4, at_least(2, "(the sandwich rule trains the max and the min width every step)") & at_most(64)
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -92,8 +97,9 @@ class Recipe:
 
     EXAMPLE: ClassVar[str] = "{epochs: 24, lr: 0.4}"
 
-    epochs: int = setting(24, at_least(1))  # passes over the training split
-    batch_size: int = setting(512, at_least(2, "(BatchNorm needs 2 images)"))  # images per SGD step
+    epochs: int = setting(24, at_least(1) & at_most(MAX_EPOCHS))  # passes over the training split
+    # images per SGD step, at most the whole training set
+    batch_size: int = setting(512, at_least(2, "(BatchNorm needs 2 images)") & at_most(TRAIN_IMAGES))
     lr: float = setting(0.4, positive())  # peak learning rate, for the mean loss over a batch
     # share of all steps spent ramping the lr up from 0 (5 of 24 epochs)
     warmup: float = setting(0.2, interval(0, 1, open_high=True))
@@ -101,7 +107,7 @@ class Recipe:
     weight_decay: float = setting(5e-4, non_negative())  # L2 penalty per unit lr, on every parameter
     # share of the target mass spread over all classes
     label_smoothing: float = setting(0.2, interval(0, 1, open_high=True))
-    eval_batch_size: int = setting(1024, at_least(1))  # images per evaluation forward pass
+    eval_batch_size: int = setting(1024, at_least(1) & at_most(TRAIN_IMAGES))  # images per evaluation forward pass
     # A test pass (10k images) costs about a third of a 45k-image training epoch; the search
     # selects on val, so by default test accuracy is measured after the last epoch only
     # (and every epoch when there is no val split, as the only curve).

@@ -8,9 +8,11 @@ search gives it a pruning rule (`should_stop`) and hears of each finished trial
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from typing import Any
 
 from nas.config.experiment import Resources
@@ -64,7 +66,7 @@ class TrialBatch:
     def result(self, trial_id: str, result: dict[str, Any]) -> None:
         """One epoch's result (the last one also carries the trial's artefacts)."""
         plan = self.plans[trial_id]
-        recorder = self._recorder(plan, device=result.get("device", ""))
+        recorder = self._recorder(plan, device=result.get("device", ""), started_at=result.get("started_at"))
         wire = result.pop(WIRE_KEY, None)  # pop: Ray keeps the last result in memory
         if wire is not None:
             recorder.artifacts(decode_artifacts(wire))
@@ -95,9 +97,19 @@ class TrialBatch:
         self._recorder(plan).finish(TrialStatus.FAILED, error=error)
         self.on_finished(plan, TrialStatus.FAILED)
 
-    def _recorder(self, plan: TrialPlan, device: str = "") -> TrialRecorder:
+    def _recorder(self, plan: TrialPlan, device: str = "", started_at: float | None = None) -> TrialRecorder:
         # From the first result on; a trial that ends before reporting still gets its row.
         if plan.recorder is None:
             plan.recorder = TrialRecorder(self.store, self.experiment_id, self.setup(plan), plan.phase,
-                                          costs=self.costs(plan.arch), device=device)
+                                          costs=self.costs(plan.arch), device=device,
+                                          started_at=_worker_start(started_at))
         return plan.recorder
+
+
+def _worker_start(started_at: float | None) -> datetime | None:
+    """The worker's start time (epoch seconds) as an aware UTC datetime, never later than the
+    driver's now (a worker clock running ahead would put the start in the future); None: unknown
+    (an older worker, or no result), and the row takes the time it is written."""
+    if not isinstance(started_at, (int, float)) or isinstance(started_at, bool) or not math.isfinite(started_at):
+        return None
+    return min(datetime.fromtimestamp(started_at, timezone.utc), datetime.now(timezone.utc))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict
+from datetime import datetime
 from typing import Any
 
 from nas.db import Store
@@ -31,10 +32,12 @@ class TrialRecorder:
         phase: train | search | confirm | ablation.
         costs: the architecture's (params, FLOPs), stored with it.
         device: where it trains, e.g. ``cpu (Intel Xeon, 2 threads) @ 10.0.0.2/ab12cd34``.
+        started_at: when the trial started (an aware datetime: a Ray worker's clock, carried in
+            its first result); None: now.
     """
 
     def __init__(self, store: Store, experiment_id: int, setup: TrialSetup, phase: Phase | str, *,
-                 costs: tuple[int, int], device: str) -> None:
+                 costs: tuple[int, int], device: str, started_at: datetime | None = None) -> None:
         arch = setup.arch
         self.store = store
         self.setup = setup
@@ -44,7 +47,7 @@ class TrialRecorder:
                                  sort_keys=True)
         self.trial_id = store.start_trial(
             experiment_id, arch.hash, setup.seed, phase, epochs_planned=setup.recipe.epochs,
-            recipe_json=recipe_json, device=device, code_version=code_version(),
+            recipe_json=recipe_json, device=device, code_version=code_version(), started_at=started_at,
         )
 
     def epoch(self, metrics: Mapping[str, Any]) -> None:

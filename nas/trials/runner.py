@@ -1,11 +1,14 @@
 """One trial inside its Ray worker: train an epoch per call, report it, and at the end carry
 the trial's artefacts (`nas.trials.artifacts`) to the driver in the last result.
 
-Workers never write the store: they only return results, and the driver records them.
+Workers never write the store: they only return results, and the driver records them. Each
+result carries ``started_at``, when the trial started in the worker (epoch seconds), so the
+trial's row says when it really started, not when its first epoch reached the driver.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from nas.trials.artifacts import (
@@ -49,6 +52,9 @@ class TrialRun:
     """
 
     def __init__(self, config: dict[str, Any]) -> None:
+        # The trial starts here, on the worker's clock (epoch seconds): the driver only hears of
+        # it at the first result, an epoch (and the data loading) later.
+        self.started_at = time.time()
         import ray
         import torch
 
@@ -71,7 +77,7 @@ class TrialRun:
         result = next(self.epochs)
         metrics = result.final
         diverged = result.status == "diverged"
-        out = {**metrics.to_dict(), "diverged": diverged, "device": self.described}
+        out = {**metrics.to_dict(), "diverged": diverged, "device": self.described, "started_at": self.started_at}
         if diverged or metrics.epoch == self.setup.recipe.epochs - 1:
             if not diverged:
                 values = compute_artifacts(result.model, self.data, self.setup)
