@@ -17,7 +17,9 @@ from nas.errors import ConfigError, NasError
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+# soft_wrap: a message is never broken into lines by rich (at 160 columns in a pipe or CI
+# log): one error is one line, for a terminal to wrap and a script to read.
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160, soft_wrap=True)
 
 
 DbOption = Annotated[
@@ -56,6 +58,15 @@ def exit_on_user_error() -> Iterator[None]:
         raise typer.Exit(err.exit_code) from None
 
 
+def is_file(path: str | Path) -> bool:
+    """Whether `path` names a file; False, not OSError, for a name no file can have (too
+    long, a NUL byte), as for one that is absent."""
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def given(**values: Any) -> dict[str, Any]:
     """The options the user actually passed (None means not given)."""
     return {key: value for key, value in values.items() if value is not None}
@@ -76,8 +87,11 @@ def open_existing_store(db_url: str, *, read_only: bool):
 
     from nas.db import Store
 
-    url = make_url(db_url)
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+    try:
+        url = make_url(db_url)
+    except Exception:  # noqa: BLE001 - not a URL: Store.open says so, in one line
+        url = None
+    if url is not None and url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         path = Path(url.database).expanduser()
         if not path.is_file():
             raise ConfigError(f"no nas database at {path}; check --db or NAS_DB, or run `nas launch` first.")

@@ -14,11 +14,12 @@ from nas.cli.common import (
     DbOption,
     console,
     exit_on_user_error,
+    is_file,
     mask_url,
     start_ray,
 )
 from nas.cli.tables import print_front
-from nas.errors import ConfigError
+from nas.errors import ConfigError, clip
 
 
 def launch(
@@ -51,8 +52,8 @@ def _launch_command(space: Path, budget: str | None, address: str | None, db: st
     from nas.data.archive import ensure_cifar10, resolve_data_root
     from nas.db import Store, resolve_db_url
 
-    if not space.is_file():
-        raise ConfigError(f"{space}: no such file; pass an experiment YAML such as search_spaces/cifar_fast.yaml.")
+    if not is_file(space):
+        raise ConfigError(f"{clip(str(space))}: no such file; pass an experiment YAML such as search_spaces/cifar_fast.yaml.")
     if budget is None and not torch.cuda.is_available() and "cpu" in list_budgets(space):
         budget = "cpu"
         console.print(f"no GPU found: using the `cpu` budget of {escape(str(space))} (--budget none for the full space)")
