@@ -7,7 +7,9 @@ from (file, key path) and what to do about it.
 
 from __future__ import annotations
 
+import re
 import reprlib
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -35,6 +37,22 @@ def clip(text: str, limit: int = SHOWN_CHARS) -> str:
     the user chose (keys, files) that a message repeats."""
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def masked_url(url: str, text: str | None = None) -> str:
+    """`text` (default: `url` itself) with the password `url` carries (``user:PASSWORD@host``)
+    replaced by ``***``: a message may name a URL, never its credentials."""
+    text = url if text is None else text
+    try:
+        parts = urllib.parse.urlsplit(url)
+        password = parts.password
+    except ValueError:  # not parseable (a bad port, ...): mask between "user:" and "@" by hand
+        return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", text)
+    if not password:
+        return text
+    userinfo, _, host = parts.netloc.rpartition("@")
+    safe = urllib.parse.urlunsplit(parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{host}"))
+    return text.replace(url, safe).replace(f"{password}@", "***@")  # also where an error quotes it
 
 
 class NasError(Exception):

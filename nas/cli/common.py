@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from nas.errors import ConfigError, NasError
+from nas.errors import ConfigError, NasError, masked_url
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -73,12 +73,13 @@ def given(**values: Any) -> dict[str, Any]:
 
 
 def mask_url(url: str) -> str:
+    """`url` with its password masked, for messages; also when it is no valid URL."""
     from sqlalchemy.engine import make_url
 
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - display only
-        return url
+        return masked_url(url)
 
 
 def open_existing_store(db_url: str, *, read_only: bool):
