@@ -192,7 +192,14 @@ def _create(url: URL, masked: str, **kwargs: Any) -> Engine:
 def _check_connects(engine: Engine, masked: str) -> None:
     """Connect once now, so a bad server or file fails here with a clear message."""
     try:
-        engine.raw_connection().close()
+        connection = engine.raw_connection()
+        try:
+            if engine.dialect.name == "sqlite":
+                # SQLite opens any file lazily; reading the header now makes a file that is
+                # no database fail here ("file is not a database"), not in the first query.
+                connection.cursor().execute("PRAGMA schema_version").fetchall()
+        finally:
+            connection.close()
     except (SQLAlchemyError, engine.dialect.loaded_dbapi.Error) as exc:
         engine.dispose()
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]

@@ -7,8 +7,52 @@ from (file, key path) and what to do about it.
 
 from __future__ import annotations
 
+import re
+import reprlib
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+SHOWN_CHARS = 80  # the most of one value a message echoes
+
+
+_REPR = reprlib.Repr()  # bounded: a deep or alias-expanded value costs a few items, not all of it
+_REPR.maxstring = _REPR.maxother = SHOWN_CHARS
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 12
+_REPR.maxlevel = 4
+
+
+def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """`value`'s repr for a message, cut to `limit` characters with "…": a message stays
+    one line, however long (or alias-expanded) the value the user gave."""
+    try:
+        text = _REPR.repr(value)
+    except Exception:  # noqa: BLE001 - a value whose repr fails is still named
+        text = f"<{type(value).__name__}>"
+    return clip(text, limit)
+
+
+def clip(text: str, limit: int = SHOWN_CHARS) -> str:
+    """`text` on one line and at most `limit` characters ("…" where it was cut): for names
+    the user chose (keys, files) that a message repeats."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def masked_url(url: str, text: str | None = None) -> str:
+    """`text` (default: `url` itself) with the password `url` carries (``user:PASSWORD@host``)
+    replaced by ``***``: a message may name a URL, never its credentials."""
+    text = url if text is None else text
+    try:
+        parts = urllib.parse.urlsplit(url)
+        password = parts.password
+    except ValueError:  # not parseable (a bad port, ...): mask between "user:" and "@" by hand
+        return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", text)
+    if not password:
+        return text
+    userinfo, _, host = parts.netloc.rpartition("@")
+    safe = urllib.parse.urlunsplit(parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{host}"))
+    return text.replace(url, safe).replace(f"{password}@", "***@")  # also where an error quotes it
 
 
 class NasError(Exception):

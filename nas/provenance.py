@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 import nas
+from nas.errors import ConfigError, shown
 
 
 @functools.lru_cache(maxsize=1)
@@ -37,6 +38,30 @@ def code_version() -> str:
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """The device `--device` names (None: `default_device`), checked before anything runs.
+
+    Raises:
+        ConfigError: not a cpu or cuda device torch knows, or a CUDA device this machine lacks.
+    """
+    if not name:
+        return default_device()
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"--device {shown(name)}: not a device; use cpu, cuda or cuda:N.") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {shown(name)}: nas trains on cpu or cuda only; use cpu, cuda or cuda:N.")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"--device {shown(name)}: no CUDA device is available here; use --device cpu.")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"--device {shown(name)}: this machine has {count} CUDA device(s), "
+                              f"cuda:0 to cuda:{count - 1}; choose one of them.")
+    return device
 
 
 def device_name(device: torch.device | str, threads: int | None = None) -> str:

@@ -107,3 +107,78 @@ def test_every_command_has_help_that_reads_like_documentation(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0
     assert "Usage" in result.output and len(result.output) > 300
+
+
+# ---- hostile input: one line, exit 2, nothing written --------------------------------------
+
+
+def _one_line_error(result) -> str:
+    """The single stderr line of a refused command (no traceback, no wrapped message)."""
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def _alias_bomb(path):
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    path.write_text("\n".join(lines) + "\narch: {L1: *a8}\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make_arch", "needle"),
+    [
+        (lambda tmp: "a" * 5000, "cannot read"),  # no file can be called that
+        (lambda tmp: "x" * 5000 + ".yaml", "no such file"),
+        (lambda tmp: (tmp / "arch.bin").write_bytes(bytes(range(256)) * 8) and str(tmp / "arch.bin"), "not UTF-8"),
+        (lambda tmp: (tmp / "deep.yaml").write_text("arch: " + "[" * 30_000 + "]" * 30_000) and str(tmp / "deep.yaml"),
+         "nested more than"),
+        (lambda tmp: str(_alias_bomb(tmp / "bomb.yaml")), "expands to more than"),
+    ],
+    ids=["long-string", "long-file-name", "binary-file", "deep-file", "alias-bomb"],
+)
+def test_a_hostile_arch_is_one_line_exit_2_and_writes_nothing(tmp_path, data_root, make_arch, needle):
+    db = tmp_path / "nas.db"
+    line = _one_line_error(_train(["--arch", make_arch(tmp_path)], db, data_root))
+    assert needle in line and len(line) < 400
+    assert not db.exists()
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:99", "not a device"])
+def test_an_unknown_device_is_refused_before_training(tmp_path, data_root, device):
+    db = tmp_path / "nas.db"
+    line = _one_line_error(_train(["--arch", "R:L1", "--device", device, *TINY], db, data_root))
+    assert "--device" in line and "cpu" in line
+    assert not db.exists()
+
+
+@pytest.mark.parametrize("command", [["status", "x"], ["list"], ["export", "x", "--rank", "1"]])
+def test_a_file_that_is_no_database_is_one_line_and_left_unchanged(tmp_path, command):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database, just text\n" * 200)
+    before = junk.read_bytes()
+    out = ["--out", str(tmp_path / "out")] if command[0] == "export" else []
+    line = _one_line_error(runner.invoke(app, [*command, "--db", str(junk), *out]))
+    assert "file is not a database" in line and str(junk) in line
+    assert junk.read_bytes() == before and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("db", ["missing.db", "junk.db", "ftp://host/nas", "postgresql://u:secret@h:port/db"])
+def test_dashboard_refuses_a_store_it_cannot_read_before_serving(tmp_path, monkeypatch, db):
+    (tmp_path / "junk.db").write_text("not a database")
+    monkeypatch.chdir(tmp_path)
+    served = []
+    monkeypatch.setattr("nas.dashboard.serve.serve", lambda *a, **k: served.append(a) or 0)
+    line = _one_line_error(runner.invoke(app, ["dashboard", "--db", db]))
+    assert served == [] and "secret" not in line
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_a_long_error_is_one_line_however_wide_the_console(tmp_path):
+    deep = tmp_path / ("d" * 120) / ("e" * 120)
+    result = runner.invoke(app, ["status", "--db", str(deep / "nas.db")])
+    line = _one_line_error(result)
+    assert len(line) > 200 and str(deep / "nas.db") in line

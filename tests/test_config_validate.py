@@ -171,3 +171,88 @@ def test_a_rule_made_of_two_names_the_one_failed_and_both_in_its_type_words():
         Recipe(epochs=10_001)
     with pytest.raises(ConfigError, match=r"^epochs must be an integer >= 1 and <= 10000, but got 'x'\.$"):
         Recipe(epochs="x")
+
+
+# ---- YAML that costs more than it says; values echoed at most a line ---------------------
+
+
+def _bomb(levels: int = 9) -> str:
+    """Nested aliases: a few lines that stand for 10**levels values."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels)]
+    return "\n".join(lines) + f"\nspace: {{L1.residual: {{choice: *a{levels - 1}}}}}\n"
+
+
+def _alias_chain(links: int = 4, depth: int = 30) -> str:
+    """Each alias nested `depth` deep inside the next: under the depth limit per level, over it in all."""
+    lines = [f"a0: &a0 {'[' * depth}1{']' * depth}"]
+    lines += [f"a{i}: &a{i} {'[' * depth}*a{i - 1}{']' * depth}" for i in range(1, links)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (_bomb(), "expands to more than 100,000 values"),
+        ("space: " + "[" * 50_000 + "]" * 50_000 + "\n", "nested more than 64 levels"),
+        ("space: " + "{a: " * 20_000 + "1" + "}" * 20_000 + "\n", "nested more than 64 levels"),
+        (_alias_chain(), "nests more than 64 levels deep through its aliases"),
+        ("space: &a [*a]\n", "refers to a value that contains it"),
+        ("space: 2020-13-45\n", "ValueError"),
+        ("space: " + "1" * 5000 + "\n", "ValueError"),
+    ],
+    ids=["alias-bomb", "deep-lists", "deep-mappings", "alias-chain", "recursive-alias", "bad-date", "huge-int"],
+)
+def test_yaml_that_costs_more_than_it_says_is_one_line_naming_the_file(tmp_path, text, needle):
+    from nas.config.experiment import load_experiment
+
+    path = tmp_path / "costly.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and needle in message and "Fix the YAML" in message
+    assert "\n" not in message and len(message) < 300
+
+
+def test_a_binary_or_unreadable_experiment_file_is_a_config_error(tmp_path):
+    from nas.config.yaml_io import read_yaml
+
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        read_yaml(str(binary))
+    with pytest.raises(ConfigError, match="cannot read the experiment file"):
+        read_yaml(str(tmp_path / ("x" * 5000 + ".yaml")), what="experiment file")
+
+
+@pytest.mark.parametrize(
+    "space",
+    [
+        {"L1.residual": {"choice": "x" * 10_000}},  # not a list
+        {"L1.residual": {"choice": [0, "y" * 10_000]}},  # not a valid value
+        {"L1.residual": {"fixed": ["z" * 100] * 1000}},  # not a single value
+        {"z" * 10_000: {"choice": [0, 1]}},  # not an architecture key
+    ],
+    ids=["long-string", "long-choice", "long-list", "long-key"],
+)
+def test_an_error_echoes_at_most_a_line_of_a_long_value(tmp_path, space):
+    from nas.config.experiment import load_experiment
+    from tests.helpers import experiment_yaml
+
+    path = experiment_yaml(tmp_path / "long.yaml", space=space)
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    message = str(info.value)
+    assert "\n" not in message and ("…" in message or "..." in message)
+    assert not any(letter * 100 in message for letter in "xyz"), message[:600]  # 80 characters of it at most
+
+
+def test_shown_cuts_a_repr_to_one_line_of_80_characters():
+    from nas.errors import shown
+
+    nested: list = [1] * 10
+    for _ in range(40):
+        nested = [nested] * 10  # 10**41 values: a full repr would never end
+    assert len(shown(nested)) <= 80 and len(shown("x" * 10_000)) <= 80
+    assert shown("abc") == "'abc'" and shown(0.5) == "0.5" and shown("a\nb") == "'a\\nb'"

@@ -113,6 +113,15 @@ def test_a_database_that_is_no_nas_store_shows_why_it_cannot_be_read(tmp_path, m
     assert "no nas tables" in at.error[0].value
 
 
+def test_a_file_that_is_no_database_is_one_error_line_not_an_exception(tmp_path, monkeypatch):
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"not a database\n" * 100)
+    monkeypatch.setenv("NAS_DB", f"sqlite:///{path}")
+    at = _opener()("experiments")  # the opener asserts that no exception reached the page
+    assert len(at.error) == 1 and "file is not a database" in at.error[0].value
+    assert "\n" not in at.error[0].value
+
+
 # ---- experiments ------------------------------------------------------------------------
 
 

@@ -178,6 +178,20 @@ def test_no_network_error_names_root_and_where_to_put_archive(tmp_path):
     assert str(root) in message and f"put {TARBALL}" in message and "NAS_DATA_DIR" in message
 
 
+@pytest.mark.parametrize("mirror", ["closed-port", "bad-port", "md5"])
+def test_a_mirror_url_with_credentials_is_named_with_its_password_masked(tmp_path, monkeypatch, mirror):
+    url = _closed_port_url().replace("http://", "https://reader:hunter2@")
+    if mirror == "bad-port":
+        url = "https://reader:hunter2@mirror.invalid:port/" + TARBALL  # urllib's error quotes the netloc
+    if mirror == "md5":  # a download that arrives, but is not the archive
+        monkeypatch.setattr("nas.data.archive._stream", lambda url, out: "0" * 32)
+    with pytest.raises(DataError) as info:
+        ensure_cifar10(tmp_path / "data", url=url)
+    message = str(info.value)
+    assert "hunter2" not in message and "reader:***@" in message
+    assert info.value.__cause__ is None or "hunter2" not in str(info.value.__cause__)
+
+
 def test_download_off_and_nothing_present_raises(tmp_path):
     root = tmp_path / "data"
     with pytest.raises(DataError) as info:

@@ -422,24 +422,52 @@ def test_model_py_is_standalone_py_verbatim_but_for_its_data():
     assert write.fill_data(generated, blank) == write.fill_data(source, blank)
 
 
-def test_a_hostile_experiment_name_ends_up_as_data(tmp_path):
+@pytest.mark.parametrize("name", [HOSTILE, 'a\n"""\nimport os\n"""', "back\\slash\\\"\"\"\\", "'''\r\u2028#"])
+def test_a_hostile_experiment_name_ends_up_as_data(tmp_path, name):
     arch = parse_short_name("R:L1 w=0.125")
-    version = HOSTILE + "\n'''"
-    source = ExportSource(experiment=HOSTILE, arch=arch, weights=None, weights_trial=None, config={},
+    version = name + "\n'''"
+    source = ExportSource(experiment=name, arch=arch, weights=None, weights_trial=None, config={},
                           code_version=version, metrics={})
     written = export(source, tmp_path / "out", ("py", "yaml"))
     tree = ast.parse(written["py"].read_text())
     reference = ast.parse(Path(standalone.__file__).read_text())
     assert [write._defined_names(n) for n in tree.body] == [write._defined_names(n) for n in reference.body]
     (provenance,) = [n.value for n in tree.body if write._assigned_name(n) == "PROVENANCE"]
-    assert ast.literal_eval(provenance)["experiment"] == HOSTILE
+    assert ast.literal_eval(provenance)["experiment"] == name
     assert ast.literal_eval(provenance)["code_version"] == version
     done = subprocess.run([sys.executable, "-I", "-c", "import runpy, sys; runpy.run_path(sys.argv[1])",
                            str(written["py"])], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    module = write.load_module(written["py"].read_text())
+    assert module.PROVENANCE["experiment"] == name and module.PROVENANCE["code_version"] == version
     import yaml
 
-    assert yaml.safe_load(written["yaml"].read_text())["experiment"] == HOSTILE
+    assert yaml.safe_load(written["yaml"].read_text())["experiment"] == name
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_model_py_that_fails_its_check_as_written_leaves_nothing(tmp_path, monkeypatch, existing):
+    out = tmp_path / "out"
+    if existing:
+        out.mkdir()
+        (out / "model.py").write_text("kept\n")
+    checks = []
+
+    def check_filled(result, source, values):  # the first check passes, the one on the written file fails
+        checks.append(result)
+        if len(checks) > 1:
+            raise RuntimeError("the written model.py is not what was generated")
+
+    monkeypatch.setattr(write, "check_filled", check_filled)
+    source = ExportSource(experiment=HOSTILE, arch=parse_short_name("R:L1 w=0.125"), weights=None,
+                          weights_trial=None, config={}, code_version="v", metrics={})
+    with pytest.raises(RuntimeError, match="written model.py"):
+        export(source, out, ("py", "yaml"), force=True)
+    assert len(checks) == 2
+    if existing:
+        assert sorted(p.name for p in out.iterdir()) == ["model.py"] and (out / "model.py").read_text() == "kept\n"
+    else:
+        assert not out.exists()
 
 
 def test_generation_fails_loudly_when_a_data_assignment_it_fills_is_missing(monkeypatch):

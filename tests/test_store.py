@@ -205,6 +205,15 @@ def test_read_only_open_of_a_missing_file_fails_and_creates_nothing(tmp_path: Pa
     assert not path.exists() and not path.parent.exists()
 
 
+@pytest.mark.parametrize("read_only", [True, False])
+def test_a_file_that_is_no_database_fails_at_open_and_is_left_unchanged(tmp_path: Path, read_only: bool) -> None:
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"\x00\xffnot sqlite" * 500)
+    with pytest.raises(StoreError, match="file is not a database; check that the path is a nas database"):
+        Store.open(f"sqlite:///{path}", read_only=read_only)
+    assert path.read_bytes() == b"\x00\xffnot sqlite" * 500
+
+
 # ---- epochs and final metrics -------------------------------------------------------
 
 

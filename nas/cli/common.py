@@ -12,12 +12,14 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from nas.errors import ConfigError, NasError
+from nas.errors import ConfigError, NasError, masked_url
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+# soft_wrap: a message is never broken into lines by rich (at 160 columns in a pipe or CI
+# log): one error is one line, for a terminal to wrap and a script to read.
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160, soft_wrap=True)
 
 
 DbOption = Annotated[
@@ -56,18 +58,28 @@ def exit_on_user_error() -> Iterator[None]:
         raise typer.Exit(err.exit_code) from None
 
 
+def is_file(path: str | Path) -> bool:
+    """Whether `path` names a file; False, not OSError, for a name no file can have (too
+    long, a NUL byte), as for one that is absent."""
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def given(**values: Any) -> dict[str, Any]:
     """The options the user actually passed (None means not given)."""
     return {key: value for key, value in values.items() if value is not None}
 
 
 def mask_url(url: str) -> str:
+    """`url` with its password masked, for messages; also when it is no valid URL."""
     from sqlalchemy.engine import make_url
 
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - display only
-        return url
+        return masked_url(url)
 
 
 def open_existing_store(db_url: str, *, read_only: bool):
@@ -76,8 +88,11 @@ def open_existing_store(db_url: str, *, read_only: bool):
 
     from nas.db import Store
 
-    url = make_url(db_url)
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+    try:
+        url = make_url(db_url)
+    except Exception:  # noqa: BLE001 - not a URL: Store.open says so, in one line
+        url = None
+    if url is not None and url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         path = Path(url.database).expanduser()
         if not path.is_file():
             raise ConfigError(f"no nas database at {path}; check --db or NAS_DB, or run `nas launch` first.")

@@ -7,7 +7,13 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from nas.cli.common import DbOption, console, exit_on_user_error, mask_url
+from nas.cli.common import (
+    DbOption,
+    console,
+    exit_on_user_error,
+    mask_url,
+    open_existing_store,
+)
 
 
 def dashboard(
@@ -25,5 +31,8 @@ def dashboard(
         from nas.dashboard.serve import serve
         from nas.db import resolve_db_url
 
+        # Refuse a missing file, an unsupported URL or a file that is no nas store now, in
+        # one line, rather than serve pages that can only say so.
+        open_existing_store(resolve_db_url(db), read_only=True).close()
         console.print(f"dashboard on http://localhost:{port} for {escape(mask_url(resolve_db_url(db)))}")
         raise typer.Exit(serve(resolve_db_url(db), port))

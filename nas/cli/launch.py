@@ -15,11 +15,12 @@ from nas.cli.common import (
     check_ray_address,
     console,
     exit_on_user_error,
+    is_file,
     mask_url,
     start_ray,
 )
 from nas.cli.tables import print_front
-from nas.errors import ConfigError
+from nas.errors import ConfigError, clip
 
 
 def launch(
@@ -55,8 +56,8 @@ def _launch_command(space: Path, budget: str | None, address: str | None, db: st
 
     # Each check fails fast and names what it checked, in this order: the arguments, the
     # config, the store, the data, Ray. Nothing is written before they all pass.
-    if not space.is_file():
-        raise ConfigError(f"{space}: no such file; pass an experiment YAML such as search_spaces/cifar_fast.yaml.")
+    if not is_file(space):
+        raise ConfigError(f"{clip(str(space))}: no such file; pass an experiment YAML such as search_spaces/cifar_fast.yaml.")
     check_ray_address(address)
     if budget is None and not torch.cuda.is_available() and "cpu" in list_budgets(space):
         budget = "cpu"

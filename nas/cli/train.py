@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -26,10 +25,12 @@ from nas.cli.common import (
     err_console,
     exit_on_user_error,
     given,
+    is_file,
 )
 from nas.cli.tables import print_exit_curve, print_summary, print_width_curve
 from nas.config.experiment import MAX_CPUS, name_problem
-from nas.errors import ConfigError, reject_unknown_keys
+from nas.config.yaml_io import read_yaml
+from nas.errors import ConfigError, clip, reject_unknown_keys
 
 MAX_SEED = 2**31 - 1  # trials.seed is an Integer column (32 bits on PostgreSQL)
 
@@ -97,14 +98,12 @@ def _train_command(
     threads, device_name, db, data_root, slimmable=None,
 ) -> None:
     # Imported here so `nas --help` stays fast (torch takes seconds to import).
-    import torch
-
     from nas.data.archive import resolve_data_root
     from nas.data.tensors import load_data
     from nas.db import Store, resolve_db_url
     from nas.db.engine import probe
     from nas.db.schema import Phase, TrialStatus
-    from nas.provenance import code_version, default_device
+    from nas.provenance import code_version, resolve_device
     from nas.provenance import device_name as describe_device
     from nas.training.loop import train as train_model
     from nas.training.recipe import Recipe
@@ -135,9 +134,7 @@ def _train_command(
     data_fields = {**spec.dataset, **given(train_subset=train_subset, val_size=val_size)}
     yaml_root = data_fields.pop("root", None)
     data_cfg = _data_config(data_fields, source=spec.source + "dataset")
-    device = torch.device(device_name) if device_name else default_device()
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available here; use --device cpu.")
+    device = resolve_device(device_name)
     db_url = resolve_db_url(db)
     probe(db_url)  # a wrong --db fails before the data is read, creating nothing
 
@@ -221,7 +218,9 @@ def read_arch_spec(text: str) -> ArchSpec:
     from nas.models import ArchConfig, parse_short_name
 
     path = Path(text)
-    if text.strip().startswith(("{", "[")) or not (path.suffix in {".yaml", ".yml", ".json"} or path.exists()):
+    # A string no file can be called (too long, a NUL byte) is no path: it is read as a short form.
+    named_file = _suffix(path) in {".yaml", ".yml", ".json"} or is_file(path)
+    if text.strip().startswith(("{", "[")) or not named_file:
         if text.strip().startswith("{"):
             try:
                 data = json.loads(text)
@@ -229,12 +228,11 @@ def read_arch_spec(text: str) -> ArchSpec:
                 raise ConfigError(f"--arch: not valid JSON ({err}); quote the whole mapping.") from None
             return ArchSpec(ArchConfig.from_dict(data, source="--arch"), {}, {}, "--arch ")
         return ArchSpec(parse_short_name(text), {}, {}, "--arch ")
-    if not path.is_file():
-        raise ConfigError(f"--arch {text}: no such file.")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML/JSON: {err}") from None
+    if not is_file(path):
+        raise ConfigError(f"--arch {clip(text)}: no such file.")
+    # The experiment files' reader: bounded depth and alias expansion, one-line errors.
+    _, data = read_yaml(text, what="architecture file")
+    path = clip(text)  # named in messages below
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level.")
     if "arch" not in data:
@@ -251,6 +249,13 @@ def read_arch_spec(text: str) -> ArchSpec:
         sections[name] = section
     arch_cfg = ArchConfig.from_dict(data["arch"] or {}, source=f"{path}: arch")
     return ArchSpec(arch_cfg, sections["recipe"], sections["dataset"], f"{path}: ")
+
+
+def _suffix(path: Path) -> str:
+    try:
+        return path.suffix
+    except ValueError:  # pathlib refuses some names ("." alone)
+        return ""
 
 
 def _data_config(fields: dict[str, Any], *, source: str):

@@ -51,7 +51,7 @@ from nas.config.validate import (
 )
 from nas.config.yaml_io import read_yaml
 from nas.data.config import DataConfig
-from nas.errors import ConfigError
+from nas.errors import ConfigError, clip, shown
 from nas.training.recipe import Recipe
 
 SAMPLERS = ("tpe", "random", "grid", "nsga2")
@@ -114,7 +114,7 @@ class PrunerSpec:
     def __post_init__(self) -> None:
         check_fields(self)
         if self.wrapped is not None and self.kind != "patient":
-            raise FieldError("wrapped", f"wrapped is only for kind patient, but kind is {self.kind!r}.")
+            raise FieldError("wrapped", f"wrapped is only for kind patient, but kind is {shown(self.kind)}.")
         try:
             self.build()  # Optuna's own constructor checks (ranges, required arguments)
         except (TypeError, ValueError) as err:
@@ -159,7 +159,7 @@ class SearchSettings:
         metrics = [o.metric for o in self.objectives]
         for metric in metrics:
             if metrics.count(metric) > 1:
-                raise FieldError("objectives", f"objectives must name each metric once, but {metric!r} appears twice.")
+                raise FieldError("objectives", f"objectives must name each metric once, but {shown(metric)} appears twice.")
 
     @property
     def directions(self) -> list[str]:
@@ -335,7 +335,7 @@ def list_budgets(path: str | Path) -> list[str]:
 def name_problem(name: Any) -> str | None:
     """What is wrong with an experiment name (a store key and a folder name), or None."""
     if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name):
-        return f"must be letters, digits, '_', '.' or '-', starting with a letter or digit, but got {name!r}"
+        return f"must be letters, digits, '_', '.' or '-', starting with a letter or digit, but got {shown(name)}"
     if len(name) > NAME_LENGTH:
         return f"must be at most {NAME_LENGTH} characters (the store's column), but has {len(name)}"
     return None
@@ -385,7 +385,7 @@ def _check_sections(file: str, data: Any) -> None:
     for key in data:
         if key not in SECTIONS:
             raise ConfigError(
-                f"{file}: {key}: unknown top-level key; allowed keys are {', '.join(SECTIONS)}."
+                f"{file}: {clip(key)}: unknown top-level key; allowed keys are {', '.join(SECTIONS)}."
                 f"{did_you_mean(key, SECTIONS)}"
             )
 
@@ -397,7 +397,7 @@ def _parse_budgets(src: Source, value: Any) -> dict[str, dict[str, Any]]:
             raise src.error(("budgets", str(name)), "budget names must be strings; quote it.")
         if not isinstance(override, dict):
             raise src.error(
-                ("budgets", name), f"expected a mapping of sections to override, but got {override!r}."
+                ("budgets", name), f"expected a mapping of sections to override, but got {shown(override)}."
             )
         for section, part in override.items():
             if section not in BUDGET_SECTIONS:
@@ -407,7 +407,7 @@ def _parse_budgets(src: Source, value: Any) -> dict[str, dict[str, Any]]:
                     f"{did_you_mean(section, BUDGET_SECTIONS)}",
                 )
             if not isinstance(part, dict):
-                raise src.error(("budgets", name, section), f"expected a mapping, but got {part!r}.")
+                raise src.error(("budgets", name, section), f"expected a mapping, but got {shown(part)}.")
     return budgets
 
 
@@ -433,7 +433,7 @@ def _parse_dataset(src: Source, value: Any, base: Path | None) -> tuple[str, Dat
     name = data.pop("name", "cifar10")
     if name not in DATASETS:
         raise src.error(
-            path + ("name",), f"only {', '.join(DATASETS)} is supported, but got {name!r}; write name: cifar10."
+            path + ("name",), f"only {', '.join(DATASETS)} is supported, but got {shown(name)}; write name: cifar10."
         )
     root = data.get("root")
     if base is not None and isinstance(root, str) and root:
@@ -471,7 +471,7 @@ def _parse_pruner(src: Source, path: tuple, value: Any) -> PrunerSpec:
     if kind not in PRUNERS:
         raise src.error(
             path + ("kind",),
-            f"must be one of {', '.join(PRUNERS)}, but got {kind!r}.{did_you_mean(kind, tuple(PRUNERS))}",
+            f"must be one of {', '.join(PRUNERS)}, but got {shown(kind)}.{did_you_mean(kind, tuple(PRUNERS))}",
         )
     wrapped = None
     if "wrapped" in data:
@@ -494,18 +494,18 @@ def _parse_pruner(src: Source, path: tuple, value: Any) -> PrunerSpec:
             )
         hint = _annotation(params[key].annotation)
         if hint is not None and not type_ok(option, hint):
-            raise src.error(path + (key,), f"must be {type_words(hint)}, but got {option!r}.")
+            raise src.error(path + (key,), f"must be {type_words(hint)}, but got {shown(option)}.")
         if not is_finite(option):
-            raise src.error(path + (key,), f"must be a finite number, but got {option!r}.")
+            raise src.error(path + (key,), f"must be a finite number, but got {shown(option)}.")
     for name, p in params.items():
         if p.default is p.empty and name not in data:
             example = _PRUNER_EXAMPLES.get(name, f"{name}: ...")
             raise src.error(path + (name,), f"missing; the {kind} pruner needs it, e.g. {example}.")
     if "margin" in data and not data["margin"] >= 0:
-        raise src.error(path + ("margin",), f"must be >= 0 (standard errors of the noise), but got {data['margin']!r}.")
+        raise src.error(path + ("margin",), f"must be >= 0 (standard errors of the noise), but got {shown(data['margin'])}.")
     if kind == "percentile" and not 0 <= data["percentile"] <= 100:
         raise src.error(
-            path + ("percentile",), f"must be between 0 and 100 inclusive, but got {data['percentile']!r}."
+            path + ("percentile",), f"must be between 0 and 100 inclusive, but got {shown(data['percentile'])}."
         )
     try:
         return PrunerSpec(kind=kind, options=tuple(sorted(data.items())), wrapped=wrapped)

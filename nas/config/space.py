@@ -20,7 +20,7 @@ from typing import Any
 import optuna
 
 from nas.config.validate import Source, did_you_mean, is_finite, type_ok, type_words
-from nas.errors import ConfigError
+from nas.errors import ConfigError, shown
 from nas.models.arch import ArchConfig, parse_short_name
 from nas.training.recipe import SLIMMABLE_SUPPORTED, slimmable_conflicts
 
@@ -174,7 +174,7 @@ class SearchSpace:
             value = params.get(param.key, param.value)
             if not param.contains(value):
                 raise ConfigError(
-                    f"params.{param.key}: {value!r} is not a value of this space entry ({param.to_dict()})."
+                    f"params.{param.key}: {shown(value)} is not a value of this space entry ({shown(param.to_dict())})."
                 )
             assignment[param.key] = value
         return _to_arch(assignment)
@@ -244,7 +244,7 @@ def _is_whole(x: float) -> bool:
 def parse_space(src: Source, value: Any) -> SearchSpace:
     path = ("space",)
     if not isinstance(value, dict) or not value:
-        raise src.error(path, f"expected a non-empty mapping of architecture keys to entries, but got {value!r}.")
+        raise src.error(path, f"expected a non-empty mapping of architecture keys to entries, but got {shown(value)}.")
     entries = {}
     for key, entry in value.items():
         if key not in ARCH_KEYS:
@@ -293,7 +293,7 @@ def _parse_entry(src: Source, path: tuple, entry: Any) -> Param:
     key = path[-1]
     if not isinstance(entry, dict):
         raise src.error(
-            path, f"expected an entry such as {{choice: [0, 1]}} or {{fixed: {entry!r}}}, but got {entry!r}."
+            path, f"expected an entry such as {{choice: [0, 1]}} or {{fixed: {shown(entry)}}}, but got {shown(entry)}."
         )
     kinds = [k for k in KINDS if k in entry]
     if len(kinds) != 1:
@@ -313,14 +313,14 @@ def _parse_entry(src: Source, path: tuple, entry: Any) -> Param:
     if kind == "choice":
         choices = entry["choice"]
         if not isinstance(choices, list):
-            raise src.error(here, f"expected a list of values such as [0, 1], but got {choices!r}.")
+            raise src.error(here, f"expected a list of values such as [0, 1], but got {shown(choices)}.")
         choices = [_as_scalar(key, choice) for choice in choices]
         if not choices:
             raise src.error(here, "must not be empty; list at least one value, e.g. [0, 1].")
         for i, choice in enumerate(choices):
             _scalar(src, here + (i,), choice)
             if choice in choices[:i]:
-                raise src.error(here, f"lists {choice!r} more than once in {choices}; each value may appear once.")
+                raise src.error(here, f"lists {shown(choice)} more than once in {shown(choices)}; each value may appear once.")
         return Param(key, kind, choices=tuple(choices))
     return _parse_range(src, path, kind, entry)
 
@@ -331,19 +331,19 @@ def _parse_range(src: Source, path: tuple, kind: str, entry: dict[str, Any]) -> 
     number = int if kind == "int" else float
     bounds = entry[kind]
     if not (isinstance(bounds, list) and len(bounds) == 2 and all(type_ok(b, number) for b in bounds)):
-        raise src.error(here, f"expected [low, high] with {type_words(number)} values, but got {bounds!r}.")
+        raise src.error(here, f"expected [low, high] with {type_words(number)} values, but got {shown(bounds)}.")
     if not (is_finite(tuple(bounds)) and all(abs(b) <= _LARGEST for b in bounds)):
-        raise src.error(here, f"low and high must be finite and within ±{_LARGEST}, but got {bounds!r}; narrow the range.")
+        raise src.error(here, f"low and high must be finite and within ±{_LARGEST}, but got {shown(bounds)}; narrow the range.")
     low, high = bounds if kind == "int" else (float(bounds[0]), float(bounds[1]))
     if low > high:
         raise src.error(here, f"low must be <= high, but got [{low}, {high}]; write [{high}, {low}].")
     log = entry.get("log", False)
     if not isinstance(log, bool):
-        raise src.error(path + ("log",), f"must be true or false, but got {log!r}.")
+        raise src.error(path + ("log",), f"must be true or false, but got {shown(log)}.")
     step = entry.get("step", 1 if kind == "int" else None)
     if step is not None and (not type_ok(step, number) or not 0 < step <= _LARGEST):
         words = "integer" if kind == "int" else "number"
-        raise src.error(path + ("step",), f"must be a positive {words} up to {_LARGEST}, but got {step!r}.")
+        raise src.error(path + ("step",), f"must be a positive {words} up to {_LARGEST}, but got {shown(step)}.")
     if log and low <= 0:
         raise src.error(here, f"a log scale needs low > 0, but got low={low}; raise low or set log: false.")
     if log and "step" in entry and not (kind == "int" and step == 1):
@@ -372,9 +372,9 @@ def _as_scalar(key: str, value: Any) -> Any:
 def _scalar(src: Source, path: tuple, value: Any) -> Any:
     """A value Optuna can store as a categorical choice: number, string, bool or null."""
     if value is not None and not isinstance(value, (bool, int, float, str)):
-        raise src.error(path, f"must be a single value (number, string, true/false or null), but got {value!r}.")
+        raise src.error(path, f"must be a single value (number, string, true/false or null), but got {shown(value)}.")
     if isinstance(value, float) and not math.isfinite(value):
-        raise src.error(path, f"must be finite, but got {value!r}.")
+        raise src.error(path, f"must be finite, but got {shown(value)}.")
     return value
 
 
@@ -387,7 +387,7 @@ def _with_conditions(
     here = path + ("when",)
     when = entry["when"]
     if not isinstance(when, dict) or not when:
-        raise src.error(here, f"expected a mapping such as {{L1.residual: [1]}}, but got {when!r}.")
+        raise src.error(here, f"expected a mapping such as {{L1.residual: [1]}}, but got {shown(when)}.")
     conditions = []
     for target, values in when.items():
         where = here + (str(target),)
@@ -400,13 +400,13 @@ def _with_conditions(
                 f"({', '.join(entries)}).{did_you_mean(target, tuple(entries))}",
             )
         if not isinstance(values, list) or not values:
-            raise src.error(where, f"expected a non-empty list of values such as [1], but got {values!r}.")
+            raise src.error(where, f"expected a non-empty list of values such as [1], but got {shown(values)}.")
         values = [_as_scalar(target, value) for value in values]
         for value in values:
             if not entries[target].contains(value):
                 raise src.error(
                     where,
-                    f"{value!r} is not a possible value of {target} ({entries[target].to_dict()}); "
+                    f"{shown(value)} is not a possible value of {target} ({shown(entries[target].to_dict())}); "
                     "list values the entry can take.",
                 )
         conditions.append((target, tuple(values)))
@@ -449,12 +449,12 @@ def check_space(space: SearchSpace, src: Source, *, every_point: bool = False, s
             except ConfigError as err:
                 raise src.error(
                     ("space", param.key, param.kind),
-                    f"{value!r} does not give a valid architecture ({err}); use values the architecture accepts.",
+                    f"{shown(value)} does not give a valid architecture ({err}); use values the architecture accepts.",
                 ) from None
             if slimmable and slimmable_conflicts(_expand({param.key: value})):
                 raise src.error(
                     ("space", param.key, param.kind),
-                    f"{value!r} is not supported by slimmable training (recipe.slimmable), which supports "
+                    f"{shown(value)} is not supported by slimmable training (recipe.slimmable), which supports "
                     f"{SLIMMABLE_SUPPORTED}; remove {param.key} from the space (or fix it off), or remove "
                     "recipe.slimmable.",
                 )

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, clip, shown
 
 # ----------------------------------------------------------------------------- rules
 
@@ -125,9 +125,9 @@ class FieldError(ConfigError):
 
 
 def require(ok: bool, name: str, value: Any, words: str) -> None:
-    """FieldError ``{name} must be {words}, but got {value!r}.`` unless `ok`."""
+    """FieldError ``{name} must be {words}, but got {shown(value)}.`` unless `ok`."""
     if not ok:
-        raise FieldError(name, f"{name} must be {words}, but got {value!r}.")
+        raise FieldError(name, f"{name} must be {words}, but got {shown(value)}.")
 
 
 def check_fields(obj: Any) -> None:
@@ -135,12 +135,12 @@ def check_fields(obj: Any) -> None:
     for name, hint, rule, words in _field_checks(type(obj)):
         value = getattr(obj, name)
         if not type_ok(value, hint):
-            raise FieldError(name, f"{name} must be {words}, but got {value!r}.")
+            raise FieldError(name, f"{name} must be {words}, but got {shown(value)}.")
         if not is_finite(value):
-            raise FieldError(name, f"{name} must be a finite number, but got {value!r}.")
+            raise FieldError(name, f"{name} must be a finite number, but got {shown(value)}.")
         if rule is not None and value is not None and not rule.ok(value):
             suggestion = did_you_mean(value, rule.choices) if rule.choices else ""
-            raise FieldError(name, f"{name} must be {rule.failed(value).words}, but got {value!r}.{suggestion}")
+            raise FieldError(name, f"{name} must be {rule.failed(value).words}, but got {shown(value)}.{suggestion}")
 
 
 def is_finite(value: Any) -> bool:
@@ -275,7 +275,8 @@ def render(path: Sequence[str | int]) -> str:
     """("search", "objectives", 0, "metric") -> "search.objectives[0].metric"."""
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        part = part if isinstance(part, int) else clip(part)  # a key is echoed, at most a line of it
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
     return out
 
 
@@ -302,7 +303,7 @@ def mapping(src: Source, path: Sequence[str | int], value: Any, example: str | N
         return {}
     if not isinstance(value, dict):
         such = f"such as {example}" if example else "of keys to values"
-        raise src.error(path, f"expected a mapping {such}, but got {value!r}.")
+        raise src.error(path, f"expected a mapping {such}, but got {shown(value)}.")
     return value
 
 
@@ -358,13 +359,13 @@ def _nested(value: Any, hint: Any, src: Source, path: tuple) -> Any:
     if dataclasses.is_dataclass(base):
         if optional and not isinstance(value, dict):  # say that null is allowed too
             example = getattr(base, "EXAMPLE", "{...}")
-            raise src.error(path, f"expected a mapping such as {example} or null, but got {value!r}.")
+            raise src.error(path, f"expected a mapping such as {example} or null, but got {shown(value)}.")
         return build(base, value, src, path)
     args = typing.get_args(base)
     if typing.get_origin(base) is tuple and len(args) == 2 and dataclasses.is_dataclass(args[0]):
         if not isinstance(value, list):
             example = getattr(args[0], "EXAMPLE", "{...}")
-            raise src.error(path, f"expected a list of mappings such as [{example}], but got {value!r}.")
+            raise src.error(path, f"expected a list of mappings such as [{example}], but got {shown(value)}.")
         return tuple(build(args[0], item, src, (*path, i)) for i, item in enumerate(value))
     return value
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from nas.data.config import IMAGE_SHAPE, NUM_CLASSES
-from nas.errors import DataError
+from nas.errors import DataError, masked_url
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"  # of the official archive only
@@ -168,12 +168,12 @@ def _download(url: str, tarball: Path, md5: str) -> None:
         except (OSError, ValueError, http.client.HTTPException) as e:
             # URLError, HTTPError, timeouts and refused connections are all OSErrors;
             # ValueError is a malformed url
-            raise DataError(
-                f"could not download CIFAR-10 from {url} ({e}); {_where_to_put(root)}."
-            ) from e
+            raise DataError(masked_url(
+                url, f"could not download CIFAR-10 from {url} ({e}); {_where_to_put(root)}."
+            )) from None  # the cause may quote the password too
         if actual != md5.lower():
             raise DataError(
-                f"the archive downloaded from {url} has MD5 {actual}, expected {md5}; it was "
+                f"the archive downloaded from {masked_url(url)} has MD5 {actual}, expected {md5}; it was "
                 f"deleted. Try again, or {_where_to_put(root)}."
             )
         os.replace(part, tarball)

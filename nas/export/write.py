@@ -182,6 +182,11 @@ def _num(x: float) -> float | None:
 def render_model(arch: ArchConfig, *, experiment: str = "", code_version: str | None = None,
                  weights_note: str = "") -> str:
     """The source of model.py for `arch`: standalone.py with its data filled in."""
+    return fill_data(_standalone_source(), model_values(arch, experiment, code_version, weights_note))
+
+
+def model_values(arch: ArchConfig, experiment: str, code_version: str | None, weights_note: str) -> dict[str, Any]:
+    """What model.py holds as data: strings from the store enter it only as literals of these."""
     check_supported(arch)
     provenance = {
         "short_name": arch.short_name(),
@@ -192,8 +197,7 @@ def render_model(arch: ArchConfig, *, experiment: str = "", code_version: str | 
         "training": _training_note(arch),
         "exits": _exits_note(arch),
     }
-    values = {"ARCH": arch.to_dict(), "PLAN": unit_channels(arch), "PROVENANCE": provenance}
-    return fill_data(_standalone_source(), values)
+    return {"ARCH": arch.to_dict(), "PLAN": unit_channels(arch), "PROVENANCE": provenance}
 
 
 def _standalone_source() -> str:
@@ -453,8 +457,8 @@ def export(source: ExportSource, out: Path, formats: tuple[str, ...], *, force: 
     note = ""
     if source.weights_trial is not None:
         note = f"seed {source.weights_trial.seed}, the most accurate confirm seed"
-    model_source = render_model(source.arch, experiment=source.experiment, code_version=source.code_version,
-                                weights_note=note)
+    values = model_values(source.arch, source.experiment, source.code_version, note)
+    model_source = fill_data(_standalone_source(), values)
     module = load_module(model_source)
     check_against_nas(source.arch, module, source.weights)
     payloads: dict[str, bytes] = {}  # every file is made before the first is written
@@ -470,9 +474,21 @@ def export(source: ExportSource, out: Path, formats: tuple[str, ...], *, force: 
         net = module.Net().eval()
         net.load_state_dict(source.weights)
         payloads["onnx"] = to_onnx(net)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    for fmt, data in payloads.items():
-        _write(targets[fmt], data)
+    temps = {fmt: targets[fmt].with_name(f".{targets[fmt].name}.tmp") for fmt in payloads}
+    try:  # each file to a temporary beside it, model.py checked as written, then all renamed
+        for fmt, data in payloads.items():
+            temps[fmt].write_bytes(data)
+        if "py" in temps:
+            check_filled(temps["py"].read_text(encoding="utf-8"), _standalone_source(), values)
+        for fmt in payloads:
+            os.replace(temps[fmt], targets[fmt])
+    finally:  # on failure nothing is left: no temporary, no folder made for it
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+        if created and not any(out.iterdir()):
+            out.rmdir()
     return targets
 
 
@@ -511,11 +527,3 @@ def to_onnx(net: torch.nn.Module) -> bytes:
             quiet.setLevel(level)
         with open(path, "rb") as f:
             return f.read()
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Write through a temporary file beside `path`, then rename it over `path`: never a
-    half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

@@ -36,7 +36,7 @@ from nas.config.validate import (
     setting,
     store_floats,
 )
-from nas.errors import ConfigError
+from nas.errors import ConfigError, shown
 
 STAGES = ("L1", "L2", "L3")
 MAX_LAYERS_PER_STAGE = 8  # more than this is a typo, not a search
@@ -168,13 +168,13 @@ def _read_exit_stages(value: Any) -> tuple[str, ...]:
         value = [part.strip() for part in value.split("+")] if value.strip() else []
     if not isinstance(value, (list, tuple)) or not all(isinstance(s, str) for s in value):
         raise FieldError(
-            "stages", f"stages must be a list of stage names such as [L1, L2] (or 'L1+L2'), but got {value!r}."
+            "stages", f"stages must be a list of stage names such as [L1, L2] (or 'L1+L2'), but got {shown(value)}."
         )
     for i, stage in enumerate(value):
         if stage not in EXIT_STAGES:
             raise FieldError(
                 "stages",
-                f"stages: unknown stage {stage!r}; a side exit may follow {', '.join(EXIT_STAGES)}"
+                f"stages: unknown stage {shown(stage)}; a side exit may follow {', '.join(EXIT_STAGES)}"
                 " (after L3 comes the final exit).",
             )
         if stage in value[:i]:
@@ -188,13 +188,13 @@ def _read_exit_weights(value: Any, side_exits: int) -> tuple[float, ...]:
             value = [float(part) for part in value.split("+")] if value.strip() else []
         except ValueError:
             raise FieldError(
-                "weights", f"weights must be numbers such as [0.5, 0.3] (or '0.5+0.3'), but got {value!r}."
+                "weights", f"weights must be numbers such as [0.5, 0.3] (or '0.5+0.3'), but got {shown(value)}."
             ) from None
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         value = [value] * side_exits  # one number weighs every side exit
     if not isinstance(value, (list, tuple)):
         raise FieldError(
-            "weights", f"weights must be a list of numbers, or one number for every side exit, but got {value!r}."
+            "weights", f"weights must be a list of numbers, or one number for every side exit, but got {shown(value)}."
         )
     for weight in value:
         number = not isinstance(weight, bool) and isinstance(weight, (int, float))
@@ -369,7 +369,7 @@ def parse_short_name(text: str) -> ArchConfig:
             continue
         if eq and name in kinds:
             if "kind" in drop:
-                raise ConfigError(f"cannot read {token!r} in architecture {text!r}: it names two drop kinds; keep one.")
+                raise ConfigError(f"cannot read {shown(token)} in architecture {shown(text)}: it names two drop kinds; keep one.")
             drop.update(kind=kinds[name], rate=_read_number(value, token, text))
             continue
         if eq and name == "dpg":
@@ -392,7 +392,7 @@ def parse_short_name(text: str) -> ArchConfig:
             attr, attr_value = "clique", int(letter[1:])
         if not sep or attr is None:
             raise ConfigError(
-                f"cannot read {token!r} in architecture {text!r}: expected R:L1+L3, X:L2, F3:L2, D:L2,"
+                f"cannot read {shown(token)} in architecture {shown(text)}: expected R:L1+L3, X:L2, F3:L2, D:L2,"
                 " Dm:L2, C4:L2, sd=0.2, dd=0.5, dp=0.1, dpg=0.5, wd=0.1, pyr or w=0.5."
             )
         if letter == "Dm":
@@ -402,14 +402,14 @@ def parse_short_name(text: str) -> ArchConfig:
             counted = attr in ("residual", "extra")
             if stage not in STAGES or (count and not (counted and count.isdigit())):
                 raise ConfigError(
-                    f"cannot read {item!r} in architecture {text!r}: stages are L1, L2, L3,"
+                    f"cannot read {shown(item)} in architecture {shown(text)}: stages are L1, L2, L3,"
                     " optionally with a count such as L1x2 (R and X only)."
                 )
             stages[stage][attr] = int(count) if count else attr_value
     if "global_share" in drop and drop.get("kind") != "drop_path":
-        raise ConfigError(f"cannot read architecture {text!r}: dpg= (drop-path global share) needs dp= too.")
+        raise ConfigError(f"cannot read architecture {shown(text)}: dpg= (drop-path global share) needs dp= too.")
     if exits and "stages" not in exits:
-        raise ConfigError(f"cannot read architecture {text!r}: ew= and et= (early exits) need E:L1 or the like too.")
+        raise ConfigError(f"cannot read architecture {shown(text)}: ew= and et= (early exits) need E:L1 or the like too.")
     data: dict[str, Any] = {**top, **stages}
     if drop:
         data["drop"] = drop
@@ -447,7 +447,7 @@ def _read_number(text: str, token: str, name: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise ConfigError(f"cannot read {token!r} in architecture {name!r}: {text!r} is not a number.") from None
+        raise ConfigError(f"cannot read {shown(token)} in architecture {shown(name)}: {shown(text)} is not a number.") from None
 
 
 def _non_default(obj: Any) -> dict[str, Any]:
