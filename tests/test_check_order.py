@@ -54,7 +54,7 @@ def test_an_unsupported_database_is_named_before_the_data_is_looked_for(tmp_path
 @pytest.mark.parametrize(
     ("content", "named"),
     [
-        (b"not a database at all, just text\n" * 100, "cannot read the database"),
+        (b"not a database at all, just text\n" * 100, "is not a database"),
         (None, "is not a nas store (it has other tables: inventory)"),
     ],
     ids=["not-sqlite", "someone-elses-tables"],
