@@ -283,3 +283,23 @@ class WidthCurvePoint(Base):
     flops: Mapped[int] = mapped_column(BigInteger)  # forward FLOPs per 32x32 image of that member
     val_acc: Mapped[float | None] = mapped_column(Float)  # None without a val split
     test_acc: Mapped[float | None] = mapped_column(Float)
+
+
+class ExperimentLease(Base):
+    """Who writes an experiment now: one process at a time (`nas.db.lease`).
+
+    `nas launch` and `nas ablate` hold it while they run and renew `heartbeat_at` every few
+    seconds; a second writer is refused, naming the holder. A row whose heartbeat stopped (a
+    killed driver) is taken over by the next writer. Keyed by the experiment's name, so a
+    brand-new experiment is leased before its row exists.
+    """
+
+    __tablename__ = "nas_experiment_leases"
+
+    experiment: Mapped[str] = mapped_column(String(200), primary_key=True)  # nas_experiments.name
+    token: Mapped[str] = mapped_column(String(32))  # random, one per holding process and lease
+    host: Mapped[str] = mapped_column(String(255))  # socket.gethostname() of the holder
+    pid: Mapped[int] = mapped_column(Integer)
+    command: Mapped[str] = mapped_column(String(32))  # "nas launch" | "nas ablate"
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)  # the holder's clock

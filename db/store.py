@@ -17,7 +17,7 @@ writes nothing; all writes go through the methods here.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Iterator, TypeVar
@@ -59,6 +59,9 @@ class Store:
         self.read_only = read_only
         # expire_on_commit=False: returned rows stay readable after their session ends.
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        # Called before every write: the experiment lease's check while one is held
+        # (nas.db.lease), so a writer that lost its lease stops instead of writing on.
+        self.write_guard: Callable[[], None] | None = None
 
     @classmethod
     def open(cls, url: str, *, read_only: bool = False) -> Store:
@@ -499,6 +502,8 @@ class Store:
             raise StoreError(
                 f"{self.url} was opened read-only; open it with read_only=False to write."
             )
+        if self.write_guard is not None:
+            self.write_guard()
         with self._sessions.begin() as session:
             yield session
 

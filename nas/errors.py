@@ -83,3 +83,14 @@ def reject_unknown_keys(data: Mapping[str, Any], allowed: Iterable[str], path: s
     unknown = sorted(set(data) - set(allowed))
     if unknown:
         raise ConfigError(f"{path}.{unknown[0]}: unknown key; allowed keys are {', '.join(allowed)}.")
+
+
+class ExperimentBusy(StoreError):
+    """Another live process holds the experiment's lease (`nas.db.lease`)."""
+
+
+class LeaseLost(NasError):
+    """This process's lease was taken over while it ran (it stalled past the stale limit):
+    it stops writing. Not the user's input, so not exit 2."""
+
+    exit_code = 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from nas.ablation.plan import plan_variants
 from nas.ablation.report import contributions
 from nas.cli import app
 from nas.db import Store
+from nas.db.lease import Lease
 from nas.models import ArchConfig, build_model, count_flops, count_params, parse_short_name
 from nas.config.experiment import load_experiment
 from nas.config.space import SearchSpace
@@ -225,6 +227,17 @@ def test_bad_ablate_input_exits_2_and_writes_nothing(launched_store, args, needl
     result = runner.invoke(app, ["ablate", *args, "--db", str(db)])
     assert result.exit_code == 2 and needle in result.output, result.output
     assert db.read_bytes() == before
+
+
+def test_ablate_while_a_search_writes_the_experiment_exits_2_naming_it(launched_store, tmp_path):
+    db, _, _ = launched_store
+    with Store.open(str(db)) as store, Lease(store, "tiny", "nas launch"):
+        result = runner.invoke(app, ["ablate", "tiny", "--db", str(db), "--repeats", "2",
+                                     "--data-root", str(tmp_path / "no-data-here")])
+    assert result.exit_code == 2, result.output
+    assert "is being written by nas launch" in result.output and f"pid {os.getpid()}" in result.output
+    with Store.open(str(db), read_only=True) as store:  # refused before the plan was stored
+        assert store.ablation_variants(store.get_experiment("tiny").id) == []
 
 
 def test_ablate_without_a_store_exits_2_and_creates_none(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 from nas.db import Store
+from nas.db.lease import holder
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
@@ -266,7 +268,7 @@ def test_invalid_yaml_exits_2_naming_the_file_and_key_and_leaves_no_database(tmp
 
 
 @pytest.mark.slow
-def test_sigkill_of_the_driver_then_the_same_command_completes_without_duplicates(tmp_path, data_root):
+def test_a_second_writer_is_refused_and_after_sigkill_the_same_command_takes_over_and_completes_without_duplicates(tmp_path, data_root):
     space = experiment_yaml(
         tmp_path / "kill.yaml", name="killed",
         recipe={"epochs": 3, "batch_size": 50},
@@ -291,13 +293,20 @@ def test_sigkill_of_the_driver_then_the_same_command_completes_without_duplicate
                     break
         else:
             pytest.fail("the search never reached two finished trials")
+        # A second writer on the same experiment is refused, naming the one that holds it.
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert f"is being written by nas launch on {socket.gethostname()} (pid {proc.pid})" in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1 and "Traceback" not in second.stderr
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray, with no clean-up
         proc.wait()
     assert any(str(t.status) == "running" for t in store_trials(db, "search"))
 
+    # The killed driver's lease is taken over by the same command, with no flag.
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"took over the lease of nas launch on {socket.gethostname()} (pid {proc.pid})" in rerun.stdout
     assert "interrupted trial" in rerun.stdout
     trials = store_trials(db, "search")
     completed = [t for t in trials if str(t.status) == "completed"]
@@ -306,6 +315,8 @@ def test_sigkill_of_the_driver_then_the_same_command_completes_without_duplicate
     assert not [t for t in trials if str(t.status) == "running"]
     study = optuna.load_study(study_name="killed", storage=f"sqlite:///{db}")
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 8
+    with Store.open(str(db), read_only=True) as store:
+        assert holder(store.engine, "killed") is None  # released at the end
 
 
 def _descendants(pid: int) -> list[int]:

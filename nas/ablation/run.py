@@ -18,6 +18,7 @@ from nas.ablation.plan import Variant, ablation_seeds
 from nas.ablation.report import RESULT_PHASES, AblationReport, contributions
 from nas.config.experiment import ExperimentSpec
 from nas.db import Store
+from nas.db.lease import Lease
 from nas.db.schema import Phase
 from nas.models.arch import ArchConfig
 from nas.trials.batch import TrialBatch
@@ -76,7 +77,18 @@ def run_ablation(
     With `until_separated`, rounds follow: each variant that does not matter yet (see
     `Contribution.matters`) gets one more seed, paired with the reference's, until every
     variant matters or has `max_repeats` seeds.
+
+    Holds the experiment's lease while it runs (`nas.db.lease`): refused while a search
+    (or another ablation) of the experiment runs.
     """
+    with Lease(store, spec.name, "nas ablate"):
+        return _run_ablation(spec, store, experiment_id, data_root, reference, variants, repeats,
+                             until_separated=until_separated, max_repeats=max_repeats, log=log)
+
+
+def _run_ablation(spec: ExperimentSpec, store: Store, experiment_id: int, data_root: str, reference: ArchConfig,
+                  variants: list[Variant], repeats: int, *, until_separated: bool, max_repeats: int,
+                  log: Callable[[str], None]) -> AblationReport:
     from nas.trials.tune import run_batch  # imports Ray
 
     started = time.perf_counter()

@@ -105,8 +105,11 @@ def _ablate_command(experiment, arch_text, repeats, dry_run, until_separated, ma
     if dry_run:
         return
 
-    # 2. Data (may download), then the runs.
+    # 2. No other writer, the data (may download), then the runs.
     from nas.data.archive import ensure_cifar10, resolve_data_root
+    from nas.db.lease import refuse_if_held
+
+    refuse_if_held(db_url, experiment)
 
     root = resolve_data_root(data_root, spec.dataset.root)
     ensure_cifar10(root)

@@ -53,6 +53,7 @@ def _launch_command(space: Path, budget: str | None, address: str | None, db: st
     from nas.data.archive import ensure_cifar10, resolve_data_root
     from nas.db import Store, resolve_db_url
     from nas.db.engine import probe
+    from nas.db.lease import refuse_if_held
 
     # Each check fails fast and names what it checked, in this order: the arguments, the
     # config, the store, the data, Ray. Nothing is written before they all pass.
@@ -65,6 +66,7 @@ def _launch_command(space: Path, budget: str | None, address: str | None, db: st
     spec = load_experiment(space, None if budget == "none" else budget)
     db_url = resolve_db_url(db)
     probe(db_url)  # scheme, reachable, a nas store or empty: before the data is fetched
+    refuse_if_held(db_url, spec.name)  # another live writer of this experiment
     root = resolve_data_root(data_root, spec.dataset.root)
     ensure_cifar10(root)  # download (or fail with where to put it) before any trial starts
 

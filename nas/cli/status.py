@@ -22,6 +22,7 @@ def status(
     """
     with exit_on_user_error():
         from nas.db import Store, resolve_db_url
+        from nas.db.lease import holder
 
         with Store.open(resolve_db_url(db), read_only=True) as store:
             if experiment is None:
@@ -35,6 +36,10 @@ def status(
                 key = (str(trial.phase), str(trial.status))
                 counts[key] = counts.get(key, 0) + 1
             console.print(f"[bold]{escape(experiment)}[/] ({found.status}), started {found.created_at:%Y-%m-%d %H:%M}")
+            writer = holder(store.engine, experiment)
+            if writer is not None:  # a live writer, or a killed one's lease that the next run takes over
+                state = "stopped; `nas launch` resumes it" if writer.is_stale() else "running"
+                console.print(f"  writer: {escape(writer.describe())} ({state})")
             for (phase, state), n in sorted(counts.items()):
                 console.print(f"  {phase:<8} {state:<11} {n}")
             print_front(store, experiment)

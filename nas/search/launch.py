@@ -21,6 +21,7 @@ import optuna
 
 from nas.config.experiment import ExperimentSpec
 from nas.db import Store
+from nas.db.lease import Lease
 from nas.db.schema import ExperimentStatus, Phase, TrialStatus
 from nas.models.arch import ArchConfig
 from nas.search.confirm import (
@@ -63,7 +64,22 @@ def trial_line(where: str, plan: TrialPlan, status: str, epochs: int) -> str:
 
 def launch(spec: ExperimentSpec, *, store: Store, db_url: str, data_root: str,
            log: Callable[[str], None] = print) -> Launched:
-    """Search, then confirm. Safe to call again on the same experiment: it resumes."""
+    """Search, then confirm. Safe to call again on the same experiment: it resumes.
+
+    Holds the experiment's lease throughout (`nas.db.lease`): a second writer is refused; a
+    killed driver's stale lease is taken over, and its running trials marked interrupted.
+
+    Raises:
+        ExperimentBusy: another live process writes this experiment.
+    """
+    with Lease(store, spec.name, "nas launch") as lease:
+        if lease.taken_over is not None:
+            log(f"took over the lease of {lease.taken_over.describe()}: that driver stopped")
+        return _launch(spec, store=store, db_url=db_url, data_root=data_root, log=log)
+
+
+def _launch(spec: ExperimentSpec, *, store: Store, db_url: str, data_root: str,
+            log: Callable[[str], None]) -> Launched:
     from nas.trials.tune import run_batch  # imports Ray
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
