@@ -8,10 +8,13 @@ import platform
 import subprocess
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING
 
 import nas
 from nas.errors import ConfigError, shown
+
+if TYPE_CHECKING:
+    import torch  # imported where used: a Ray worker or the driver records code versions without it
 
 
 @functools.lru_cache(maxsize=1)
@@ -37,6 +40,8 @@ def code_version() -> str:
 
 
 def default_device() -> torch.device:
+    import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -46,6 +51,8 @@ def resolve_device(name: str | None) -> torch.device:
     Raises:
         ConfigError: not a cpu or cuda device torch knows, or a CUDA device this machine lacks.
     """
+    import torch
+
     if not name:
         return default_device()
     try:
@@ -66,6 +73,8 @@ def resolve_device(name: str | None) -> torch.device:
 
 def device_name(device: torch.device | str, threads: int | None = None) -> str:
     """A human-readable name that tells timings apart: GPU model, or CPU model and threads."""
+    import torch
+
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
