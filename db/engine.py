@@ -154,6 +154,11 @@ def _add_sqlite_pragmas(engine: Engine, *, read_only: bool) -> None:
             cursor.execute("PRAGMA query_only = ON")
         else:
             cursor.execute("PRAGMA journal_mode = WAL")  # persistent: stored in the file
+            # In WAL mode, NORMAL syncs at checkpoints, not at every commit: a commit is kept when
+            # the process dies (SIGKILL included), only an OS crash or power loss can lose the
+            # last ones, never corrupting the file. FULL's fsync per commit made the driver's
+            # writes (an epoch row each) most of its time per trial (benchmarks/driver_scale.py).
+            cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
 
     @event.listens_for(engine, "begin")

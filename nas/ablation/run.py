@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import replace
 
 from nas.ablation.plan import Variant, ablation_seeds
@@ -22,7 +23,7 @@ from nas.db.lease import Lease
 from nas.db.schema import Phase
 from nas.models.arch import ArchConfig
 from nas.trials.batch import TrialBatch
-from nas.trials.costs import CostCounter
+from nas.trials.costs import CostCounter, known_costs
 from nas.trials.plan import RESULTS, TrialPlan
 
 
@@ -81,18 +82,17 @@ def run_ablation(
     Holds the experiment's lease while it runs (`nas.db.lease`): refused while a search
     (or another ablation) of the experiment runs.
     """
-    with Lease(store, spec.name, "nas ablate"):
+    with Lease(store, spec.name, "nas ablate"), closing(CostCounter(known_costs(store))) as costs:
         return _run_ablation(spec, store, experiment_id, data_root, reference, variants, repeats,
-                             until_separated=until_separated, max_repeats=max_repeats, log=log)
+                             until_separated=until_separated, max_repeats=max_repeats, log=log, costs=costs)
 
 
 def _run_ablation(spec: ExperimentSpec, store: Store, experiment_id: int, data_root: str, reference: ArchConfig,
                   variants: list[Variant], repeats: int, *, until_separated: bool, max_repeats: int,
-                  log: Callable[[str], None]) -> AblationReport:
+                  log: Callable[[str], None], costs: CostCounter) -> AblationReport:
     from nas.trials.tune import run_batch  # imports Ray
 
     started = time.perf_counter()
-    costs = CostCounter()
     record_plan(store, experiment_id, costs, reference, variants)
     by_hash = {v.arch.hash: v.arch for v in variants}
 

@@ -175,7 +175,12 @@ class SearchSettings:
         BruteForceSampler calls `study.stop()`, which only works inside `optimize`.)
         """
         if self.sampler == "tpe":
-            return optuna.samplers.TPESampler(seed=self.seed)
+            # multivariate (group: the space is conditional): one joint sample per trial, at a
+            # third of the cost of one per parameter (nas.search.history has the figures);
+            # constant liar: trials running in parallel count as bad, so they are not asked twice
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.samplers.TPESampler(seed=self.seed, multivariate=True, group=True, constant_liar=True)
         if self.sampler == "nsga2":
             return optuna.samplers.NSGAIISampler(seed=self.seed)
         return optuna.samplers.RandomSampler(seed=self.seed)

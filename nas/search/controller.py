@@ -13,7 +13,6 @@ The controller never runs or records a trial: `nas.search.launch` gives its `ask
 from __future__ import annotations
 
 import math
-import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,8 +26,11 @@ from nas.data.config import TEST_IMAGES
 from nas.db import Store
 from nas.db.schema import Phase, TrialStatus
 from nas.models.arch import ArchConfig
+from nas.search.curves import IndexedPercentilePruner, indexed
+from nas.search.history import BoundedHistory
 from nas.search.pruning import NoiseMargin, pruning_gate, with_warmup
-from nas.trials.plan import TrialPlan
+from nas.search.studies import MirroredStudy
+from nas.trials.plan import FINISHED, TrialPlan
 
 CURVE_METRICS = ("val_acc", "test_acc")  # metrics reported every epoch, so prunable
 
@@ -57,15 +59,16 @@ def optuna_storage(db_url: str) -> optuna.storages.RDBStorage:
         engine_kwargs = {"connect_args": {"timeout": 30}}
     elif url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    if url.startswith("sqlite"):
+        from sqlalchemy import event
 
+        @event.listens_for(storage.engine, "connect")
+        def _sync_normal(dbapi_connection, record) -> None:  # as nas's own engine: db/engine.py says why
+            dbapi_connection.execute("PRAGMA synchronous = NORMAL")
 
-def _name_metrics(study: optuna.Study, names: list[str]) -> None:
-    """Label the objectives, so optuna-dashboard's plots say val_acc, train_seconds, ..."""
-    if study.metric_names != names:
-        with warnings.catch_warnings():  # set_metric_names is experimental in Optuna 4-5
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(names)
+        storage.engine.dispose()  # the connection opened to create the tables predates the listener
+    return storage
 
 
 class SearchController:
@@ -92,36 +95,44 @@ class SearchController:
         self.margin = NoiseMargin.of(search.pruner, eval_images)
         pruner = with_warmup(search.pruner, spec.recipe)
         storage = optuna_storage(db_url)
-        self.study = optuna.create_study(
-            study_name=spec.name, storage=storage, directions=search.directions,
-            sampler=search.build_sampler(), pruner=pruner.build(), load_if_exists=True,
-        )
-        _name_metrics(self.study, [o.metric for o in search.objectives])
+        # In memory, each finished trial written to the database study (nas.search.studies); TPE
+        # sees a bounded history (nas.search.history); the median/percentile pruner and the
+        # margin decide from an index of the curves (nas.search.curves): flat costs per trial.
+        sampler = search.build_sampler()
+        if isinstance(sampler, optuna.samplers.TPESampler):
+            sampler = BoundedHistory(sampler)
+        self.main = MirroredStudy(spec.name, storage, search.directions, sampler=sampler,
+                                  pruner=indexed(pruner.build(), self.margin if len(search.objectives) == 1 else None),
+                                  metric_names=[o.metric for o in search.objectives])
+        self.study = self.main.study
+        self.pruning: MirroredStudy | None = None
         self.prune_study: optuna.Study | None = None
         if len(search.objectives) > 1 and self.prune_metric is not None and search.pruner.kind != "none":
-            self.prune_study = optuna.create_study(
-                study_name=f"{spec.name}:pruning", storage=storage,
-                direction=self.prune_metric.direction, pruner=pruner.build(), load_if_exists=True,
-            )
-            _name_metrics(self.prune_study, [self.prune_metric.metric])
+            self.pruning = MirroredStudy(f"{spec.name}:pruning", storage, [self.prune_metric.direction],
+                                         pruner=indexed(pruner.build(), self.margin),
+                                         metric_names=[self.prune_metric.metric])
+            self.prune_study = self.pruning.study
+        if isinstance((self.prune_study or self.study).pruner, IndexedPercentilePruner):
+            self.margin = None  # the indexed pruner applies it
         self.used_seeds: dict[str, set[int]] = defaultdict(set)
+        self.finished: dict[str, int] = defaultdict(int)  # search trials that need no re-run, by architecture
         for trial in store.trials(experiment_id=experiment_id, phase=Phase.SEARCH):
             if trial.status != TrialStatus.INTERRUPTED:
                 self.used_seeds[trial.arch_hash].add(trial.seed)
+            if trial.status in FINISHED:
+                self.finished[trial.arch_hash] += 1
 
     @property
     def prunes(self) -> bool:
         return self.spec.search.pruner.kind != "none"
 
     def recover_interrupted(self) -> None:
-        """After a driver death: Optuna trials still RUNNING fail, and their params run again."""
-        for study in (self.study, self.prune_study):
-            if study is None:
-                continue
-            for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                study.tell(trial.number, state=TrialState.FAIL)
-                if study is self.study and trial.params:
-                    study.enqueue_trial(trial.params, user_attrs={"seed": trial.user_attrs.get("seed")})
+        """After a driver death: the trials an older nas stored as RUNNING (failed by
+        `MirroredStudy`) run again with their params. This nas stores finished trials only:
+        the grid's unfinished points are enqueued again (`enqueue_grid`), a sampler asks anew."""
+        for trial in self.main.stale:
+            if trial.params and self.spec.search.sampler != "grid":
+                self.study.enqueue_trial(trial.params, user_attrs={"seed": trial.user_attrs.get("seed")})
 
     def target(self) -> int:
         """Search trials the experiment runs in all (grid: every point x repeats)."""
@@ -131,12 +142,35 @@ class SearchController:
         return search.n_trials * search.repeats
 
     def enqueue_grid(self) -> None:
-        """Put every grid point (x repeats) in the study once; on resume they are there already."""
-        if self.spec.search.sampler != "grid" or self.study.trials:
+        """Put the grid's points in the study as often as they still need to run: `repeats`
+        per point, less the architecture's finished trials in the store."""
+        if self.spec.search.sampler != "grid":
             return
+        points: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for point in self.spec.space.grid():
-            for _ in range(self.spec.search.repeats):
-                self.study.enqueue_trial(point)
+            points[self.spec.space.suggest(optuna.trial.FixedTrial(point)).hash].append(point)
+        for arch_hash, same in points.items():  # two points may build one network (one hash)
+            missing = len(same) * self.spec.search.repeats - self.finished[arch_hash]
+            for i in range(max(0, missing)):
+                self.study.enqueue_trial(same[i % len(same)])
+
+    def settle(self, store: Store, experiment_id: int) -> int:
+        """Close the search rows a killed driver left `running` although their Optuna trials
+        were told (a trial is told first, then its row finishes); how many. Before
+        `mark_interrupted`, so that they are not run again."""
+        told = {(t.user_attrs.get("arch_hash"), t.user_attrs.get("seed")): t.state
+                for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))}
+        settled = 0
+        for trial in store.trials(experiment_id=experiment_id, phase=Phase.SEARCH, status=TrialStatus.RUNNING):
+            state = told.get((trial.arch_hash, trial.seed))
+            if state is None:
+                continue
+            epochs = store.epochs(trial.id)
+            store.finish_trial(trial.id, TrialStatus.COMPLETED if state == TrialState.COMPLETE else TrialStatus.PRUNED,
+                               train_seconds=epochs[-1].cumulative_seconds if epochs else None)
+            self.finished[trial.arch_hash] += 1
+            settled += 1
+        return settled
 
     def ask(self) -> SearchPlan:
         trial = self.study.ask()
@@ -150,7 +184,7 @@ class SearchController:
         prune_trial = trial if len(self.spec.search.objectives) == 1 else None
         if self.prune_study is not None:
             prune_trial = self.prune_study.ask()
-            prune_trial.set_user_attr("main_trial", trial.number)
+            prune_trial.set_user_attr("seed", seed)
             prune_trial.set_user_attr("arch_hash", arch.hash)  # the noise margin pools seeds by architecture
         return SearchPlan(arch=arch, seed=seed, phase=Phase.SEARCH, optuna_trial=trial, prune_trial=prune_trial)
 
@@ -179,8 +213,9 @@ class SearchController:
             return False
         if self.margin is None:
             return True
-        # Optuna says below its threshold; stop only if clearly so, beyond the noise, at an epoch
-        # whose curve ranks the finished trials
+        # A pruner kind without the index (e.g. a patient pruner's own rule): the margin from
+        # the completed trials themselves; stop only if clearly below, beyond the noise, at an
+        # epoch whose curve ranks the finished trials
         study = self.prune_study or self.study
         maximize = self.prune_metric.direction == "maximize"
         best = max(plan.curve.values()) if maximize else min(plan.curve.values())  # Optuna's too
@@ -188,7 +223,8 @@ class SearchController:
                                   maximize)
 
     def tell(self, plan: TrialPlan, status: TrialStatus) -> None:
-        """Close the plan's Optuna trial(s) with the state its store row got."""
+        """Close the plan's Optuna trial(s) with the state its store row gets, in memory and in
+        the database studies (one transaction each)."""
         if not isinstance(plan, SearchPlan) or plan.optuna_trial is None:
             return
         if status == TrialStatus.COMPLETED:
@@ -196,14 +232,17 @@ class SearchController:
             self.study.tell(plan.optuna_trial, values if len(values) > 1 else values[0])
             if self.prune_study is not None:
                 self.prune_study.tell(plan.prune_trial, plan.last.get(self.prune_metric.metric))
-            return
-        state = TrialState.PRUNED if status == TrialStatus.PRUNED else TrialState.FAIL
-        self.study.tell(plan.optuna_trial, state=state)
-        if self.prune_study is not None:
-            self.prune_study.tell(plan.prune_trial, state=state)
+        else:
+            state = TrialState.PRUNED if status == TrialStatus.PRUNED else TrialState.FAIL
+            self.study.tell(plan.optuna_trial, state=state)
+            if self.prune_study is not None:
+                self.prune_study.tell(plan.prune_trial, state=state)
+        self.main.record(plan.optuna_trial)
+        if self.pruning is not None:
+            self.pruning.record(plan.prune_trial)
 
     def objective_values(self, plan: TrialPlan) -> list[float]:
-        params, flops = self.costs(plan.arch)
+        params, flops = (plan.last["params"], plan.last["flops"]) if "flops" in plan.last else self.costs(plan.arch)
         last = plan.last
         source = {
             "val_acc": plan.accuracy, "test_acc": last.get("test_acc"),

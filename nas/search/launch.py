@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import Any
 
 import optuna
 
@@ -33,7 +35,7 @@ from nas.search.confirm import (
 from nas.search.controller import SearchController
 from nas.search.race import Race, decision_line, round_line
 from nas.trials.batch import TrialBatch
-from nas.trials.costs import CostCounter
+from nas.trials.costs import CostCounter, known_costs
 from nas.trials.experiment import mark_interrupted, open_experiment
 from nas.trials.plan import FINISHED, TrialPlan
 
@@ -63,8 +65,11 @@ def trial_line(where: str, plan: TrialPlan, status: str, epochs: int) -> str:
 
 
 def launch(spec: ExperimentSpec, *, store: Store, db_url: str, data_root: str,
-           log: Callable[[str], None] = print) -> Launched:
+           log: Callable[[str], None] = print, trainable: Any = None) -> Launched:
     """Search, then confirm. Safe to call again on the same experiment: it resumes.
+
+    `trainable` is the Ray Tune trainable that runs each trial (None: the real training,
+    `nas.trials.tune.TrialTrainable`; `nas.trials.simulated.SimulatedTrainable` for benchmarks).
 
     Holds the experiment's lease throughout (`nas.db.lease`): a second writer is refused; a
     killed driver's stale lease is taken over, and its running trials marked interrupted.
@@ -72,21 +77,22 @@ def launch(spec: ExperimentSpec, *, store: Store, db_url: str, data_root: str,
     Raises:
         ExperimentBusy: another live process writes this experiment.
     """
-    with Lease(store, spec.name, "nas launch") as lease:
+    with Lease(store, spec.name, "nas launch") as lease, closing(CostCounter(known_costs(store))) as costs:
         if lease.taken_over is not None:
             log(f"took over the lease of {lease.taken_over.describe()}: that driver stopped")
-        return _launch(spec, store=store, db_url=db_url, data_root=data_root, log=log)
+        return _launch(spec, store=store, db_url=db_url, data_root=data_root, log=log, trainable=trainable,
+                       costs=costs)
 
 
 def _launch(spec: ExperimentSpec, *, store: Store, db_url: str, data_root: str,
-            log: Callable[[str], None]) -> Launched:
+            log: Callable[[str], None], trainable: Any, costs: CostCounter) -> Launched:
     from nas.trials.tune import run_batch  # imports Ray
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     experiment_id = open_experiment(store, spec)
-    costs = CostCounter()
     # Before the stale rows are marked: their seeds stay used (their params re-run on them).
     controller = SearchController(spec, store, experiment_id, db_url, costs)
+    controller.settle(store, experiment_id)
     stale = mark_interrupted(store, experiment_id)
     controller.recover_interrupted()
     if stale:
@@ -111,7 +117,7 @@ def _launch(spec: ExperimentSpec, *, store: Store, db_url: str, data_root: str,
         store=store, experiment_id=experiment_id, name=spec.name, recipe=spec.recipe,
         data_cfg=replace(spec.dataset, root=data_root), resources=spec.resources,
         next_plan=controller.ask, costs=costs, on_finished=finished,
-        should_stop=controller.should_prune if controller.prunes else None,
+        should_stop=controller.should_prune if controller.prunes else None, trainable=trainable,
     )
     if left:
         log(f"search: {left} of {target} trials to run ({spec.search.sampler} sampler, "

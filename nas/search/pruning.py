@@ -122,10 +122,17 @@ class NoiseMargin:
         least the spread of all the completed trials' values there, an upper bound, so that the
         pruner does not stop trials on what may be seed noise."""
         dof = sum(len(v) - 1 for v in by_arch.values() if len(v) > 1)
-        seed_var = sum(float(np.var(v, ddof=1)) * (len(v) - 1) for v in by_arch.values() if len(v) > 1) / dof \
-            if dof else 0.0
-        if dof < MIN_SEED_DOF and len(others) > 1:
-            seed_var = max(seed_var, float(np.var(others, ddof=1)))
+        seed_m2 = sum(float(np.var(v, ddof=1)) * (len(v) - 1) for v in by_arch.values() if len(v) > 1)
+        spread_var = float(np.var(others, ddof=1)) if len(others) > 1 else 0.0
+        return self.noise_of(value, seed_m2, dof, spread_var, len(others))
+
+    def noise_of(self, value: float, seed_m2: float, seed_dof: int, spread_var: float, n_others: int) -> float:
+        """`noise` from running sums: the seeds' sum of squared deviations and degrees of freedom
+        pooled over architectures, and the variance of all `n_others` values (what
+        `nas.search.curves` keeps per epoch)."""
+        seed_var = seed_m2 / seed_dof if seed_dof else 0.0
+        if seed_dof < MIN_SEED_DOF and n_others > 1:
+            seed_var = max(seed_var, spread_var)
         p = min(max(value, 0.0), 1.0)
         return math.sqrt(seed_var + p * (1 - p) / max(1, self.eval_images))
 

@@ -42,6 +42,9 @@ class TrialBatch:
     should_stop: Callable[[TrialPlan, dict[str, Any]], bool] | None = None  # a pruner; None: none
     on_finished: Callable[[TrialPlan, TrialStatus], None] = lambda plan, status: None
     plans: dict[str, TrialPlan] = field(default_factory=dict)  # by Ray Tune trial id
+    # the Ray Tune trainable class that runs each trial; None: nas.trials.tune.TrialTrainable
+    # (nas.trials.simulated's stand-in replaces only the training, to measure the driver at scale)
+    trainable: Any = None
 
     def __post_init__(self) -> None:
         if self.data_cfg.root is not None:
@@ -57,7 +60,6 @@ class TrialBatch:
         if plan is None:
             return None
         self.plans[trial_id] = plan
-        self.costs.soon(plan.arch)
         cpus = self.resources.cpus_per_trial or float(os.cpu_count() or 1)  # None: every core here
         return trial_config(self.setup(plan), plan.phase, cpus=cpus, gpus=self.resources.gpus_per_trial)
 
@@ -66,11 +68,11 @@ class TrialBatch:
     def result(self, trial_id: str, result: dict[str, Any]) -> None:
         """One epoch's result (the last one also carries the trial's artefacts)."""
         plan = self.plans[trial_id]
-        recorder = self._recorder(plan, device=result.get("device", ""), started_at=result.get("started_at"))
         wire = result.pop(WIRE_KEY, None)  # pop: Ray keeps the last result in memory
+        plan.last = result
+        recorder = self._recorder(plan, device=result.get("device", ""), started_at=result.get("started_at"))
         if wire is not None:
             recorder.artifacts(decode_artifacts(wire))
-        plan.last = result
         recorder.epoch(result)
 
     def stop(self, trial_id: str, result: dict[str, Any]) -> bool:
@@ -89,19 +91,30 @@ class TrialBatch:
             status = TrialStatus.DIVERGED
         else:
             status = TrialStatus.COMPLETED
-        self._recorder(plan).finish(status, train_seconds=plan.last.get("cumulative_seconds"))
+        # The search is told first, then the row finishes: a driver killed in between leaves a
+        # `running` row whose Optuna trial is told, which a resume settles (SearchController.settle)
+        recorder = self._recorder(plan)
         self.on_finished(plan, status)
+        recorder.finish(status, train_seconds=plan.last.get("cumulative_seconds"))
 
     def error(self, trial_id: str, error: str) -> None:
         plan = self.plans[trial_id]
-        self._recorder(plan).finish(TrialStatus.FAILED, error=error)
+        recorder = self._recorder(plan)
         self.on_finished(plan, TrialStatus.FAILED)
+        recorder.finish(TrialStatus.FAILED, error=error)
+
+    def costs_of(self, plan: TrialPlan) -> tuple[int, int]:
+        """(params, FLOPs) of the plan's architecture: as its worker counted them (every result
+        carries them), else counted here (a trial that failed before its first result)."""
+        if isinstance(plan.last.get("params"), int) and isinstance(plan.last.get("flops"), int):
+            return plan.last["params"], plan.last["flops"]
+        return self.costs(plan.arch)
 
     def _recorder(self, plan: TrialPlan, device: str = "", started_at: float | None = None) -> TrialRecorder:
         # From the first result on; a trial that ends before reporting still gets its row.
         if plan.recorder is None:
             plan.recorder = TrialRecorder(self.store, self.experiment_id, self.setup(plan), plan.phase,
-                                          costs=self.costs(plan.arch), device=device,
+                                          costs=self.costs_of(plan), device=device,
                                           started_at=_worker_start(started_at))
         return plan.recorder
 

@@ -3,7 +3,8 @@ the trial's artefacts (`nas.trials.artifacts`) to the driver in the last result.
 
 Workers never write the store: they only return results, and the driver records them. Each
 result carries ``started_at``, when the trial started in the worker (epoch seconds), so the
-trial's row says when it really started, not when its first epoch reached the driver.
+trial's row says when it really started, not when its first epoch reached the driver, and the
+architecture's ``params`` and ``flops``, counted in the worker.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from nas.trials.artifacts import (
     encode_artifacts,
     final_metrics,
 )
+
+
+_COSTS: dict[str, tuple[int, int]] = {}  # (params, FLOPs) this worker counted, by architecture hash
 
 
 def trial_config(setup: TrialSetup, phase: str, *, cpus: float, gpus: float) -> dict[str, Any]:
@@ -61,6 +65,7 @@ class TrialRun:
         from nas.data.tensors import load_data
         from nas.provenance import device_name
         from nas.training.loop import train_epochs
+        from nas.trials.costs import count_costs
 
         self.setup = setup = setup_of(config)
         self.device = torch.device("cuda" if config["gpus"] > 0 and torch.cuda.is_available() else "cpu")
@@ -70,6 +75,11 @@ class TrialRun:
         # Which machine of the cluster: timings are only comparable on the same hardware.
         self.described = (f"{device_name(self.device, threads)} @ "
                           f"{ray.util.get_node_ip_address()}/{node.get_node_id()[:8]}")
+        # Counted here, not in the driver: a search meets thousands of architectures, and each
+        # count runs every op of the net through FlopCounterMode (nas.trials.costs)
+        if setup.arch.hash not in _COSTS:
+            _COSTS[setup.arch.hash] = count_costs(setup.arch)
+        self.params, self.flops = _COSTS[setup.arch.hash]
         self.epochs = train_epochs(setup.arch, setup.recipe, self.data, setup.data_cfg,
                                    seed=setup.seed, device=self.device, threads=threads)
 
@@ -77,7 +87,8 @@ class TrialRun:
         result = next(self.epochs)
         metrics = result.final
         diverged = result.status == "diverged"
-        out = {**metrics.to_dict(), "diverged": diverged, "device": self.described, "started_at": self.started_at}
+        out = {**metrics.to_dict(), "diverged": diverged, "device": self.described, "started_at": self.started_at,
+               "params": self.params, "flops": self.flops}
         if diverged or metrics.epoch == self.setup.recipe.epochs - 1:
             if not diverged:
                 values = compute_artifacts(result.model, self.data, self.setup)

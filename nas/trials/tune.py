@@ -138,7 +138,7 @@ def run_batch(batch: TrialBatch, num_samples: int) -> None:
     storage = tempfile.mkdtemp(prefix="nas-ray-")  # Ray's own bookkeeping; the store is the record
     try:
         tuner = tune.Tuner(
-            TrialTrainable,  # its resources: the trial config's cpus and gpus
+            batch.trainable or TrialTrainable,  # its resources: the trial config's cpus and gpus
             tune_config=tune.TuneConfig(
                 search_alg=PlanSearcher(batch),
                 scheduler=PlanScheduler(batch) if batch.should_stop is not None else None,

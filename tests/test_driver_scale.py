@@ -1,0 +1,319 @@
+"""The driver at scale: in-memory studies mirrored to the store, a bounded TPE history, the
+indexed pruner, costs counted on the meta device, and simulated many-node launches."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState, create_trial
+
+from nas.config.experiment import load_experiment
+from nas.db import Store
+from nas.search.curves import IndexedPercentilePruner, indexed
+from nas.search.history import BoundedHistory
+from nas.search.pruning import NoiseMargin
+from nas.search.studies import MirroredStudy
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+# ----------------------------------------------------------------------------- the indexed pruner
+
+
+def _curve(rng: random.Random, level: float, steps: int) -> dict[int, float]:
+    """A learning curve towards `level`, with noise and now and then a NaN."""
+    return {s: float("nan") if rng.random() < 0.05 else level * (s + 1) / 5 + rng.gauss(0, 0.02) for s in range(steps)}
+
+
+def _random_completed(rng: random.Random, n: int, steps: int, archs: int) -> list:
+    levels = [rng.random() for _ in range(archs)]
+    trials = []
+    for _ in range(n):
+        arch = rng.randrange(archs)
+        trials.append(create_trial(value=levels[arch] + rng.gauss(0, 0.02), user_attrs={"arch_hash": f"a{arch}"},
+                                   intermediate_values=_curve(rng, levels[arch], rng.randint(1, steps))))
+    return trials
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_indexed_pruner_decides_as_optunas_percentile_pruner_then_the_noise_margin(seed):
+    rng = random.Random(seed)
+    direction = rng.choice(["maximize", "minimize"])
+    options = dict(percentile=rng.choice([25.0, 50.0, 75.0]), n_startup_trials=rng.randint(0, 6),
+                   n_warmup_steps=rng.randint(0, 2), interval_steps=rng.randint(1, 2), n_min_trials=rng.randint(1, 4))
+    margin = rng.choice([None, NoiseMargin(options["percentile"], rng.choice([0.5, 2.0]), 500)])
+    completed = _random_completed(rng, rng.randint(0, 60), steps=5, archs=rng.randint(1, 12))
+    optuna_rule = optuna.pruners.PercentilePruner(**options)
+    ours = IndexedPercentilePruner(**options, margin=margin)
+    study = optuna.create_study(direction=direction)
+    study.add_trials(completed)
+    for _ in range(30):  # running trials at random steps
+        trial = study.ask()
+        for step, value in _curve(rng, rng.random(), rng.randint(1, 5)).items():
+            trial.report(value, step)
+        frozen = study._storage.get_trial(trial._trial_id)
+        expected = optuna_rule.prune(study, frozen)
+        if expected and margin is not None:
+            values = [v for v in frozen.intermediate_values.values() if not math.isnan(v)]
+            if values:  # Optuna prunes an all-NaN curve outright; the margin judges a real one
+                best = max(values) if direction == "maximize" else min(values)
+                done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                expected = margin.prunes(done, frozen.last_step, best, direction == "maximize")
+        assert ours.prune(study, frozen) == expected
+        study.tell(trial, state=TrialState.FAIL)
+
+
+def test_median_and_percentile_pruners_are_indexed_also_inside_a_patient_pruner():
+    margin = NoiseMargin(50.0, 2.0, 1000)
+    median = indexed(optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2), margin)
+    assert isinstance(median, IndexedPercentilePruner) and median._percentile == 50.0 and median.margin is margin
+    assert median._n_startup_trials == 3 and median._n_warmup_steps == 2
+    patient = indexed(optuna.pruners.PatientPruner(optuna.pruners.PercentilePruner(25.0), patience=1), margin)
+    assert isinstance(patient._wrapped_pruner, IndexedPercentilePruner) and patient._wrapped_pruner.margin is None
+    halving = optuna.pruners.SuccessiveHalvingPruner()
+    assert indexed(halving, margin) is halving
+
+
+def test_the_indexed_pruner_learns_trials_that_finish_between_its_decisions():
+    study = optuna.create_study(direction="maximize", pruner=IndexedPercentilePruner(50.0, n_startup_trials=3))
+    early = [study.ask() for _ in range(3)]  # running while the new trial is judged
+    trial = study.ask()
+    trial.report(0.1, 0)
+    assert not trial.should_prune()  # no trial completed yet
+    for other in early:  # they finish after that decision, far above it
+        other.report(0.9, 0)
+        other.report(0.9, 1)
+        study.tell(other, 0.9)
+    trial.report(0.1, 1)
+    assert trial.should_prune() and study.pruner._completed == 3
+
+
+# ----------------------------------------------------------------------------- the bounded history
+
+
+def _finished_study(n: int, directions: list[str]) -> optuna.Study:
+    study = optuna.create_study(directions=directions)
+    x = optuna.distributions.FloatDistribution(0, 1)
+    rng = random.Random(0)
+    study.add_trials([create_trial(params={"x": rng.random()}, distributions={"x": x},
+                                   values=[rng.random() for _ in directions]) for _ in range(n)])
+    return study
+
+
+def test_below_the_bound_the_sampler_sees_the_whole_study():
+    study = _finished_study(30, ["maximize"])
+    assert BoundedHistory(optuna.samplers.TPESampler(), recent=20, elite=10).view(study) is study
+
+
+def test_above_the_bound_the_sampler_sees_the_recent_the_best_and_the_running_trials():
+    study = _finished_study(300, ["maximize"])
+    running = study.ask()
+    view = BoundedHistory(optuna.samplers.TPESampler(), recent=50, elite=10).view(study)
+    numbers = [t.number for t in view.get_trials(deepcopy=False)]
+    best = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: -t.value)[:10]
+    assert numbers == sorted(numbers)  # samplers expect trials in number order
+    assert set(range(250, 300)) | {t.number for t in best} | {running.number} == set(numbers)
+    assert [t.number for t in view._get_trials(deepcopy=False, states=(TrialState.RUNNING,))] == [running.number]
+
+
+def test_the_elite_of_several_objectives_is_the_first_non_domination_fronts():
+    study = _finished_study(400, ["maximize", "minimize"])
+    view = BoundedHistory(optuna.samplers.TPESampler(), recent=20, elite=15).view(study)
+    shown = {t.number for t in view.get_trials(deepcopy=False)}
+    front = {t.number for t in study.best_trials}  # the Pareto front of all 400
+    assert len(front) <= 15 and front <= shown
+
+
+def test_a_bounded_tpe_search_still_finds_the_optimum_region():
+    def objective(trial):
+        return (trial.suggest_float("x", -10, 10) - 3) ** 2 + (trial.suggest_float("y", -10, 10) + 1) ** 2
+
+    sampler = BoundedHistory(optuna.samplers.TPESampler(seed=0, multivariate=True), recent=40, elite=10)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(objective, n_trials=200)
+    assert study.best_value < 0.5  # TPE on a bowl from a 20x20 box: a bounded history still converges
+
+
+# ----------------------------------------------------------------------------- the mirrored studies
+
+
+def test_a_finished_trial_is_written_to_the_stored_study_once_and_complete(tmp_path):
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}")
+    mirrored = MirroredStudy("exp", storage, ["maximize"], metric_names=["val_acc"])
+    trial = mirrored.study.ask()
+    trial.suggest_categorical("L1.residual", [0, 1])
+    trial.set_user_attr("seed", 7)
+    trial.report(0.4, 0)
+    trial.report(0.6, 1)
+    running = optuna.load_study(study_name="exp", storage=storage)
+    assert running.trials == []  # running trials stay in memory
+    mirrored.study.tell(trial, 0.6)
+    mirrored.record(trial)
+    (stored,) = optuna.load_study(study_name="exp", storage=storage).trials
+    assert stored.state == TrialState.COMPLETE and stored.value == 0.6 and stored.user_attrs == {"seed": 7}
+    assert stored.intermediate_values == {0: 0.4, 1: 0.6} and "L1.residual" in stored.params
+    assert optuna.load_study(study_name="exp", storage=storage).metric_names == ["val_acc"]
+    with pytest.raises(ValueError, match="only finished trials"):
+        mirrored.record(mirrored.study.ask())
+
+
+def test_a_resumed_study_starts_from_the_stored_trials_and_fails_an_older_nas_running_ones(tmp_path):
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}")
+    old = optuna.create_study(study_name="exp", storage=storage, direction="maximize")
+    old.add_trial(create_trial(value=0.5, params={"x": 1}, distributions={"x": optuna.distributions.IntDistribution(0, 3)}))
+    stale = old.ask({"x": optuna.distributions.IntDistribution(0, 3)})  # an older nas stored asked trials
+    resumed = MirroredStudy("exp", storage, ["maximize"])
+    assert [t.value for t in resumed.study.trials] == [0.5]
+    assert [t.number for t in resumed.stale] == [stale.number] and resumed.stale[0].params == stale.params
+    states = [t.state for t in optuna.load_study(study_name="exp", storage=storage).trials]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL]
+
+
+# ----------------------------------------------------------------------------- costs
+
+
+def test_costs_counted_on_the_meta_device_equal_those_of_the_real_network():
+    from nas.models import build_model, count_flops, count_params, parse_short_name
+    from nas.trials.costs import count_costs
+
+    for name in ["base w=0.25", "R:L1+L3 X:L2 w=0.5", "R:L1+L3 D:L2 w=0.25", "R:L1+L3 sd=0.2 w=0.25",
+                 "R:L1+L3 dd=0.1 w=0.25", "R:L1+L3 dp=0.2 w=0.25", "R:L1+L3 wd=0.1 w=0.25", "R:L1+L3 F3:L2 w=0.25",
+                 "R:L1+L3 C3:L2 w=0.25", "R:L1+L3 E:L1+L2 w=0.25", "R:L1+L3 pyr w=0.25"]:
+        arch = parse_short_name(name)
+        model = build_model(arch)
+        assert count_costs(arch) == (count_params(model), count_flops(model)), name
+
+
+def test_the_cost_counter_answers_known_costs_without_counting():
+    from nas.models import parse_short_name
+    from nas.trials.costs import CostCounter
+
+    arch = parse_short_name("R:L1+L3 w=0.25")
+    counter = CostCounter({arch.hash: (1, 2)})
+    assert counter(arch) == (1, 2) and counter._pool is None  # no process started
+    counter.close()
+
+
+# ----------------------------------------------------------------------------- launches on a simulated cluster
+
+
+def _space(path: Path, name: str, trials: int, sampler: str = "tpe") -> Path:
+    spec = {
+        "name": name,
+        "dataset": {"val_size": 5000},
+        "recipe": {"epochs": 6},
+        "space": {"width": {"fixed": 1.0}, "L1.extra": {"choice": [0, 1]}, "L1.residual": {"choice": [0, 1]},
+                  "L2.residual": {"choice": [0, 1]}, "L3.extra": {"choice": [0, 1]},
+                  "L3.residual": {"choice": [0, 1]},
+                  "drop.kind": {"choice": ["none", "stochastic_depth"]},
+                  "drop.rate": {"choice": [0.1, 0.2], "when": {"drop.kind": ["stochastic_depth"]}}},
+        "search": {"sampler": sampler, "n_trials": trials, "seed": 0,
+                   "objectives": [{"metric": "val_acc", "direction": "maximize"},
+                                  {"metric": "train_seconds", "direction": "minimize"}],
+                   "pruner": {"kind": "median", "n_startup_trials": 5, "n_warmup_steps": 1, "margin": 0}},
+        "confirm": {"top_k": 2, "repeats": 2},
+        "resources": {"cpus_per_trial": 1, "gpus_per_trial": 1, "max_concurrent": 16, "max_failures": 0},
+    }
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _check_recorded_once(db: Path, name: str, trials: int) -> None:
+    with Store.open(str(db), read_only=True) as store:
+        experiment = store.get_experiment(name)
+        search = store.trials(experiment_id=experiment.id, phase="search")
+        confirm = store.trials(experiment_id=experiment.id, phase="confirm")
+    finished = [t for t in search if str(t.status) in ("completed", "pruned")]
+    assert len(finished) == trials, Counter(str(t.status) for t in search)
+    assert len({(t.arch_hash, t.seed) for t in finished}) == trials  # none twice
+    assert not [t for t in search + confirm if str(t.status) == "running"]
+    assert len([t for t in confirm if str(t.status) == "completed"]) >= 4  # 2 architectures x 2 seeds
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+    states = Counter(t.state for t in study.trials)
+    pruned_rows = {(t.arch_hash, t.seed) for t in finished if str(t.status) == "pruned"}
+    pruned_optuna = {(t.user_attrs["arch_hash"], t.user_attrs["seed"]) for t in study.trials
+                     if t.state == TrialState.PRUNED}
+    assert states[TrialState.COMPLETE] + states[TrialState.PRUNED] == trials
+    assert pruned_rows == pruned_optuna and pruned_rows  # the pruner really stopped some, marked PRUNED
+    assert states[TrialState.RUNNING] == 0
+
+
+_DRIVER = """
+import sys
+import ray
+from ray.cluster_utils import Cluster
+from nas.config.experiment import load_experiment
+from nas.db import Store
+from nas.search.launch import launch
+from nas.trials.simulated import SimulatedTrainable
+
+if __name__ == "__main__":
+    space, db, nodes = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0})
+    for _ in range(nodes):
+        cluster.add_node(num_cpus=1, num_gpus=1)
+    ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+    try:
+        with Store.open(db) as store:
+            launch(load_experiment(space), store=store, db_url=db, data_root=".", log=lambda line: print(line, flush=True),
+                   trainable=SimulatedTrainable)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+"""
+
+
+def _driver(tmp_path: Path, space: Path, db: Path, nodes: int) -> list[str]:
+    script = tmp_path / "driver.py"
+    script.write_text(_DRIVER)
+    return [sys.executable, str(script), str(space), str(db), str(nodes)]
+
+
+@pytest.mark.slow
+def test_a_simulated_16_node_launch_records_every_trial_once_prunes_and_confirms(tmp_path):
+    space = _space(tmp_path / "sim.yaml", "sim", trials=200)
+    db = tmp_path / "nas.db"
+    done = subprocess.run(_driver(tmp_path, space, db, nodes=16), capture_output=True, text=True, timeout=1200,
+                          env={**os.environ, "NAS_SIM_EPOCH_S": "0.02"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "confirm decision" in done.stdout
+    _check_recorded_once(db, "sim", 200)
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_simulated_many_node_launch_then_resume_loses_and_duplicates_nothing(tmp_path):
+    space = _space(tmp_path / "kill.yaml", "killsim", trials=150)
+    db = tmp_path / "nas.db"
+    env = {**os.environ, "NAS_SIM_EPOCH_S": "0.05"}
+    proc = subprocess.Popen(_driver(tmp_path, space, db, nodes=8), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline:  # kill mid-search, with trials finished and running
+            time.sleep(1)
+            try:
+                with Store.open(str(db), read_only=True) as store:
+                    trials = store.trials(phase="search")
+            except Exception:  # noqa: BLE001 - the store may still be being created
+                continue
+            if sum(str(t.status) in ("completed", "pruned") for t in trials) >= 40:
+                break
+        else:
+            pytest.fail("the simulated search never reached 40 finished trials")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    resumed = subprocess.run(_driver(tmp_path, space, db, nodes=8), capture_output=True, text=True, timeout=1200,
+                             env=env)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    _check_recorded_once(db, "killsim", 150)
