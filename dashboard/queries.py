@@ -1,11 +1,12 @@
-"""The dashboard's reads: every page gets its data from the store through this module.
+"""The dashboard's reads: every page gets its data from the store through this module
+(single trials, page by page, through `nas.dashboard.trial_queries`, built on it).
 
 Read-only by construction: the store is opened with ``Store.open(url, read_only=True)``
 (SQLite through a ``mode=ro`` URI, PostgreSQL in READ ONLY transactions) and the Optuna
 study (`nas.dashboard.search_insight`) through an equally read-only connection, so the dashboard can never modify or
 lock a running search. Aggregates are computed in SQL (SQLAlchemy Core over the
 ``nas_*`` tables), so a page costs a few GROUP BY queries whether an experiment holds
-ten trials or ten thousand. Results are cached for `TTL_S` seconds: a live search shows
+ten trials or 100,000 (`benchmarks/dashboard_load.py`); no page loads every trial's full row. Results are cached for `TTL_S` seconds: a live search shows
 up within that time, and many open tabs cost one query per TTL between them.
 
 Each query takes the engine as ``_engine`` (not hashed by ``st.cache_data``) and the
@@ -24,8 +25,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import fields, is_dataclass
-from functools import lru_cache
 from typing import Any
 
 import pandas as pd
@@ -57,8 +56,8 @@ _T = Trial.__table__
 _R = EpochResult.__table__
 _X = ExitCurvePoint.__table__
 _W = WidthCurvePoint.__table__
-_ACCURACY = func.coalesce(_T.c.final_val_acc, _T.c.final_test_acc)
-# the images _ACCURACY was measured on (its binomial SE); NULL in a store from before revision 0006
+TRIAL_ACCURACY = func.coalesce(_T.c.final_val_acc, _T.c.final_test_acc)
+# the images TRIAL_ACCURACY was measured on (its binomial SE); NULL in a store from before revision 0006
 _EVAL_IMAGES = case((_T.c.final_val_acc.is_not(None), _T.c.final_val_images), else_=_T.c.final_test_images)
 
 
@@ -81,13 +80,16 @@ def open_engine(url: str) -> Engine:
     return open_store(url).engine
 
 
-def _frame(engine: Engine, query: Select) -> pd.DataFrame:
+def read_frame(engine: Engine, query: Select) -> pd.DataFrame:
+    """The rows of `query` as a frame, its columns named as the query names them."""
     with engine.connect() as connection:
         result = connection.execute(query)
-        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+        # plain tuples: pandas probes each Row for attributes, and a Row's miss raises (10x slower)
+        return pd.DataFrame(list(map(tuple, result.fetchall())), columns=list(result.keys()))
 
 
-def _experiment_id(name: str):
+def experiment_id_of(name: str):
+    """The id of the experiment called `name`, as a scalar subquery."""
     return select(_E.c.id).where(_E.c.name == name).scalar_subquery()
 
 
@@ -115,7 +117,7 @@ def experiments(_engine: Engine, url: str) -> pd.DataFrame:
             (_count(TrialStatus.FAILED) + _count(TrialStatus.DIVERGED)).label("failed"),
             _count(TrialStatus.RUNNING).label("running"),
             _count(TrialStatus.INTERRUPTED).label("interrupted"),
-            func.max(case((_T.c.status == TrialStatus.COMPLETED, _ACCURACY))).label("best_accuracy"),
+            func.max(case((_T.c.status == TrialStatus.COMPLETED, TRIAL_ACCURACY))).label("best_accuracy"),
             func.coalesce(func.sum(func.coalesce(_T.c.train_seconds, last_epoch, 0.0)), 0.0)
             .label("compute_seconds"),
             func.coalesce(func.sum(_T.c.epochs_done), 0).label("epochs_run"),
@@ -126,7 +128,7 @@ def experiments(_engine: Engine, url: str) -> pd.DataFrame:
         .group_by(_E.c.id)
         .order_by(_E.c.id.desc())
     )
-    return _frame(_engine, query)
+    return read_frame(_engine, query)
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
@@ -142,11 +144,11 @@ def phase_counts(_engine: Engine, url: str, experiment: str) -> pd.DataFrame:
     """Trials per (phase, status) of one experiment."""
     query = (
         select(_T.c.phase, _T.c.status, func.count().label("trials"))
-        .where(_T.c.experiment_id == _experiment_id(experiment))
+        .where(_T.c.experiment_id == experiment_id_of(experiment))
         .group_by(_T.c.phase, _T.c.status)
         .order_by(_T.c.phase, _T.c.status)
     )
-    return _frame(_engine, query)
+    return read_frame(_engine, query)
 
 
 # ---- architectures and fronts -----------------------------------------------------------
@@ -160,18 +162,18 @@ def arch_summary(_engine: Engine, url: str, experiment: str, phase: str | None) 
         select(
             _T.c.arch_hash, _A.c.short_name, _A.c.params, _A.c.flops,
             func.count().label("seeds"),
-            func.avg(_ACCURACY).label("accuracy"),
-            func.max(_ACCURACY).label("best_accuracy"),
+            func.avg(TRIAL_ACCURACY).label("accuracy"),
+            func.max(TRIAL_ACCURACY).label("best_accuracy"),
             func.avg(_T.c.train_seconds).label("train_seconds"),
         )
         .select_from(_T.join(_A, _A.c.hash == _T.c.arch_hash))
-        .where(_T.c.experiment_id == _experiment_id(experiment), _T.c.status == TrialStatus.COMPLETED)
+        .where(_T.c.experiment_id == experiment_id_of(experiment), _T.c.status == TrialStatus.COMPLETED)
         .group_by(_T.c.arch_hash, _A.c.short_name, _A.c.params, _A.c.flops)
         .order_by(_T.c.arch_hash)
     )
     if phase is not None:
         query = query.where(_T.c.phase == phase)
-    return _frame(_engine, query)
+    return read_frame(_engine, query)
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
@@ -181,13 +183,13 @@ def arch_choices(_engine: Engine, url: str, experiment: str) -> pd.DataFrame:
     query = (
         select(
             _T.c.arch_hash, _A.c.short_name, func.count().label("trials"),
-            func.avg(case((_T.c.status == TrialStatus.COMPLETED, _ACCURACY))).label("accuracy"),
+            func.avg(case((_T.c.status == TrialStatus.COMPLETED, TRIAL_ACCURACY))).label("accuracy"),
         )
         .select_from(_T.join(_A, _A.c.hash == _T.c.arch_hash))
-        .where(_T.c.experiment_id == _experiment_id(experiment))
+        .where(_T.c.experiment_id == experiment_id_of(experiment))
         .group_by(_T.c.arch_hash, _A.c.short_name)
     )
-    frame = _frame(_engine, query)
+    frame = read_frame(_engine, query)
     return frame.sort_values(["accuracy", "arch_hash"], ascending=[False, True], na_position="last",
                              ignore_index=True)
 
@@ -199,17 +201,17 @@ def seed_summary(_engine: Engine, url: str, experiment: str, phase: str) -> pd.D
     query = (
         select(
             _T.c.arch_hash, _A.c.short_name, _A.c.params, _A.c.flops,
-            _ACCURACY.label("accuracy"), _T.c.train_seconds,
+            TRIAL_ACCURACY.label("accuracy"), _T.c.train_seconds,
         )
         .select_from(_T.join(_A, _A.c.hash == _T.c.arch_hash))
         .where(
-            _T.c.experiment_id == _experiment_id(experiment),
+            _T.c.experiment_id == experiment_id_of(experiment),
             _T.c.phase == phase,
             _T.c.status == TrialStatus.COMPLETED,
         )
         .order_by(_T.c.arch_hash, _T.c.id)
     )
-    rows = _frame(_engine, query)
+    rows = read_frame(_engine, query)
     out = []
     for (arch_hash, short_name, params, flops), group in rows.groupby(
         ["arch_hash", "short_name", "params", "flops"], sort=False
@@ -237,6 +239,16 @@ def decisions(_store: Store, url: str, experiment: str, phase: str = Phase.CONFI
     rows = arch_results(_store, experiment, phase)
     return pd.DataFrame({"arch_hash": [r.arch_hash for r in rows], "decision": [r.decision or "-" for r in rows],
                          "rank": range(1, len(rows) + 1)})
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def search_decides(_store: Store, url: str, experiment: str) -> bool:
+    """Whether the search phase itself decides best / tied / worse (seed repeats on shared
+    seeds, `nas.results.search_groups`): only then are its `decisions` worth computing, which
+    rank every architecture (minutes for a search of 100,000 trials)."""
+    from nas.results import search_groups
+
+    return bool(search_groups(_store, experiment))
 
 
 def front_mask(accuracy: Sequence[float], cost: Sequence[float]) -> list[bool]:
@@ -281,84 +293,17 @@ def architecture(_engine: Engine, url: str, arch_hash: str) -> dict[str, Any] | 
     return dict(row) if row is not None else None
 
 
-@lru_cache(maxsize=65_536)
-def _dimensions(config_json: str) -> tuple[tuple[str, Any], ...]:
-    try:
-        from nas.models.arch import ArchConfig
-
-        return tuple(_flatten(ArchConfig.from_json(config_json)).items())
-    except Exception:  # a config this version cannot build: show its raw keys
-        return tuple(_flatten_dict(json.loads(config_json)).items())
-
-
-def arch_dimensions(config_json: str) -> dict[str, Any]:
-    """Every field of an architecture as dotted keys with defaults filled in, e.g.
-    ``{"width": 0.25, "L1.extra": 0, "L1.residual": 1, ...}`` (the space's keys)."""
-    return dict(_dimensions(config_json))
-
-
-def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for f in fields(obj):
-        value = getattr(obj, f.name)
-        if is_dataclass(value):
-            out.update(_flatten(value, f"{prefix}{f.name}."))
-        else:
-            # tuples (exits.stages) as the space writes them, "L1+L2": one plain value per cell
-            out[f"{prefix}{f.name}"] = "+".join(map(str, value)) if isinstance(value, tuple) else value
-    return out
-
-
-def _flatten_dict(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(_flatten_dict(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def searched_keys(config: dict[str, Any], trials: pd.DataFrame) -> list[str]:
-    """The space keys an experiment searched over: the non-fixed entries of its stored
-    `space`, else the architecture columns of `trials` that take more than one value."""
-    space = config.get("space") or {}
-    keys = [k for k, entry in space.items() if not (isinstance(entry, dict) and "fixed" in entry)]
-    keys = [k for k in keys if k in trials.columns]
-    if keys:
-        return keys
-    dims = [c for c in trials.columns if c == "width" or (c[:1] == "L" and "." in c)]
-    return [c for c in dims if trials[c].nunique(dropna=True) > 1]
-
-
 # ---- trials and curves ------------------------------------------------------------------
 
-def _trial_query() -> Select:
-    return (
-        select(
-            _T.c.id, _T.c.arch_hash, _A.c.short_name, _T.c.seed, _T.c.phase, _T.c.status,
-            _T.c.epochs_done, _T.c.epochs_planned, _ACCURACY.label("accuracy"), _EVAL_IMAGES.label("eval_images"),
-            _T.c.final_test_acc.label("test_accuracy"), _T.c.best_val_acc, _T.c.train_seconds,
-            _T.c.device, _T.c.started_at, _T.c.finished_at, _T.c.code_version, _T.c.error,
-            _A.c.config_json,
-        )
-        .select_from(_T.join(_A, _A.c.hash == _T.c.arch_hash))
-        .order_by(_T.c.id)
-    )
-
-
-def _with_dimensions(frame: pd.DataFrame) -> pd.DataFrame:
-    """`frame` with one column per architecture field, in place of config_json."""
-    dims = pd.DataFrame([arch_dimensions(c) for c in frame["config_json"]], index=frame.index)
-    return pd.concat([frame.drop(columns="config_json"), dims], axis=1)
-
-
-@st.cache_data(ttl=TTL_S, show_spinner=False)
-def trials(_engine: Engine, url: str, experiment: str) -> pd.DataFrame:
-    """Every trial of an experiment in start order, with its architecture's fields as
-    columns (``width``, ``L1.extra``, ...) for filtering and per-dimension plots."""
-    query = _trial_query().where(_T.c.experiment_id == _experiment_id(experiment))
-    return _with_dimensions(_frame(_engine, query))
+def trial_columns() -> list:
+    """The columns of a trial row in the dashboard's tables (from trials joined with
+    architectures)."""
+    return [
+        _T.c.id, _T.c.arch_hash, _A.c.short_name, _T.c.seed, _T.c.phase, _T.c.status,
+        _T.c.epochs_done, _T.c.epochs_planned, TRIAL_ACCURACY.label("accuracy"), _EVAL_IMAGES.label("eval_images"),
+        _T.c.final_test_acc.label("test_accuracy"), _T.c.best_val_acc, _T.c.train_seconds,
+        _T.c.device, _T.c.started_at, _T.c.finished_at, _T.c.code_version, _T.c.error,
+    ]
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
@@ -366,14 +311,14 @@ def arch_trials(_engine: Engine, url: str, arch_hash: str, experiment: str | Non
     """The trials of one architecture (in one experiment, or in all for None), with the
     experiment's name."""
     query = (
-        _trial_query()
-        .add_columns(_E.c.name.label("experiment"))
-        .join(_E, _E.c.id == _T.c.experiment_id)
+        select(*trial_columns(), _E.c.name.label("experiment"), _T.c.recipe_json)
+        .select_from(_T.join(_A, _A.c.hash == _T.c.arch_hash).join(_E, _E.c.id == _T.c.experiment_id))
         .where(_T.c.arch_hash == arch_hash)
+        .order_by(_T.c.id)
     )
     if experiment is not None:
         query = query.where(_E.c.name == experiment)
-    return _frame(_engine, query.add_columns(_T.c.recipe_json)).drop(columns="config_json")
+    return read_frame(_engine, query)
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
@@ -384,7 +329,7 @@ def epochs(_engine: Engine, url: str, trial_ids: tuple[int, ...]) -> pd.DataFram
         .where(_R.c.trial_id.in_(list(trial_ids[:MAX_CURVES])))
         .order_by(_R.c.trial_id, _R.c.epoch)
     )
-    return _frame(_engine, query)
+    return read_frame(_engine, query)
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
@@ -397,7 +342,7 @@ def exit_curves(_engine: Engine, url: str, trial_ids: tuple[int, ...]) -> pd.Dat
         .where(_X.c.trial_id.in_(list(trial_ids[:MAX_CURVES])))
         .order_by(_X.c.trial_id, _X.c.position)
     )
-    frame = _frame(_engine, query)
+    frame = read_frame(_engine, query)
     frame["exit_shares"] = [json.loads(text) for text in frame["exit_shares"]]
     return frame
 
@@ -412,7 +357,7 @@ def width_curves(_engine: Engine, url: str, trial_ids: tuple[int, ...]) -> pd.Da
         .where(_W.c.trial_id.in_(list(trial_ids[:MAX_CURVES])))
         .order_by(_W.c.trial_id, _W.c.width)
     )
-    return _frame(_engine, query)
+    return read_frame(_engine, query)
 
 
 def _without_width(config_json: str) -> str:
@@ -434,7 +379,7 @@ def width_siblings(_engine: Engine, url: str, arch_hash: str, experiment: str | 
     (itself included), each width trained on its own (trials trained as a US-Net are left
     out), in one experiment or in all (None): one row per trial with the architecture's
     ``width``, ``short_name``, ``params`` and ``flops``, and the trial's ``accuracy``."""
-    archs = _frame(_engine, select(_A.c.hash, _A.c.config_json, _A.c.short_name, _A.c.params, _A.c.flops))
+    archs = read_frame(_engine, select(_A.c.hash, _A.c.config_json, _A.c.short_name, _A.c.params, _A.c.flops))
     own = archs[archs["hash"] == arch_hash]
     if own.empty:
         return pd.DataFrame(columns=["id", "arch_hash", "seed", "phase", "accuracy", "experiment", "width",
@@ -443,7 +388,7 @@ def width_siblings(_engine: Engine, url: str, arch_hash: str, experiment: str | 
     archs = archs[[_without_width(c) == key for c in archs["config_json"]]]
     archs = archs.assign(width=[float(json.loads(c).get("width", 1.0)) for c in archs["config_json"]])
     query = (
-        select(_T.c.id, _T.c.arch_hash, _T.c.seed, _T.c.phase, _ACCURACY.label("accuracy"), _T.c.recipe_json,
+        select(_T.c.id, _T.c.arch_hash, _T.c.seed, _T.c.phase, TRIAL_ACCURACY.label("accuracy"), _T.c.recipe_json,
                _E.c.name.label("experiment"))
         .select_from(_T.join(_E, _E.c.id == _T.c.experiment_id))
         .where(_T.c.arch_hash.in_(archs["hash"].tolist()), _T.c.status == TrialStatus.COMPLETED)
@@ -451,7 +396,7 @@ def width_siblings(_engine: Engine, url: str, arch_hash: str, experiment: str | 
     )
     if experiment is not None:
         query = query.where(_E.c.name == experiment)
-    trials = _frame(_engine, query)
+    trials = read_frame(_engine, query)
     trials = trials[[not _slimmable_recipe(r) for r in trials["recipe_json"]]].drop(columns="recipe_json")
     columns = archs[["hash", "width", "short_name", "params", "flops"]].rename(columns={"hash": "arch_hash"})
     return trials.merge(columns, on="arch_hash").sort_values(["width", "id"], ignore_index=True)
@@ -479,14 +424,14 @@ def pruning_savings(_engine: Engine, url: str, experiment: str) -> pd.DataFrame:
             func.coalesce(func.sum(not_run), 0.0).label("seconds_not_run"),
         )
         .where(
-            _T.c.experiment_id == _experiment_id(experiment),
+            _T.c.experiment_id == experiment_id_of(experiment),
             _T.c.phase == Phase.SEARCH,
             _T.c.status.in_([TrialStatus.COMPLETED, TrialStatus.PRUNED, TrialStatus.FAILED, TrialStatus.DIVERGED]),
         )
         .group_by(_T.c.status)
         .order_by(_T.c.status)
     )
-    return _frame(_engine, query)
+    return read_frame(_engine, query)
 
 
 def pruning_share(savings: pd.DataFrame) -> dict[str, float]:

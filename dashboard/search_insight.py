@@ -12,16 +12,12 @@ from urllib.parse import quote
 
 import pandas as pd
 import streamlit as st
-from nas.dashboard.queries import (
-    ACCURACY_METRICS,
-    TTL_S,
-    experiment_config,
-    open_engine,
-)
+from nas.dashboard.queries import ACCURACY_METRICS, experiment_config, open_engine
 from nas.db import Store, resolve_db_url
 from sqlalchemy.engine import make_url
 
-IMPORTANCE_TTL_S = 60  # parameter importance refits a model: recompute at most this often
+# parameter importance refits a model, the rank correlations read every curve: at most this often
+IMPORTANCE_TTL_S = 60
 
 
 def _optuna_storage(url: str):
@@ -110,10 +106,12 @@ def _accuracy_objective(url: str, experiment: str) -> int:
     return 0
 
 
-@st.cache_data(ttl=TTL_S, show_spinner=False)
+@st.cache_data(ttl=IMPORTANCE_TTL_S, show_spinner=False)
 def curve_rank_correlation(_store: Store, url: str, experiment: str) -> pd.DataFrame:
     """`nas.search.pruning.curve_rank_correlation` (what `nas status` prints): per epoch,
-    Spearman's rho of the pruned metric with the final accuracy and its bootstrap 95% CI."""
+    Spearman's rho of the pruned metric with the final accuracy and its bootstrap 95% CI.
+    Reads every completed search trial's curve (seconds at 60,000 of them): recomputed at
+    most every `IMPORTANCE_TTL_S`."""
     from dataclasses import asdict
 
     from nas.results import accuracy_objective

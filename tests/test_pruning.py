@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import optuna
 import pytest
 from typer.testing import CliRunner
@@ -17,7 +18,16 @@ from nas.db.schema import Phase
 from nas.errors import ConfigError
 from nas.models import parse_short_name
 from nas.search.controller import SearchController
-from nas.search.pruning import NoiseMargin, first_prunable_epoch, pruning_gate, rank_correlations, with_warmup
+from nas.search.pruning import (
+    BOOTSTRAP_MAX_TRIALS,
+    NoiseMargin,
+    first_prunable_epoch,
+    fisher_interval,
+    pruning_gate,
+    rank_correlations,
+    spearman,
+    with_warmup,
+)
 from nas.training.recipe import Recipe
 from nas.trials.experiment import open_experiment
 
@@ -115,6 +125,35 @@ def test_rank_correlations_agree_with_a_hand_worked_example():
     assert rows[2].rho == pytest.approx(4.5 / math.sqrt(22.5))
     assert (rows[0].ci_low, rows[0].ci_high) == pytest.approx((1.0, 1.0))  # every resample keeps the order
     assert rows[2].ci_low <= rows[2].rho <= rows[2].ci_high
+
+
+def _correlated(n: int, noise: float, seed: int = 1) -> tuple[list[float], list[float]]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    return x.tolist(), (x + noise * rng.normal(size=n)).tolist()
+
+
+def test_the_bootstrap_interval_is_resampling_one_pair_set_at_a_time():
+    x, y = _correlated(60, 1.0)
+    rng, draws = np.random.default_rng(0), []
+    for _ in range(300):
+        pick = rng.integers(0, len(x), len(x))
+        draws.append(spearman([x[i] for i in pick], [y[i] for i in pick]))
+    row = rank_correlations([[v] for v in x], y, samples=300)[0]
+    assert (row.ci_low, row.ci_high) == pytest.approx(tuple(np.percentile(draws, [2.5, 97.5])))
+
+
+@pytest.mark.parametrize("noise", [0.3, 1.0, 3.0])
+def test_the_fisher_interval_agrees_with_the_bootstrap_where_it_takes_over(noise):
+    x, y = _correlated(BOOTSTRAP_MAX_TRIALS, noise)
+    row = rank_correlations([[v] for v in x], y)[0]  # the bootstrap, at its largest size
+    assert fisher_interval(row.rho, row.trials) == pytest.approx((row.ci_low, row.ci_high), abs=0.01)
+
+
+def test_many_trials_get_the_fisher_interval():
+    x, y = _correlated(BOOTSTRAP_MAX_TRIALS + 1, 1.0)
+    row = rank_correlations([[v] for v in x], y)[0]
+    assert (row.ci_low, row.ci_high) == fisher_interval(row.rho, BOOTSTRAP_MAX_TRIALS + 1)
 
 
 def test_rank_correlation_needs_three_trials_and_skips_unmeasured_epochs():

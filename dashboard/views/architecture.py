@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 import streamlit as st
-from nas.dashboard import figures, queries, ui
+from nas.dashboard import figures, queries, trial_queries, ui
 
 from nas.models import ArchConfig, stage_channels
 from nas.stats import binomial_se, mean_binomial_se, summarize
@@ -57,7 +57,7 @@ st.subheader("Export")
 st.code(ui.export_command(experiment, arch_hash), language="bash")
 
 st.subheader("Stages")
-dims = queries.arch_dimensions(arch["config_json"])
+dims = trial_queries.arch_dimensions(arch["config_json"])
 try:
     channels = stage_channels(ArchConfig.from_json(arch["config_json"]))
 except Exception:  # a config this version cannot build

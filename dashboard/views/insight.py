@@ -2,7 +2,7 @@
 the stored study), accuracy by each dimension, and the compute pruning saved."""
 
 import streamlit as st
-from nas.dashboard import figures, queries, search_insight, ui
+from nas.dashboard import figures, queries, search_insight, trial_queries, ui
 
 st.title("Search insight")
 engine, url = ui.connect()
@@ -23,15 +23,18 @@ else:
                f"{importance['trials']} completed trials of the study `{experiment}`.")
 
 st.subheader("Accuracy by search dimension")
-table = queries.trials(engine, url, experiment)
-completed = table[(table["status"] == "completed") & (table["phase"] == "search")] if not table.empty else table
-keys = queries.searched_keys(queries.experiment_config(engine, url, experiment), table) if not table.empty else []
+archs = trial_queries.experiment_archs(engine, url, experiment)
+keys = trial_queries.searched_keys(queries.experiment_config(engine, url, experiment), archs) if not archs.empty else []
+completed = trial_queries.completed_accuracies(engine, url, experiment, "search")
+completed = completed.merge(archs[["arch_hash", *keys]], on="arch_hash", how="left") if keys else completed
 if completed.empty or not keys:
     st.info("No completed search trials with varying dimensions yet.")
 else:
     st.plotly_chart(figures.dimension_figure(completed, keys), key="insight_dimensions")
-    st.caption(f"{len(completed)} completed search trials; one box per value of each dimension, "
-               "every trial a point.")
+    st.caption(f"{len(completed):,} completed search trials; one box per value of each dimension, "
+               + ("every trial a point." if len(completed) <= figures.WEBGL_ABOVE else
+                  "whiskers at the furthest trials within 1.5 IQR (points are drawn up to "
+                  f"{figures.WEBGL_ABOVE:,} trials)."))
 
 st.subheader("Compute saved by pruning")
 savings = queries.pruning_savings(engine, url, experiment)
@@ -62,5 +65,6 @@ else:
         "ci_high": st.column_config.NumberColumn("95% CI high", format="%+.2f"),
     })
     st.caption("How each epoch's pruned metric ranks the completed search trials by their final accuracy "
-               "(bootstrap CI over the trials). Pruning at an epoch whose interval is wide or reaches 0 stops "
-               "trials on noise; the pruner never decides before the LR warm-up has ended.")
+               "(95% CI: bootstrap over the trials, Fisher z above 500 of them). Pruning at an epoch whose "
+               "interval is wide or reaches 0 stops trials on noise; the pruner never decides before the LR "
+               "warm-up has ended.")

@@ -56,10 +56,8 @@ st.dataframe(
 # --rank` for confirm): the best, those it could not be separated from, the worse; a tied one
 # may be the cheaper choice.
 decided, decided_phase = confirmed, "confirm"
-if confirmed.empty and "search" in phases:
-    searched = queries.decisions(queries.open_store(url), url, experiment, "search")
-    if (searched["decision"] != "-").any():
-        decided, decided_phase = queries.seed_summary(engine, url, experiment, "search"), "search"
+if confirmed.empty and "search" in phases and queries.search_decides(queries.open_store(url), url, experiment):
+    decided, decided_phase = queries.seed_summary(engine, url, experiment, "search"), "search"
 if not decided.empty:
     st.subheader("Confirmed architectures (mean ± 95% CI over seeds)" if decided_phase == "confirm" else
                  "Search architectures on shared seeds (mean ± 95% CI over seeds)")

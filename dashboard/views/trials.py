@@ -1,42 +1,46 @@
-"""Trials: every trial of an experiment in a filterable table (status, phase, any space
-key), and their learning curves overlaid with pruned trials marked where they stopped."""
+"""Trials: the trials of an experiment in a filterable, sortable table (status, phase, any
+space key; the first `MAX_TABLE_ROWS` that match, with how many match), and the latest
+matching trials' learning curves overlaid with pruned trials marked where they stopped."""
 
 import streamlit as st
-from nas.dashboard import figures, queries, ui
+from nas.dashboard import figures, queries, trial_queries, ui
 
 from nas.stats import binomial_se
 
 st.title("Trials")
 engine, url = ui.connect()
 experiment = ui.choose_experiment(engine, url)
-table = queries.trials(engine, url, experiment)
-if table.empty:
+counts = queries.phase_counts(engine, url, experiment)
+if counts.empty:
     st.info(f"No trials in **{experiment}** yet; they appear here as the search starts them.")
     st.stop()
-keys = queries.searched_keys(queries.experiment_config(engine, url, experiment), table)
+archs = trial_queries.experiment_archs(engine, url, experiment)
+keys = trial_queries.searched_keys(queries.experiment_config(engine, url, experiment), archs)
 
-status_col, phase_col = st.columns(2)
-statuses = status_col.multiselect("Status", sorted(table["status"].unique()), key="trials_status",
+status_col, phase_col, order_col = st.columns(3)
+statuses = status_col.multiselect("Status", sorted(counts["status"].unique()), key="trials_status",
                                   placeholder="all statuses")
-phases = phase_col.multiselect("Phase", sorted(table["phase"].unique()), key="trials_phase",
+phases = phase_col.multiselect("Phase", sorted(counts["phase"].unique()), key="trials_phase",
                                placeholder="all phases")
+order = order_col.selectbox("Order", list(trial_queries.TABLE_ORDERS), key="trials_order",
+                            help="applied to every matching trial before the table's first rows are taken")
 chosen: dict[str, list] = {}
 with st.expander("Filter by search-space key", expanded=False):
     key_cols = st.columns(min(3, max(1, len(keys))))
     for i, key in enumerate(keys):
-        values = sorted(table[key].dropna().unique().tolist())
+        values = sorted(archs[key].dropna().unique().tolist())
         chosen[key] = key_cols[i % len(key_cols)].multiselect(key, values, key=f"trials_key_{key}",
                                                               placeholder="any")
-shown = table
-if statuses:
-    shown = shown[shown["status"].isin(statuses)]
-if phases:
-    shown = shown[shown["phase"].isin(phases)]
-for key, values in chosen.items():
-    if values:
-        shown = shown[shown[key].isin(values)]
+# Filters, order and row limit run in SQL: a page costs the same at 100 trials or 100,000.
+filters = (tuple(statuses), tuple(phases), trial_queries.matching_archs(archs, chosen))
+matching = trial_queries.count_trials(engine, url, experiment, *filters)
+shown = trial_queries.trial_rows(engine, url, experiment, *filters, order=order, limit=trial_queries.MAX_TABLE_ROWS)
+shown = shown.merge(archs[["arch_hash", *keys]], on="arch_hash", how="left")
 
-st.caption(f"{len(shown)} of {len(table)} trials. Select a row to open its architecture.")
+st.caption(f"{matching:,} of {int(counts['trials'].sum()):,} trials match"
+           + (f"; the table shows the first {len(shown):,} ({order}): filter or change the order to see others"
+              if matching > len(shown) else "")
+           + ". Select a row to open its architecture.")
 display = shown.assign(
     accuracy=shown["accuracy"] * 100,
     # evaluation noise: one trial's binomial SE on the images its accuracy was measured on
@@ -68,9 +72,10 @@ if rows:
 st.subheader("Learning curves")
 metric = st.radio("Metric", ["val_acc", "test_acc", "train_loss", "cumulative_seconds"], horizontal=True,
                   key="trials_metric", format_func=lambda k: figures.CURVE_METRICS[k].title)
-drawn = shown.tail(queries.MAX_CURVES)
-if len(shown) > len(drawn):
-    st.caption(f"Drawing the latest {len(drawn)} of {len(shown)} matching trials; filter to see others.")
+drawn = trial_queries.trial_rows(engine, url, experiment, *filters, order="latest first",
+                                 limit=queries.MAX_CURVES).sort_values("id", ignore_index=True)
+if matching > len(drawn):
+    st.caption(f"Drawing the latest {len(drawn)} of {matching:,} matching trials; filter to see others.")
 curves = queries.epochs(engine, url, tuple(int(i) for i in drawn["id"]))
 st.plotly_chart(figures.curves_figure(curves, drawn, metric), key="trials_curves")
 st.caption("Colour: status. × marks where a pruned, failed or diverged trial stopped.")

@@ -218,8 +218,8 @@ def print_rank_correlation(store, experiment: str, experiment_id: int) -> None:
         return
     table = Table(title=f"is pruning safe? Spearman rank correlation of each epoch's {metric} with the final "
                         "accuracy, completed search trials",
-                  caption="95% CI: bootstrap over the trials; pruning at an epoch whose CI is wide or reaches 0 "
-                          "stops trials on noise.")
+                  caption="95% CI: bootstrap over the trials (Fisher z above 500 of them); pruning at an epoch "
+                          "whose CI is wide or reaches 0 stops trials on noise.")
     for column in ("epoch", "trials", "rho", "95% CI"):
         table.add_column(column, justify="right")
     for row in rows:
