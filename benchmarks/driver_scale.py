@@ -1,0 +1,195 @@
+"""The driver's cost per trial as a search grows to 10,000 trials on many (simulated) GPU nodes.
+
+On a GPU cluster fast-CIFAR trials are short, and the driver (one process: Optuna sampling and
+pruning, every store write) can become the bottleneck. This stands up a simulated cluster on
+this machine (`ray.cluster_utils.Cluster`: fake nodes of 8 GPUs each) and runs a real
+`nas.search.launch` on it: the real Ray Tune trials, driver, Optuna studies (multi-objective
+TPE over cifar_fast's 8 architecture dimensions, the noise-aware median pruner), store and
+confirm race; only the training is replaced, by `nas.trials.simulated` (a synthetic learning
+curve, 8 epochs, a short sleep per epoch).
+
+Measured: the wall time the driver spends in its trial callbacks (suggest, every epoch's
+result and pruning decision, the end of a trial: everything `nas` does per trial; Ray Tune's
+own loop is not counted), per finished search trial, in windows of 100 trials as the study
+grows, and per reported epoch; for each store backend (SQLite, and PostgreSQL given a URL)
+and concurrency (8 and 64 trials at once). The headline figures are the worst over those runs.
+
+    python benchmarks/driver_scale.py [--trials 10000] [--concurrency 8,64] [--postgres URL]
+
+`--postgres` (default: $NAS_TEST_POSTGRES_URL) adds PostgreSQL runs, each in a fresh schema.
+Ends with `RESULT driver_ms_per_trial_at_10k=... target<=50` (the last window) and
+`RESULT driver_cost_growth_100_to_10k=... target<=2` (last window / first window).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import quote
+
+import yaml
+
+WINDOW = 100  # trials per measurement window
+GPUS_PER_NODE = 8
+
+
+class DriverClock:
+    """Wall time spent inside the driver's trial callbacks, and when each search trial ended."""
+
+    CALLBACKS = ("suggest", "result", "stop", "complete", "error")
+
+    def __init__(self) -> None:
+        self.busy = 0.0  # wall seconds inside the callbacks
+        self.cpu = 0.0  # CPU seconds of the driver thread inside them (a loaded machine inflates wall only)
+        self.epochs = 0
+        self.ends: list[tuple[float, float, float]] = []  # (wall time, busy, cpu) at each search trial's end
+        self.by_callback: dict[str, float] = {}
+
+    def install(self) -> None:
+        from nas.db.schema import Phase
+        from nas.trials.batch import TrialBatch
+
+        for name in self.CALLBACKS:
+            original = getattr(TrialBatch, name)
+
+            def timed(batch, *args, _original=original, _name=name, **kwargs):
+                start, start_cpu = time.perf_counter(), time.thread_time()
+                try:
+                    return _original(batch, *args, **kwargs)
+                finally:
+                    spent = time.perf_counter() - start
+                    self.busy += spent
+                    self.cpu += time.thread_time() - start_cpu
+                    self.by_callback[_name] = self.by_callback.get(_name, 0.0) + spent
+                    if _name == "result":
+                        self.epochs += 1
+                    plan = batch.plans.get(args[0]) if _name in ("complete", "error") else None
+                    if plan is not None and plan.phase == Phase.SEARCH:
+                        self.ends.append((time.perf_counter(), self.busy, self.cpu))
+
+            setattr(TrialBatch, name, timed)
+
+    def window_ms(self, end: int, field: int = 1) -> float:
+        """Driver ms per trial (field 1: wall, 2: CPU) over the WINDOW search trials ending with the `end`-th."""
+        first = self.ends[end - WINDOW - 1] if end > WINDOW else (0.0, 0.0, 0.0)
+        return 1000 * (self.ends[end - 1][field] - first[field]) / WINDOW
+
+
+def experiment(folder: Path, name: str, trials: int, concurrency: int) -> Path:
+    """cifar_fast's space and objectives, the default (noise-aware median) pruner, a race."""
+    spec = yaml.safe_load((Path(__file__).parent.parent / "search_spaces" / "cifar_fast.yaml").read_text())
+    spec.pop("budgets")
+    spec.update(
+        name=name, dataset={"val_size": 5000}, recipe={"epochs": 8},
+        confirm={"top_k": 3, "repeats": 2, "until_separated": True, "max_repeats": 4},
+        resources={"cpus_per_trial": 1, "gpus_per_trial": 1, "max_concurrent": concurrency, "max_failures": 0},
+    )
+    spec["search"].update(n_trials=trials, pruner={"kind": "median", "n_startup_trials": 5})
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def fresh_postgres(base: str):
+    """A URL whose search_path is a new schema, and the function that drops it."""
+    from sqlalchemy import create_engine
+
+    schema = f"nas_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(base.replace("postgresql://", "postgresql+psycopg://", 1))
+    with admin.begin() as connection:
+        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
+
+    def drop() -> None:
+        with admin.begin() as connection:
+            connection.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+    separator = "&" if "?" in base else "?"
+    return f"{base}{separator}options={quote(f'-csearch_path={schema}')}", drop
+
+
+def run(backend: str, url: str, concurrency: int, trials: int, folder: Path) -> None:
+    """One launch on a fresh simulated cluster of `concurrency` fake GPUs."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from nas.config.experiment import load_experiment
+    from nas.db import Store
+    from nas.search.launch import launch
+    from nas.trials.simulated import SimulatedTrainable
+
+    nodes = max(1, concurrency // GPUS_PER_NODE)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0})
+    for _ in range(nodes):
+        cluster.add_node(num_cpus=GPUS_PER_NODE, num_gpus=GPUS_PER_NODE)
+    ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+    try:
+        spec = load_experiment(experiment(folder, f"scale_{backend}_{concurrency}", trials, concurrency))
+        with Store.open(url) as store:
+            launch(spec, store=store, db_url=url, data_root=str(folder), log=lambda line: None,
+                   trainable=SimulatedTrainable)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=10_000)
+    parser.add_argument("--concurrency", default="8,64", help="trials at once, comma-separated")
+    parser.add_argument("--postgres", default=os.environ.get("NAS_TEST_POSTGRES_URL"),
+                        help="a PostgreSQL server URL; a fresh schema per run (default: $NAS_TEST_POSTGRES_URL)")
+    args = parser.parse_args()
+    if args.trials < 2 * WINDOW:
+        parser.error(f"--trials must be at least {2 * WINDOW} (two windows of {WINDOW}).")
+    from nas.trials.batch import TrialBatch
+
+    pristine = {name: getattr(TrialBatch, name) for name in DriverClock.CALLBACKS}
+    folder = Path(tempfile.mkdtemp(prefix="nas-driver-scale-"))
+    rows, last, growth, last_cpu, growth_cpu = [], [], [], [], []
+    for backend in ["sqlite"] + (["postgres"] if args.postgres else []):
+        for concurrency in [int(c) for c in args.concurrency.split(",")]:
+            for name, original in pristine.items():
+                setattr(TrialBatch, name, original)
+            drop = None
+            if backend == "sqlite":
+                url = f"sqlite:///{folder}/{backend}_{concurrency}.db"
+            else:
+                url, drop = fresh_postgres(args.postgres)
+            clock = DriverClock()
+            clock.install()
+            started = time.perf_counter()
+            run(backend, url, concurrency, args.trials, folder)
+            wall = time.perf_counter() - started
+            if drop is not None:
+                drop()
+            n = len(clock.ends)
+            marks = [m for m in (WINDOW, 1000, 2500, 5000, n) if WINDOW <= m <= n]
+            windows = {m: clock.window_ms(m) for m in dict.fromkeys(marks)}
+            cpu = {m: clock.window_ms(m, 2) for m in dict.fromkeys(marks)}
+            per_epoch = 1000 * clock.busy / max(1, clock.epochs)
+            split = ", ".join(f"{k} {1000 * v / max(1, n):.1f}" for k, v in clock.by_callback.items())
+            rows.append(f"| {backend} | {concurrency} | {n} | " + ", ".join(f"{m}: {v:.1f}" for m, v in windows.items())
+                        + " | " + ", ".join(f"{m}: {v:.1f}" for m, v in cpu.items())
+                        + f" | {per_epoch:.2f} | {wall:.0f} | {split} |")
+            last.append(windows[n])
+            growth.append(windows[n] / windows[WINDOW])
+            last_cpu.append(cpu[n])
+            growth_cpu.append(cpu[n] / cpu[WINDOW])
+            print(rows[-1], flush=True)
+    print("\n| backend | concurrent | search trials | driver wall ms per trial, window of 100 ending at trial | "
+          "driver CPU ms per trial, same windows | driver wall ms per epoch | run wall s | wall ms per trial by callback |")
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    print(f"RESULT driver_ms_per_trial_at_10k={max(last):.1f} target<=50")
+    print(f"RESULT driver_cost_growth_100_to_10k={max(growth):.2f} target<=2")
+    print(f"RESULT driver_cpu_ms_per_trial_at_10k={max(last_cpu):.1f}")
+    print(f"RESULT driver_cpu_growth_100_to_10k={max(growth_cpu):.2f}")
+
+
+if __name__ == "__main__":
+    main()
