@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from nas.cli import app
+from nas.cli.ray_reaper import descendants
 from nas.config.experiment import load_experiment
 from tests.cifar_fixture import write_cifar
 from tests.helpers import (  # INVALID_CASES: (file, budget, key path, rule)
@@ -308,28 +309,10 @@ def test_sigkill_of_the_driver_then_the_same_command_completes_without_duplicate
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 8
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process under `pid`, read from /proc (Linux)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue  # the process ended while we looked
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 def _trial_workers(pid: int) -> list[int]:
     """The Ray actor processes that run trials (`TrialTrainable` actors)."""
     workers = []
-    for child in _descendants(pid):
+    for child in descendants(pid):
         try:
             title = Path(f"/proc/{child}/cmdline").read_bytes().decode(errors="replace")
         except OSError:
