@@ -1,6 +1,6 @@
 """What nas starts on this machine listens on loopback only, and stops with the command that
-started it (issue 14, class 7): the local Ray of `nas launch`. Reads sockets and processes
-from /proc (Linux)."""
+started it (issue 14, class 7): the dashboard's Streamlit server and the local Ray of
+`nas launch`. Reads sockets and processes from /proc (Linux)."""
 
 from __future__ import annotations
 
@@ -9,24 +9,30 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from nas.cli import app
 from nas.cli.ray_reaper import descendants
+from nas.db import Store
 from tests.cifar_fixture import write_cifar
 from tests.helpers import (
     command_line,
     experiment_yaml,
+    free_port,
     is_alive,
     is_loopback,
     kill_all,
     listening,
+    listens_on,
 )
 
 pytestmark = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads sockets from /proc (Linux)")
 
-START_TIMEOUT_S = 90  # Ray starting on a busy 2-core machine
+START_TIMEOUT_S = 90  # Streamlit or Ray starting on a busy 2-core machine
 GONE_TIMEOUT_S = 30  # Ray's agents, unreaped, live 60 s after the driver (their GCS report times out)
 
 
@@ -40,6 +46,76 @@ def _wait_for(condition, timeout_s: float, what: str, *, fail: bool = True) -> N
         time.sleep(0.3)
     if fail:
         pytest.fail(f"{what} within {timeout_s} s")
+
+
+# ---- nas dashboard ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dashboard(tmp_path):
+    """`nas dashboard` on an empty store and a free port, serving: (process, port)."""
+    db = tmp_path / "nas.db"
+    Store.open(str(db)).close()
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "nas", "dashboard", "--db", str(db), "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def healthy() -> bool:
+        assert process.poll() is None, f"nas dashboard exited with {process.returncode}"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as response:
+                return response.read().strip() == b"ok"
+        except OSError:
+            return False
+
+    tree = []
+    try:
+        _wait_for(healthy, START_TIMEOUT_S, "the dashboard did not answer")
+        tree = [process.pid, *descendants(process.pid)]
+        yield process, port
+    finally:
+        kill_all([*tree, *descendants(process.pid)])
+        process.wait()
+
+
+def test_nas_dashboard_listens_on_loopback_only_by_default(dashboard):
+    process, port = dashboard
+    addresses = listening([process.pid, *descendants(process.pid)])
+    assert port in {p for _, p in addresses}, addresses
+    assert all(is_loopback(address) for address, _ in addresses), addresses
+
+
+def test_sigterm_stops_nas_dashboard_and_its_server(dashboard):
+    process, port = dashboard
+    tree = [process.pid, *descendants(process.pid)]
+    process.send_signal(signal.SIGTERM)  # to the command only, as a supervisor or `kill` does
+    code = process.wait(timeout=30)
+    left = [pid for pid in tree if is_alive(pid)]
+    assert not left, [command_line(pid) for pid in left]
+    assert not listens_on(port)
+    assert code == 0  # Streamlit's clean stop
+
+
+@pytest.mark.parametrize(("host", "warned"), [(None, False), ("127.0.0.1", False), ("localhost", False),
+                                              ("0.0.0.0", True)])
+def test_dashboard_host_other_than_loopback_warns_that_it_has_no_authentication(tmp_path, monkeypatch, host,
+                                                                                warned):
+    served = {}
+    monkeypatch.setattr("nas.dashboard.serve.serve", lambda url, port, address: served.update(address=address))
+    db = tmp_path / "nas.db"
+    Store.open(str(db)).close()
+    result = CliRunner().invoke(app, ["dashboard", "--db", str(db), *(["--host", host] if host else [])])
+    assert result.exit_code == 0, result.output
+    assert served["address"] == (host or "127.0.0.1")
+    assert ("has no authentication" in result.output) == warned, result.output
+
+
+def test_a_dashboard_host_that_is_no_address_is_refused_in_one_line(tmp_path):
+    db = tmp_path / "nas.db"
+    Store.open(str(db)).close()
+    result = CliRunner().invoke(app, ["dashboard", "--db", str(db), "--host", "no-such-host.invalid"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: --host no-such-host.invalid: not an address to listen on")
 
 
 # ---- the local Ray of nas launch -------------------------------------------------------------
