@@ -33,7 +33,8 @@ AddressOption = Annotated[
     typer.Option(
         "--address",
         help="Join an existing Ray cluster by its GCS address (HEAD:6379, or auto on a cluster node); "
-        "not a ray:// client address, since this process runs the Tune loop. "
+        "not a ray:// client address, since this process runs the Tune loop. A cluster started with token "
+        "authentication is joined with this machine's token ($RAY_AUTH_TOKEN or ~/.ray/auth_token). "
         "[default: $RAY_ADDRESS, else a local Ray listening on 127.0.0.1 only]",
     ),
 ]
