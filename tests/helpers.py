@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
+import os
+import signal
+import socket
 from pathlib import Path
 
 import nas.dashboard
@@ -128,3 +132,87 @@ def trace(at, name: str) -> dict:
     found = [t for fig in figures_of(at) for t in fig["data"] if t.get("name") == name]
     assert found, f"no trace named {name!r}"
     return found[0]
+
+
+# ---- processes and the sockets they listen on (Linux /proc) ------------------------------
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (the OS's pick on 127.0.0.1)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _listening_by_inode() -> dict[int, tuple[str, int]]:
+    """Every TCP socket in the LISTEN state on this machine: inode -> (address, port)."""
+    found = {}
+    for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        table = Path("/proc/net") / name
+        if not table.exists():
+            continue
+        for line in table.read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A":  # TCP_LISTEN
+                continue
+            hex_address, hex_port = fields[1].split(":")
+            raw = bytes.fromhex(hex_address)  # 32-bit words in host (little-endian) order
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+            found[int(fields[9])] = (socket.inet_ntop(family, raw), int(hex_port, 16))
+    return found
+
+
+def listening(pids: list[int]) -> set[tuple[str, int]]:
+    """The (address, port) pairs the processes `pids` listen on, from /proc/net/tcp{,6} and
+    their open file descriptors."""
+    sockets = _listening_by_inode()
+    found = set()
+    for pid in pids:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue  # ended meanwhile
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:[") and int(target[8:-1]) in sockets:
+                found.add(sockets[int(target[8:-1])])
+    return found
+
+
+def listens_on(port: int) -> bool:
+    """Whether any process on this machine listens on TCP `port`."""
+    return any(p == port for _, p in _listening_by_inode().values())
+
+
+def is_loopback(address: str) -> bool:
+    """127.0.0.0/8, ::1, or an IPv4-mapped loopback (::ffff:127.0.0.1)."""
+    ip = ipaddress.ip_address(address)
+    return ip.is_loopback or bool(ip.version == 6 and ip.ipv4_mapped and ip.ipv4_mapped.is_loopback)
+
+
+def is_alive(pid: int) -> bool:
+    """Running (a zombie has ended, only its exit status is left)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def kill_all(pids: list[int]) -> None:
+    """SIGKILL each of `pids` still running (clean-up after a test, by pid only)."""
+    for pid in pids:
+        if is_alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass

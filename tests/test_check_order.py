@@ -4,7 +4,6 @@ class 3)."""
 
 from __future__ import annotations
 
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from typer.testing import CliRunner
 
 from nas.cli import app, common
 from tests.cifar_fixture import write_cifar
-from tests.helpers import experiment_yaml
+from tests.helpers import experiment_yaml, free_port
 
 runner = CliRunner()
 
@@ -33,12 +32,6 @@ def _error_line(output: str) -> str:
 
 def _launch(*args: str):
     return runner.invoke(app, ["launch", *args, "--budget", "none"])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_an_unsupported_database_is_named_before_the_data_is_looked_for(tmp_path, wide_errors):
@@ -122,7 +115,7 @@ def test_an_address_nothing_listens_on_fails_fast_and_writes_nothing(tmp_path):
     data = write_cifar(tmp_path / "cifar", n_train_per_class=20, n_test_per_class=5)
     space = experiment_yaml(tmp_path / "x.yaml", dataset={"val_size": 50})
     db = tmp_path / "nas.db"
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     cmd = [sys.executable, "-m", "nas", "launch", str(space), "--budget", "none", "--address", address,
            "--db", str(db), "--data-root", str(data)]
     result = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=60)

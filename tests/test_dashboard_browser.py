@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from nas.dashboard.seed import seed_store
+from tests.helpers import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -36,18 +36,12 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def dashboard(tmp_path_factory):
     """The URL of a dashboard served by `serve()` in a child process on a seeded store."""
     folder = tmp_path_factory.mktemp("browser")
     seeded = seed_store(f"sqlite:///{folder / 'nas.db'}")
-    port = _free_port()
+    port = free_port()
     log = open(folder / "streamlit.log", "w")
     code = ("import sys; from nas.dashboard.serve import serve; "
             f"sys.exit(serve({seeded.url!r}, {port}, address='127.0.0.1'))")

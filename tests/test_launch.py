@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 from typer.testing import CliRunner
 
 from nas.cli import app
+from nas.cli.ray_reaper import descendants
 from nas.config.experiment import load_experiment
 from tests.cifar_fixture import write_cifar
 from tests.helpers import (  # INVALID_CASES: (file, budget, key path, rule)
@@ -319,28 +320,10 @@ def test_a_second_writer_is_refused_and_after_sigkill_the_same_command_takes_ove
         assert holder(store.engine, "killed") is None  # released at the end
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process under `pid`, read from /proc (Linux)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue  # the process ended while we looked
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 def _trial_workers(pid: int) -> list[int]:
     """The Ray actor processes that run trials (`TrialTrainable` actors)."""
     workers = []
-    for child in _descendants(pid):
+    for child in descendants(pid):
         try:
             title = Path(f"/proc/{child}/cmdline").read_bytes().decode(errors="replace")
         except OSError:

@@ -11,12 +11,11 @@ from nas.cli.common import (
     AddressOption,
     DataRootOption,
     DbOption,
-    check_ray_address,
     console,
     exit_on_user_error,
     open_existing_store,
-    start_ray,
 )
+from nas.cli.ray_session import check_ray_address, start_ray
 from nas.cli.tables import print_contributions, print_plan
 from nas.errors import ConfigError
 

@@ -1,5 +1,5 @@
 """What every command shares: the consoles, the common options, how a user error exits,
-the store and Ray as commands open them."""
+the store as commands open it (Ray: nas.cli.ray_session)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,9 @@ AddressOption = Annotated[
     typer.Option(
         "--address",
         help="Join an existing Ray cluster by its GCS address (HEAD:6379, or auto on a cluster node); "
-        "not a ray:// client address, since this process runs the Tune loop. [default: a local Ray]",
+        "not a ray:// client address, since this process runs the Tune loop. A cluster started with token "
+        "authentication is joined with this machine's token ($RAY_AUTH_TOKEN or ~/.ray/auth_token). "
+        "[default: $RAY_ADDRESS, else a local Ray listening on 127.0.0.1 only]",
     ),
 ]
 
@@ -97,68 +99,3 @@ def open_existing_store(db_url: str, *, read_only: bool):
         if not path.is_file():
             raise ConfigError(f"no nas database at {path}; check --db or NAS_DB, or run `nas launch` first.")
     return Store.open(db_url, read_only=read_only)
-
-
-RAY_PROBE_TIMEOUT_S = 5.0  # a GCS that does not accept a TCP connection in this long is not there
-
-
-def check_ray_address(address: str | None) -> None:
-    """Refuse an --address this process cannot drive, before anything else runs: a Ray client
-    (ray://) address cannot run the Tune loop here, and the rest must read as HOST:PORT or auto."""
-    if address is None or address in ("auto", "local"):
-        return
-    if address.startswith("ray://"):
-        raise ConfigError(f"--address {address}: a Ray client address cannot run the search here; give the "
-                          "head's GCS address (HEAD:6379), or run nas on the head node with --address auto.")
-    host, sep, port = address.rpartition(":")
-    if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
-        raise ConfigError(f"--address {address}: expected HOST:PORT of the Ray head's GCS, e.g. 10.0.0.1:6379, "
-                          "or auto.")
-
-
-def _probe_gcs(address: str | None) -> None:
-    """A plain TCP connect to the GCS of `address`, with a short timeout: ray.init would retry
-    an address nothing listens on for minutes."""
-    import socket
-
-    resolved = address
-    if address in ("auto", "local"):  # auto: the running cluster's address, as ray.init finds it
-        try:  # a private module of Ray's: it may move
-            from ray._private.services import canonicalize_bootstrap_address
-        except ImportError:
-            return  # ray.init finds it, or says it found none
-        try:
-            resolved = canonicalize_bootstrap_address(address)
-        except (ValueError, ConnectionError, OSError) as err:
-            raise ConfigError(f"--address {address}: {err}; start Ray (`ray start --head`) or omit --address.") from None
-    if resolved is None:
-        return  # a local Ray is started
-    host, _, port = resolved.rpartition(":")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=RAY_PROBE_TIMEOUT_S).close()
-    except OSError as err:
-        reason = err.strerror or type(err).__name__
-        raise ConfigError(f"--address {address}: no Ray GCS answers at {resolved} ({reason}); start the head "
-                          "with `ray start --head` or give its address, or omit --address for a local Ray.") from None
-
-
-def start_ray(address: str | None) -> None:
-    import logging
-
-    import ray
-
-    if ray.is_initialized():
-        return
-    if address is not None:
-        check_ray_address(address)
-        _probe_gcs(address)
-    # Trial errors reach the store (trials.error); Ray's own chatter stays in its logs.
-    try:
-        ray.init(address=address, include_dashboard=False, configure_logging=True,
-                 logging_level=logging.ERROR, log_to_driver=False)
-    except ConnectionError as err:
-        if address is None:
-            raise
-        raise ConfigError(f"--address {address}: cannot join Ray there ({err}); check the address.") from None
-    for name in ("ray", "ray.tune", "ray.train"):
-        logging.getLogger(name).setLevel(logging.ERROR)

@@ -12,13 +12,12 @@ from nas.cli.common import (
     AddressOption,
     DataRootOption,
     DbOption,
-    check_ray_address,
     console,
     exit_on_user_error,
     is_file,
     mask_url,
-    start_ray,
 )
+from nas.cli.ray_session import check_ray_address, start_ray
 from nas.cli.tables import print_front
 from nas.errors import ConfigError, clip
 
