@@ -191,7 +191,9 @@ def start_ray(address: str | None) -> None:
             _match_token_auth(address, gcs)
     # Trial errors reach the store (trials.error); Ray's own chatter stays in its logs.
     try:
-        ray.init(address=address, include_dashboard=False, configure_logging=True,
+        # "local": a Ray of its own, not whichever cluster another process on this machine
+        # started last (what ray.init() with no address joins)
+        ray.init(address=address or "local", include_dashboard=False, configure_logging=True,
                  logging_level=logging.ERROR, log_to_driver=False)
     except ConnectionError as err:
         if address is None:
