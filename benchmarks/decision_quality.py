@@ -76,7 +76,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         brute_db = f"sqlite:///{Path(args.db).resolve() if args.db else Path(tmp) / 'brute.db'}"
         strategy_db = f"sqlite:///{Path(args.strategy_db).resolve() if args.strategy_db else Path(tmp) / 'strategy.db'}"
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
         ran = {"brute force": run_half("cpu", brute_db, root), "strategy": run_half("cpu_race", strategy_db, root)}
         ray.shutdown()
         with Store.open(brute_db, read_only=True) as brute, Store.open(strategy_db, read_only=True) as strategy:

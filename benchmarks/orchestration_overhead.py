@@ -100,7 +100,7 @@ def main() -> None:
         spec = load_experiment(write_space(folder, args))
         k = len(spec.space.grid())
         start = time.perf_counter()
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
         ray_start = time.perf_counter() - start
         print(f"{k} trials of {spec.recipe.epochs} epochs on {args.subset} images, {args.rounds} rounds; "
               f"ray.init took {ray_start:.1f} s (once per launch, not counted below)")

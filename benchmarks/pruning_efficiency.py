@@ -91,7 +91,7 @@ def main() -> None:
     import ray
 
     root = str(resolve_data_root(args.data_root))
-    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         db = f"sqlite:///{Path(args.db).resolve() if args.db else folder / 'pruning.db'}"

@@ -71,7 +71,7 @@ def record(db: str, args) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "pruning_curves.yaml"
         path.write_text(yaml.safe_dump(spec))
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
         with Store.open(db) as store:
             launch(load_experiment(path), store=store, db_url=db, data_root=str(resolve_data_root(None, None)),
                    log=print)

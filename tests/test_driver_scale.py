@@ -144,6 +144,52 @@ def test_a_bounded_tpe_search_still_finds_the_optimum_region():
     assert study.best_value < 0.5  # TPE on a bowl from a 20x20 box: a bounded history still converges
 
 
+# ----------------------------------------------------------------------------- asking ahead
+
+
+def test_plans_asked_ahead_come_in_order_up_to_the_budget_and_the_rest_are_discarded():
+    from nas.search.ahead import AskAhead
+
+    counter = iter(range(100))
+    discarded = []
+    ahead = AskAhead(lambda: next(counter), depth=3, budget=5, discard=discarded.append)
+    deadline = time.time() + 10
+    while len(ahead._ready) < 3 and time.time() < deadline:  # the thread fills the queue while nobody asks
+        time.sleep(0.01)
+    assert list(ahead._ready) == [0, 1, 2]
+    assert [ahead(), ahead()] == [0, 1]
+    ahead.close()
+    assert discarded == [2, 3, 4][: len(discarded)] and len(discarded) >= 1  # asked, never taken
+    assert next(counter) == 2 + len(discarded)  # never more than the budget of 5
+
+
+def test_the_last_plans_are_waited_for_and_then_there_are_none():
+    from nas.search.ahead import AskAhead
+
+    def slow(counter=iter(range(10))):
+        time.sleep(0.05)
+        return next(counter)
+
+    ahead = AskAhead(slow, depth=2, budget=4)
+    taken = [ahead() for _ in range(4)]
+    assert sorted(taken) == [0, 1, 2, 3] and ahead() is None
+    ahead.close()
+
+
+def test_an_error_while_asking_ahead_reaches_the_caller():
+    from nas.search.ahead import AskAhead, ahead_depth
+
+    def broken():
+        raise RuntimeError("the sampler failed")
+
+    ahead = AskAhead(broken, depth=1, budget=3)
+    with pytest.raises(RuntimeError, match="sampler failed"):
+        for _ in range(3):
+            ahead()
+    ahead.close()
+    assert [ahead_depth(c) for c in (None, 1, 8, 64, 1000)] == [2, 1, 2, 16, 16]
+
+
 # ----------------------------------------------------------------------------- the mirrored studies
 
 

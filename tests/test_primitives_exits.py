@@ -439,7 +439,7 @@ def test_a_search_optimises_accuracy_and_mean_inference_flops_and_stores_each_cu
         recipe={"epochs": 2},
     )
     db = tmp_path / "nas.db"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         result = CliRunner().invoke(app, ["launch", str(space), "--db", str(db), "--data-root", str(data_root)])
     finally:

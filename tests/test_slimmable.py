@@ -445,7 +445,7 @@ def test_a_slimmable_search_stores_each_trials_width_curve(tmp_path):
         space={"width": {"fixed": 0.125}, "L1.residual": {"choice": [0, 1]}},
     )
     db = tmp_path / "nas.db"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         result = runner.invoke(app, ["launch", str(space), "--db", str(db), "--data-root", str(data_root)])
     finally:

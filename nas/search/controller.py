@@ -188,6 +188,13 @@ class SearchController:
             prune_trial.set_user_attr("arch_hash", arch.hash)  # the noise margin pools seeds by architecture
         return SearchPlan(arch=arch, seed=seed, phase=Phase.SEARCH, optuna_trial=trial, prune_trial=prune_trial)
 
+    def discard(self, plan: SearchPlan) -> None:
+        """A plan asked but never run (asked ahead, nas.search.ahead): its Optuna trials end as
+        FAIL in memory, and are not stored."""
+        self.study.tell(plan.optuna_trial, state=TrialState.FAIL)
+        if self.prune_study is not None:
+            self.prune_study.tell(plan.prune_trial, state=TrialState.FAIL)
+
     def _next_seed(self, arch: ArchConfig) -> int:
         # A re-sampled architecture gets a fresh seed: every trial is a distinct (arch, seed).
         seed = self.spec.search.seed

@@ -26,6 +26,7 @@ from nas.db import Store
 from nas.db.lease import Lease
 from nas.db.schema import ExperimentStatus, Phase, TrialStatus
 from nas.models.arch import ArchConfig
+from nas.search.ahead import AskAhead, ahead_depth
 from nas.search.confirm import (
     confirm_plans,
     confirm_race,
@@ -122,7 +123,13 @@ def _launch(spec: ExperimentSpec, *, store: Store, db_url: str, data_root: str,
     if left:
         log(f"search: {left} of {target} trials to run ({spec.search.sampler} sampler, "
             f"{spec.search.pruner.kind} pruner)")
-        run_batch(batch, left)
+        # asked ahead while the driver waits on Ray (nas.search.ahead); begins during Ray's start
+        ahead = AskAhead(controller.ask, depth=ahead_depth(spec.resources.max_concurrent), budget=left,
+                         discard=controller.discard)
+        try:
+            run_batch(replace(batch, next_plan=ahead), left)
+        finally:
+            ahead.close()
     top = top_architectures(controller.completed_values(), spec, store, spec.confirm.top_k)
 
     def run_round(plans: list[TrialPlan]) -> None:  # unpruned: a confirm run is a result
