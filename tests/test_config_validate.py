@@ -215,6 +215,29 @@ def test_yaml_that_costs_more_than_it_says_is_one_line_naming_the_file(tmp_path,
     assert "\n" not in message and len(message) < 300
 
 
+def test_a_control_character_is_named_by_its_line_and_column_in_one_line(tmp_path):
+    from nas.config.experiment import load_experiment
+
+    path = tmp_path / "control.yaml"
+    path.write_text("name: ok\nrecipe: {epochs: 4\x01}\n")  # PyYAML's own message spans two lines
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    assert str(info.value) == (f"{path}: line 2, column 19: invalid YAML: unacceptable character #x0001: "
+                               "special characters are not allowed. Fix the YAML there.")
+
+
+def test_a_yaml_problem_that_quotes_the_file_quotes_at_most_a_line_of_it(tmp_path):
+    from nas.config.experiment import load_experiment
+
+    path = tmp_path / "tag.yaml"
+    path.write_text("space: !" + "t" * 5000 + " 1\n")  # "could not determine a constructor for the tag '!ttt...'"
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    message = str(info.value)
+    assert "line 1, column 8: invalid YAML: could not determine a constructor" in message
+    assert "\n" not in message and len(message) < 300 + len(str(path)) and "…" in message
+
+
 def test_a_binary_or_unreadable_experiment_file_is_a_config_error(tmp_path):
     from nas.config.yaml_io import read_yaml
 
