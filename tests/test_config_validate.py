@@ -271,6 +271,29 @@ def test_an_error_echoes_at_most_a_line_of_a_long_value(tmp_path, space):
     assert not any(letter * 100 in message for letter in "xyz"), message[:600]  # 80 characters of it at most
 
 
+@pytest.mark.parametrize(
+    ("file_name", "budget", "budgets", "named"),
+    [
+        ("new\nline.yaml", None, {}, "new line.yaml: name: "),  # the file's name (and so the default name)
+        ("x.yaml", "a\nb", {"cpu": {}}, "x.yaml: budgets.a b: no such budget"),  # the budget asked for
+        ("x.yaml", "cpu\n", {"cpu\n": {"recipe": {"epochs": 0}}}, "x.yaml: budgets.cpu.recipe.epochs: "),
+        ("x.yaml", "y" * 1000, {"y" * 999 + "\n": {}}, "no such budget; available budgets: yyy"),  # long names
+    ],
+    ids=["file", "budget-asked", "budget-in-file", "long-budget"],
+)
+def test_names_the_user_chose_are_echoed_on_one_line(tmp_path, file_name, budget, budgets, named):
+    import yaml
+
+    from nas.config.experiment import load_experiment
+
+    path = tmp_path / file_name
+    path.write_text(yaml.safe_dump({"space": {"L1.residual": {"choice": [0, 1]}}, "budgets": budgets}))
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path, budget)
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 600 and named in message, message
+
+
 def test_shown_cuts_a_repr_to_one_line_of_80_characters():
     from nas.errors import shown
 

@@ -313,11 +313,9 @@ def load_experiment(path: str | Path, budget: str | None = None) -> ExperimentSp
     src = Source(file)
     if budget is not None:
         if budget not in budgets:
-            available = ", ".join(budgets) or "none are defined"
-            raise ConfigError(
-                f"{file}: budgets.{budget}: no such budget; available budgets: {available}."
-                f"{did_you_mean(budget, tuple(budgets))}"
-            )
+            available = clip(", ".join(budgets), 200) or "none are defined"
+            raise src.error(("budgets", budget), f"no such budget; available budgets: {available}."
+                                                 f"{did_you_mean(budget, tuple(budgets))}")
         data = _merge(data, budgets[budget])
         src = Source(file, budget, budgets[budget])
     data.setdefault("name", Path(file).stem)
@@ -376,6 +374,7 @@ def _read_experiment(file: str) -> tuple[str, dict[str, Any]]:
 
 
 def _check_sections(file: str, data: Any) -> None:
+    file = clip(file)  # a file name is echoed, at most a line of it
     if not isinstance(data, dict):
         found = "an empty file" if data is None else f"a {type(data).__name__}"
         raise ConfigError(

@@ -259,8 +259,8 @@ class Source:
         if self.file is None:
             return ConfigError(f"{where}: {message}")
         if self.budget is not None and _reaches(self.override, path):
-            where = f"budgets.{self.budget}.{where}"
-        return ConfigError(f"{self.file}: {where}: {message}")
+            where = render(("budgets", self.budget, *path))
+        return ConfigError(f"{clip(self.file)}: {where}: {message}")  # a file name is echoed, at most a line of it
 
     def rejected(self, path: Sequence[str | int], err: ConfigError) -> ConfigError:
         """A constructor's error for the object at `path`. In a file, a field's rule is named
@@ -294,7 +294,7 @@ def _reaches(override: Any, path: Sequence[str | int]) -> bool:
 
 def did_you_mean(value: Any, allowed: Sequence[Any]) -> str:
     close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-    return f" Did you mean {close[0]!r}?" if close else ""
+    return f" Did you mean {shown(close[0])}?" if close else ""
 
 
 def mapping(src: Source, path: Sequence[str | int], value: Any, example: str | None = None) -> dict[str, Any]:
