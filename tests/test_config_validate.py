@@ -271,6 +271,16 @@ def test_an_error_echoes_at_most_a_line_of_a_long_value(tmp_path, space):
     assert not any(letter * 100 in message for letter in "xyz"), message[:600]  # 80 characters of it at most
 
 
+@pytest.mark.parametrize("kind", [["median"], {"median": 1}])
+def test_a_pruner_kind_that_is_a_list_or_mapping_is_named_not_a_type_error(tmp_path, kind):
+    from nas.config.experiment import load_experiment
+    from tests.helpers import experiment_yaml
+
+    path = experiment_yaml(tmp_path / "x.yaml", search={"pruner": {"kind": kind}})
+    with pytest.raises(ConfigError, match=r"x\.yaml: search\.pruner\.kind: must be one of none, median, "):
+        load_experiment(path)
+
+
 @pytest.mark.parametrize(
     ("file_name", "budget", "budgets", "named"),
     [

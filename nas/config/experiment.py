@@ -467,7 +467,7 @@ def _parse_pruner(src: Source, path: tuple, value: Any) -> PrunerSpec:
     """A pruner mapping: `kind`, the Optuna constructor's keyword arguments, `wrapped` (patient)."""
     data = dict(mapping(src, path, value))
     kind = data.pop("kind", None)
-    if kind not in PRUNERS:
+    if not isinstance(kind, str) or kind not in PRUNERS:  # a list or mapping is no key of PRUNERS
         raise src.error(
             path + ("kind",),
             f"must be one of {', '.join(PRUNERS)}, but got {shown(kind)}.{did_you_mean(kind, tuple(PRUNERS))}",
