@@ -159,6 +159,21 @@ def test_every_float_field_refuses_non_finite_values_without_a_rule_of_its_own(c
         cls(**{field: value})
 
 
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"min_resource": 0, "max_resource": 4}, "min_resource"),  # log(4 / 0): ZeroDivisionError
+        ({"max_resource": 0}, "max_resource"),  # log(0): ValueError math domain error
+        ({"reduction_factor": 1, "max_resource": 9}, "reduction_factor"),  # log base 1: ZeroDivisionError
+        ({"bootstrap_count": -1, "max_resource": 9}, "bootstrap_count"),
+    ],
+    ids=["min_resource-0", "max_resource-0", "reduction_factor-1", "bootstrap_count-negative"],
+)
+def test_hyperband_options_optuna_checks_only_at_the_first_prune_are_checked_up_front(options, named):
+    with pytest.raises(ConfigError, match=rf"^HyperbandPruner rejects .*{named}"):
+        PrunerSpec(kind="hyperband", options=tuple(sorted(options.items())))
+
+
 def test_non_finite_floats_inside_tuples_are_refused_too():
     with pytest.raises(ConfigError, match="options must be a finite number"):
         PrunerSpec(kind="median", options=(("margin", math.inf),))

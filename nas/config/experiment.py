@@ -117,9 +117,23 @@ class PrunerSpec:
             raise FieldError("wrapped", f"wrapped is only for kind patient, but kind is {shown(self.kind)}.")
         try:
             self.build()  # Optuna's own constructor checks (ranges, required arguments)
+            self._check_deferred()
         except (TypeError, ValueError) as err:
             name = PRUNERS[self.kind].__name__
             raise ConfigError(f"{name} rejects {dict(self.options)}: {err}") from None
+
+    def _check_deferred(self) -> None:
+        """The checks Optuna makes only at the first prune, in the middle of a search: a
+        HyperbandPruner builds its SuccessiveHalvingPruners (min_resource >= 1,
+        reduction_factor >= 2, ...) and takes log(max_resource / min_resource) only then."""
+        if self.kind != "hyperband":
+            return
+        options = dict(self.options)
+        defaults = {"min_resource": 1, "reduction_factor": 3, "bootstrap_count": 0}
+        optuna.pruners.SuccessiveHalvingPruner(**{k: options.get(k, v) for k, v in defaults.items()})
+        max_resource = options.get("max_resource", "auto")
+        if max_resource != "auto" and max_resource < 1:
+            raise ValueError(f"The value of `max_resource` is {max_resource}, but must be `max_resource >= 1` or 'auto'.")
 
     def build(self) -> optuna.pruners.BasePruner:
         cls = PRUNERS[self.kind]
