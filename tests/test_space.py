@@ -300,6 +300,24 @@ def test_grid_int_ranges_include_both_ends(tmp_path):
     assert load_experiment(path).search.n_trials == 81
 
 
+@pytest.mark.parametrize("entry", ["L1.extra: {int: [0, 2000000000]}", "width: {float: [0.1, 8.0], step: 1.0e-8}"],
+                         ids=["int", "float"])
+def test_a_grid_over_a_range_of_billions_is_refused_before_its_values_are_made(tmp_path, monkeypatch, entry):
+    from nas.config.space import MAX_GRID_POINTS, Param
+
+    made = Param.values
+
+    def values(param: Param) -> tuple:  # making 2e9 values would take the machine's memory
+        if param.kind in ("int", "float") and (param.high - param.low) / param.step > MAX_GRID_POINTS:
+            raise AssertionError(f"the values of {param.key}'s range were made")
+        return made(param)
+
+    monkeypatch.setattr(Param, "values", values)
+    path = _write(tmp_path, f"space: {{{entry}}}\nsearch: {{sampler: grid}}\n")
+    with pytest.raises(ConfigError, match=r"search\.sampler: grid: space: the grid has more than 100000 points"):
+        load_experiment(path)
+
+
 def test_arch_from_params_round_trips_every_grid_point():
     space = load_experiment(CIFAR_FAST, "cpu").space  # the binary placements x drop settings
     for point in space.grid():

@@ -66,6 +66,21 @@ class Param:
     def is_enumerable(self) -> bool:
         return self.kind != "float" or self.step is not None
 
+    def count(self) -> int:
+        """How many values `values` gives, without making them (a range may hold billions)."""
+        if self.kind == "choice":
+            return len(self.choices)
+        if self.kind == "fixed":
+            return 1
+        if self.kind == "int":
+            return (self.high - self.low) // self.step + 1
+        if self.step is None:
+            raise ConfigError(
+                f"space.{self.key}.float: a continuous range cannot be enumerated; "
+                "give a step or use a choice."
+            )
+        return round((self.high - self.low) / self.step) + 1
+
     def values(self) -> tuple:
         """Every value, in order (choice as written, ranges ascending)."""
         if self.kind == "choice":
@@ -74,14 +89,8 @@ class Param:
             return (self.value,)
         if self.kind == "int":
             return tuple(range(self.low, self.high + 1, self.step))
-        if self.step is None:
-            raise ConfigError(
-                f"space.{self.key}.float: a continuous range cannot be enumerated; "
-                "give a step or use a choice."
-            )
-        count = round((self.high - self.low) / self.step) + 1
         # rounded: 0.1 * 3 is 0.30000000000000004
-        return tuple(round(self.low + i * self.step, 12) for i in range(count))
+        return tuple(round(self.low + i * self.step, 12) for i in range(self.count()))
 
     def contains(self, value: Any) -> bool:
         """Whether `value` is one this entry can give."""
@@ -197,8 +206,12 @@ class SearchSpace:
 
     def _assignments(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Every point with fixed values included; ConfigError past `limit` points."""
+        too_many = ConfigError(f"space: the grid has more than {limit} points; narrow the space or use "
+                               "the tpe or random sampler.")
         points: list[dict[str, Any]] = [{}]
         for param in self.params:
+            if limit is not None and param.count() > limit:
+                raise too_many  # before its values are made: a range may hold billions
             grown: list[dict[str, Any]] = []
             for point in points:
                 if not param.is_active(point):
@@ -206,10 +219,7 @@ class SearchSpace:
                     continue
                 grown.extend({**point, param.key: value} for value in param.values())
                 if limit is not None and len(grown) > limit:
-                    raise ConfigError(
-                        f"space: the grid has more than {limit} points; narrow the space or use "
-                        "the tpe or random sampler."
-                    )
+                    raise too_many
             points = grown
         return points
 
