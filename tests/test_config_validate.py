@@ -174,6 +174,18 @@ def test_hyperband_options_optuna_checks_only_at_the_first_prune_are_checked_up_
         PrunerSpec(kind="hyperband", options=tuple(sorted(options.items())))
 
 
+@pytest.mark.parametrize(("cls", "field"), list(_float_fields()), ids=lambda v: getattr(v, "__name__", v))
+def test_every_float_field_refuses_an_integer_too_large_for_a_float(cls, field):
+    # YAML reads 400 digits as an int: it passed `positive()`, then float() of it raised OverflowError
+    with pytest.raises(ConfigError, match=rf"^{field} must be a finite number, but got 1000000"):
+        cls(**{field: 10**400})
+
+
+def test_an_exit_weight_too_large_for_a_float_is_refused_not_an_overflow():
+    with pytest.raises(ConfigError, match=r"weights must be finite numbers, but got 1000000"):
+        ExitConfig(stages=("L1",), weights=10**400)
+
+
 def test_non_finite_floats_inside_tuples_are_refused_too():
     with pytest.raises(ConfigError, match="options must be a finite number"):
         PrunerSpec(kind="median", options=(("margin", math.inf),))

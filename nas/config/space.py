@@ -12,7 +12,6 @@ dependency order, and that every value gives a valid architecture.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -383,7 +382,7 @@ def _scalar(src: Source, path: tuple, value: Any) -> Any:
     """A value Optuna can store as a categorical choice: number, string, bool or null."""
     if value is not None and not isinstance(value, (bool, int, float, str)):
         raise src.error(path, f"must be a single value (number, string, true/false or null), but got {shown(value)}.")
-    if isinstance(value, float) and not math.isfinite(value):
+    if not is_finite(value):  # NaN, an infinity, or an integer too large for a float
         raise src.error(path, f"must be finite, but got {shown(value)}.")
     return value
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import sys
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -34,6 +35,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from nas.errors import ConfigError, clip, shown
+
+_LARGEST_FLOAT = sys.float_info.max  # integers above it have no float
 
 # ----------------------------------------------------------------------------- rules
 
@@ -144,10 +147,14 @@ def check_fields(obj: Any) -> None:
 
 
 def is_finite(value: Any) -> bool:
-    """Whether no float in `value` (a scalar, or tuples of them) is NaN or infinite: YAML reads
-    ``.inf`` and ``.nan`` as floats, and either passes a one-sided rule or poisons training later."""
+    """Whether no number in `value` (a scalar, or tuples of them) is NaN or infinite: YAML reads
+    ``.inf`` and ``.nan`` as floats, and either passes a one-sided rule or poisons training later.
+    An integer too large for a float (YAML reads 400 digits as an int, where ``1e400`` is inf)
+    counts as infinite too: it passes a one-sided rule, then float() of it raises OverflowError."""
     if isinstance(value, float):
         return math.isfinite(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return abs(value) <= _LARGEST_FLOAT
     if isinstance(value, tuple):
         return all(is_finite(v) for v in value)
     return True
