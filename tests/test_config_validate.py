@@ -186,6 +186,14 @@ def test_an_exit_weight_too_large_for_a_float_is_refused_not_an_overflow():
         ExitConfig(stages=("L1",), weights=10**400)
 
 
+def test_a_pruner_error_that_repeats_a_long_value_repeats_at_most_a_line_of_it():
+    with pytest.raises(ConfigError) as info:  # Optuna: "The value of `reduction_factor` is -1000...0, but must be ..."
+        PrunerSpec(kind="successive_halving", options=(("reduction_factor", -(10**300)),))
+    message = str(info.value)
+    assert message.startswith("SuccessiveHalvingPruner rejects {'reduction_factor': -1000")
+    assert len(message) < 400 and "\n" not in message, message
+
+
 def test_non_finite_floats_inside_tuples_are_refused_too():
     with pytest.raises(ConfigError, match="options must be a finite number"):
         PrunerSpec(kind="median", options=(("margin", math.inf),))

@@ -120,7 +120,8 @@ class PrunerSpec:
             self._check_deferred()
         except (TypeError, ValueError) as err:
             name = PRUNERS[self.kind].__name__
-            raise ConfigError(f"{name} rejects {dict(self.options)}: {err}") from None
+            # Optuna's message repeats the value, of any length: both at most a line
+            raise ConfigError(f"{name} rejects {shown(dict(self.options))}: {clip(str(err), 200)}") from None
 
     def _check_deferred(self) -> None:
         """The checks Optuna makes only at the first prune, in the middle of a search: a
