@@ -318,6 +318,14 @@ def test_a_grid_over_a_range_of_billions_is_refused_before_its_values_are_made(t
         load_experiment(path)
 
 
+@pytest.mark.parametrize("step", ["5.0e-324", "1.0e-300"], ids=["subnormal", "tiny"])
+def test_a_step_too_small_to_count_the_values_of_its_range_is_refused(tmp_path, step):
+    # (high - low) / 5e-324 is inf: the multiple-of-step check raised OverflowError in round()
+    path = _write(tmp_path, f"space: {{width: {{float: [0.1, 1.0], step: {step}}}}}\n")
+    with pytest.raises(ConfigError, match=r"space\.width\.step: step .* makes more than 2147483647 values"):
+        load_experiment(path)
+
+
 def test_arch_from_params_round_trips_every_grid_point():
     space = load_experiment(CIFAR_FAST, "cpu").space  # the binary placements x drop settings
     for point in space.grid():

@@ -359,6 +359,12 @@ def _parse_range(src: Source, path: tuple, kind: str, entry: dict[str, Any]) -> 
         raise src.error(
             path + ("step",), f"a log scale cannot have a step (Optuna forbids it), but got step={step}; remove one."
         )
+    if step is not None and not (high - low) / step <= _LARGEST:  # a step of 5e-324: inf values
+        raise src.error(
+            path + ("step",),
+            f"step {step} makes more than {_LARGEST} values of [{low}, {high}]; raise it, or remove it for a "
+            "continuous range.",
+        )
     if step is not None and not _is_whole((high - low) / step):
         raise src.error(
             path + ("step",),
