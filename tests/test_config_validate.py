@@ -306,6 +306,20 @@ def test_an_error_echoes_at_most_a_line_of_a_long_value(tmp_path, space):
     assert not any(letter * 100 in message for letter in "xyz"), message[:600]  # 80 characters of it at most
 
 
+@pytest.mark.parametrize("root", ["a\x00b", "\ud800x", "~nosuchuser_nas/data"], ids=["nul", "surrogate", "unknown-user"])
+def test_a_data_root_the_system_cannot_open_is_refused_with_the_config(tmp_path, root):
+    # these raised ValueError, UnicodeEncodeError and RuntimeError: the last in load_experiment
+    # (expanding ~), the others when `nas launch` looked for the data, as tracebacks
+    import yaml
+
+    from nas.config.experiment import load_experiment
+
+    path = tmp_path / "x.yaml"
+    path.write_text(yaml.safe_dump({"dataset": {"root": root}, "space": {"L1.residual": {"choice": [0, 1]}}}))
+    with pytest.raises(ConfigError, match=r"x\.yaml: dataset\.root: root must be a folder path the system takes"):
+        load_experiment(path)
+
+
 @pytest.mark.parametrize("kind", [["median"], {"median": 1}])
 def test_a_pruner_kind_that_is_a_list_or_mapping_is_named_not_a_type_error(tmp_path, kind):
     from nas.config.experiment import load_experiment

@@ -50,7 +50,7 @@ from nas.config.validate import (
     type_words,
 )
 from nas.config.yaml_io import read_yaml
-from nas.data.config import DataConfig
+from nas.data.config import DataConfig, is_os_path
 from nas.errors import ConfigError, clip, shown
 from nas.training.recipe import Recipe
 
@@ -450,7 +450,7 @@ def _parse_dataset(src: Source, value: Any, base: Path | None) -> tuple[str, Dat
             path + ("name",), f"only {', '.join(DATASETS)} is supported, but got {shown(name)}; write name: cifar10."
         )
     root = data.get("root")
-    if base is not None and isinstance(root, str) and root:
+    if base is not None and isinstance(root, str) and is_os_path(root):  # else DataConfig names it
         data["root"] = str(base / Path(root).expanduser())
     return name, build(DataConfig, data, src, path)
 
