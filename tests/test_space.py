@@ -326,6 +326,24 @@ def test_a_step_too_small_to_count_the_values_of_its_range_is_refused(tmp_path, 
         load_experiment(path)
 
 
+@pytest.mark.parametrize(
+    "space",
+    [
+        "arch: {choice: [" + "x" * 5000 + "]}",  # not a short name
+        "arch: {choice: [" + "1" * 4000 + "]}",  # not a string
+        "arch: {choice: [R:L1, '" + "R:L1 " * 1000 + "']}",  # the same architecture twice
+        "exits.stages: {choice: [L1]}\n  exits.weights: {choice: ['" + "0.5+" * 2000 + "0.5']}",  # a grid point
+    ],
+    ids=["bad-name", "int-name", "same-name", "grid-point"],
+)
+def test_a_space_error_repeats_at_most_a_line_of_a_long_value(tmp_path, space):
+    path = _write(tmp_path, f"space:\n  {space}\nsearch: {{sampler: grid}}\n")
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 600, message[:1000]
+
+
 def test_arch_from_params_round_trips_every_grid_point():
     space = load_experiment(CIFAR_FAST, "cpu").space  # the binary placements x drop settings
     for point in space.grid():

@@ -281,19 +281,19 @@ def _check_named(src: Source, entries: dict[str, Param]) -> None:
     seen: dict[str, str] = {}
     for name in param.values():
         if not isinstance(name, str):
-            raise src.error(here, f"expected short names such as 'R:L1+L3', but got {name!r}.")
+            raise src.error(here, f"expected short names such as 'R:L1+L3', but got {shown(name)}.")
         try:
             fields = _named_fields(name)
             arch_hash = parse_short_name(name).hash
         except ConfigError as err:
-            raise src.error(here, f"{name!r} is not an architecture's short name ({str(err).rstrip('.')}); write names such as "
+            raise src.error(here, f"{shown(name)} is not an architecture's short name ({str(err).rstrip('.')}); write names such as "
                                   "'base', 'R:L1+L3' or 'X:L2 R:L3'.") from None
         if arch_hash in seen:
-            raise src.error(here, f"{name!r} and {seen[arch_hash]!r} are the same architecture; list it once.")
+            raise src.error(here, f"{shown(name)} and {shown(seen[arch_hash])} are the same architecture; list it once.")
         seen[arch_hash] = name
         for key in entries:
             if key in fields:
-                raise src.error(("space", key), f"also set by the arch entry's {name!r}; remove {key} from "
+                raise src.error(("space", key), f"also set by the arch entry's {shown(name)}; remove {key} from "
                                                 "the space, or write it into every name.")
 
 
@@ -480,7 +480,7 @@ def check_space(space: SearchSpace, src: Source, *, every_point: bool = False, s
             except ConfigError as err:
                 raise src.error(
                     ("space",),
-                    f"the grid point {point} is not a valid architecture ({err}); narrow the space "
+                    f"the grid point {shown(point)} is not a valid architecture ({err}); narrow the space "
                     "or add a `when` condition that excludes it.",
                 ) from None
 
