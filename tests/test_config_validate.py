@@ -194,6 +194,18 @@ def test_a_pruner_error_that_repeats_a_long_value_repeats_at_most_a_line_of_it()
     assert len(message) < 400 and "\n" not in message, message
 
 
+@pytest.mark.parametrize(("kind", "option"), [("successive_halving", "min_early_stopping_rate"),
+                                              ("median", "n_warmup_steps"), ("hyperband", "reduction_factor")])
+def test_an_integer_pruner_option_past_any_count_of_trials_or_steps_is_refused(tmp_path, kind, option):
+    # min_early_stopping_rate: 2**63 passed, then the first prune computed 3 ** 2**63 and never returned
+    from nas.config.experiment import load_experiment
+    from tests.helpers import experiment_yaml
+
+    path = experiment_yaml(tmp_path / "x.yaml", search={"pruner": {"kind": kind, option: 2**63}})
+    with pytest.raises(ConfigError, match=rf"search\.pruner\.{option}: must be at most 100000 \(a count of "):
+        load_experiment(path)
+
+
 def test_non_finite_floats_inside_tuples_are_refused_too():
     with pytest.raises(ConfigError, match="options must be a finite number"):
         PrunerSpec(kind="median", options=(("margin", math.inf),))

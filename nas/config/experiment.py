@@ -511,6 +511,11 @@ def _parse_pruner(src: Source, path: tuple, value: Any) -> PrunerSpec:
             raise src.error(path + (key,), f"must be {type_words(hint)}, but got {shown(option)}.")
         if not is_finite(option):
             raise src.error(path + (key,), f"must be a finite number, but got {shown(option)}.")
+        if isinstance(option, int) and not isinstance(option, bool) and option > MAX_TRIALS:
+            # Optuna sets no bound, and a SuccessiveHalvingPruner computes
+            # reduction_factor ** min_early_stopping_rate at every prune: 3 ** 2**63 never ends
+            raise src.error(path + (key,), f"must be at most {MAX_TRIALS} (a count of trials or steps), "
+                                           f"but got {shown(option)}.")
     for name, p in params.items():
         if p.default is p.empty and name not in data:
             example = _PRUNER_EXAMPLES.get(name, f"{name}: ...")
