@@ -119,22 +119,18 @@ class PrunerSpec:
             self.build()  # Optuna's own constructor checks (ranges, required arguments)
             self._check_deferred()
         except (TypeError, ValueError) as err:
-            name = PRUNERS[self.kind].__name__
-            # Optuna's message repeats the value, of any length: both at most a line
+            name = PRUNERS[self.kind].__name__  # Optuna's message may repeat a value of any length
             raise ConfigError(f"{name} rejects {shown(dict(self.options))}: {clip(str(err), 200)}") from None
 
     def _check_deferred(self) -> None:
-        """The checks Optuna makes only at the first prune, in the middle of a search: a
-        HyperbandPruner builds its SuccessiveHalvingPruners (min_resource >= 1,
-        reduction_factor >= 2, ...) and takes log(max_resource / min_resource) only then."""
-        if self.kind != "hyperband":
-            return
-        options = dict(self.options)
-        defaults = {"min_resource": 1, "reduction_factor": 3, "bootstrap_count": 0}
-        optuna.pruners.SuccessiveHalvingPruner(**{k: options.get(k, v) for k, v in defaults.items()})
-        max_resource = options.get("max_resource", "auto")
-        if max_resource != "auto" and max_resource < 1:
-            raise ValueError(f"The value of `max_resource` is {max_resource}, but must be `max_resource >= 1` or 'auto'.")
+        """What Optuna checks only at the first prune, mid-search: the SuccessiveHalvingPruners a
+        HyperbandPruner makes (min_resource >= 1, reduction_factor >= 2, ...), log(max / min)."""
+        if self.kind == "hyperband":
+            options = dict(self.options)
+            defaults = {"min_resource": 1, "reduction_factor": 3, "bootstrap_count": 0}
+            optuna.pruners.SuccessiveHalvingPruner(**{k: options.get(k, v) for k, v in defaults.items()})
+            if options.get("max_resource", "auto") != "auto" and options["max_resource"] < 1:
+                raise ValueError(f"The value of `max_resource` is {options['max_resource']}, but must be >= 1 or 'auto'.")
 
     def build(self) -> optuna.pruners.BasePruner:
         cls = PRUNERS[self.kind]
@@ -204,7 +200,6 @@ class SearchSettings:
             "objectives": [asdict(o) for o in self.objectives],
             "pruner": self.pruner.to_dict(),
         }
-
 
 
 @dataclass(frozen=True)
@@ -438,8 +433,6 @@ def _merge(base: dict[str, Any], override: dict[str, Any], path: tuple = ()) -> 
     return out
 
 
-
-
 def _parse_dataset(src: Source, value: Any, base: Path | None) -> tuple[str, DataConfig]:
     """The dataset's name and its DataConfig; a relative root is taken relative to `base`."""
     path = ("dataset",)
@@ -511,9 +504,8 @@ def _parse_pruner(src: Source, path: tuple, value: Any) -> PrunerSpec:
             raise src.error(path + (key,), f"must be {type_words(hint)}, but got {shown(option)}.")
         if not is_finite(option):
             raise src.error(path + (key,), f"must be a finite number, but got {shown(option)}.")
-        if isinstance(option, int) and not isinstance(option, bool) and option > MAX_TRIALS:
-            # Optuna sets no bound, and a SuccessiveHalvingPruner computes
-            # reduction_factor ** min_early_stopping_rate at every prune: 3 ** 2**63 never ends
+        if type_ok(option, int) and option > MAX_TRIALS:  # Optuna has none; SuccessiveHalvingPruner takes
+            # reduction_factor ** min_early_stopping_rate at every prune, and 3 ** 2**63 never ends
             raise src.error(path + (key,), f"must be at most {MAX_TRIALS} (a count of trials or steps), "
                                            f"but got {shown(option)}.")
     for name, p in params.items():
