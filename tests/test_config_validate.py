@@ -159,6 +159,53 @@ def test_every_float_field_refuses_non_finite_values_without_a_rule_of_its_own(c
         cls(**{field: value})
 
 
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"min_resource": 0, "max_resource": 4}, "min_resource"),  # log(4 / 0): ZeroDivisionError
+        ({"max_resource": 0}, "max_resource"),  # log(0): ValueError math domain error
+        ({"reduction_factor": 1, "max_resource": 9}, "reduction_factor"),  # log base 1: ZeroDivisionError
+        ({"bootstrap_count": -1, "max_resource": 9}, "bootstrap_count"),
+    ],
+    ids=["min_resource-0", "max_resource-0", "reduction_factor-1", "bootstrap_count-negative"],
+)
+def test_hyperband_options_optuna_checks_only_at_the_first_prune_are_checked_up_front(options, named):
+    with pytest.raises(ConfigError, match=rf"^HyperbandPruner rejects .*{named}"):
+        PrunerSpec(kind="hyperband", options=tuple(sorted(options.items())))
+
+
+@pytest.mark.parametrize(("cls", "field"), list(_float_fields()), ids=lambda v: getattr(v, "__name__", v))
+def test_every_float_field_refuses_an_integer_too_large_for_a_float(cls, field):
+    # YAML reads 400 digits as an int: it passed `positive()`, then float() of it raised OverflowError
+    with pytest.raises(ConfigError, match=rf"^{field} must be a finite number, but got 1000000"):
+        cls(**{field: 10**400})
+
+
+def test_an_exit_weight_too_large_for_a_float_is_refused_not_an_overflow():
+    with pytest.raises(ConfigError, match=r"weights must be finite numbers, but got 1000000"):
+        ExitConfig(stages=("L1",), weights=10**400)
+
+
+def test_a_pruner_error_that_repeats_a_long_value_repeats_at_most_a_line_of_it():
+    with pytest.raises(ConfigError) as info:  # Optuna: "The value of `reduction_factor` is -1000...0, but must be ..."
+        PrunerSpec(kind="successive_halving", options=(("reduction_factor", -(10**300)),))
+    message = str(info.value)
+    assert message.startswith("SuccessiveHalvingPruner rejects {'reduction_factor': -1000")
+    assert len(message) < 400 and "\n" not in message, message
+
+
+@pytest.mark.parametrize(("kind", "option"), [("successive_halving", "min_early_stopping_rate"),
+                                              ("median", "n_warmup_steps"), ("hyperband", "reduction_factor")])
+def test_an_integer_pruner_option_past_any_count_of_trials_or_steps_is_refused(tmp_path, kind, option):
+    # min_early_stopping_rate: 2**63 passed, then the first prune computed 3 ** 2**63 and never returned
+    from nas.config.experiment import load_experiment
+    from tests.helpers import experiment_yaml
+
+    path = experiment_yaml(tmp_path / "x.yaml", search={"pruner": {"kind": kind, option: 2**63}})
+    with pytest.raises(ConfigError, match=rf"search\.pruner\.{option}: must be at most 100000 \(a count of "):
+        load_experiment(path)
+
+
 def test_non_finite_floats_inside_tuples_are_refused_too():
     with pytest.raises(ConfigError, match="options must be a finite number"):
         PrunerSpec(kind="median", options=(("margin", math.inf),))
@@ -215,6 +262,29 @@ def test_yaml_that_costs_more_than_it_says_is_one_line_naming_the_file(tmp_path,
     assert "\n" not in message and len(message) < 300
 
 
+def test_a_control_character_is_named_by_its_line_and_column_in_one_line(tmp_path):
+    from nas.config.experiment import load_experiment
+
+    path = tmp_path / "control.yaml"
+    path.write_text("name: ok\nrecipe: {epochs: 4\x01}\n")  # PyYAML's own message spans two lines
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    assert str(info.value) == (f"{path}: line 2, column 19: invalid YAML: unacceptable character #x0001: "
+                               "special characters are not allowed. Fix the YAML there.")
+
+
+def test_a_yaml_problem_that_quotes_the_file_quotes_at_most_a_line_of_it(tmp_path):
+    from nas.config.experiment import load_experiment
+
+    path = tmp_path / "tag.yaml"
+    path.write_text("space: !" + "t" * 5000 + " 1\n")  # "could not determine a constructor for the tag '!ttt...'"
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    message = str(info.value)
+    assert "line 1, column 8: invalid YAML: could not determine a constructor" in message
+    assert "\n" not in message and len(message) < 300 + len(str(path)) and "…" in message
+
+
 def test_a_binary_or_unreadable_experiment_file_is_a_config_error(tmp_path):
     from nas.config.yaml_io import read_yaml
 
@@ -246,6 +316,53 @@ def test_an_error_echoes_at_most_a_line_of_a_long_value(tmp_path, space):
     message = str(info.value)
     assert "\n" not in message and ("…" in message or "..." in message)
     assert not any(letter * 100 in message for letter in "xyz"), message[:600]  # 80 characters of it at most
+
+
+@pytest.mark.parametrize("root", ["a\x00b", "\ud800x", "~nosuchuser_nas/data"], ids=["nul", "surrogate", "unknown-user"])
+def test_a_data_root_the_system_cannot_open_is_refused_with_the_config(tmp_path, root):
+    # these raised ValueError, UnicodeEncodeError and RuntimeError: the last in load_experiment
+    # (expanding ~), the others when `nas launch` looked for the data, as tracebacks
+    import yaml
+
+    from nas.config.experiment import load_experiment
+
+    path = tmp_path / "x.yaml"
+    path.write_text(yaml.safe_dump({"dataset": {"root": root}, "space": {"L1.residual": {"choice": [0, 1]}}}))
+    with pytest.raises(ConfigError, match=r"x\.yaml: dataset\.root: root must be a folder path the system takes"):
+        load_experiment(path)
+
+
+@pytest.mark.parametrize("kind", [["median"], {"median": 1}])
+def test_a_pruner_kind_that_is_a_list_or_mapping_is_named_not_a_type_error(tmp_path, kind):
+    from nas.config.experiment import load_experiment
+    from tests.helpers import experiment_yaml
+
+    path = experiment_yaml(tmp_path / "x.yaml", search={"pruner": {"kind": kind}})
+    with pytest.raises(ConfigError, match=r"x\.yaml: search\.pruner\.kind: must be one of none, median, "):
+        load_experiment(path)
+
+
+@pytest.mark.parametrize(
+    ("file_name", "budget", "budgets", "named"),
+    [
+        ("new\nline.yaml", None, {}, "new line.yaml: name: "),  # the file's name (and so the default name)
+        ("x.yaml", "a\nb", {"cpu": {}}, "x.yaml: budgets.a b: no such budget"),  # the budget asked for
+        ("x.yaml", "cpu\n", {"cpu\n": {"recipe": {"epochs": 0}}}, "x.yaml: budgets.cpu.recipe.epochs: "),
+        ("x.yaml", "y" * 1000, {"y" * 999 + "\n": {}}, "no such budget; available budgets: yyy"),  # long names
+    ],
+    ids=["file", "budget-asked", "budget-in-file", "long-budget"],
+)
+def test_names_the_user_chose_are_echoed_on_one_line(tmp_path, file_name, budget, budgets, named):
+    import yaml
+
+    from nas.config.experiment import load_experiment
+
+    path = tmp_path / file_name
+    path.write_text(yaml.safe_dump({"space": {"L1.residual": {"choice": [0, 1]}}, "budgets": budgets}))
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path, budget)
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 600 and named in message, message
 
 
 def test_shown_cuts_a_repr_to_one_line_of_80_characters():

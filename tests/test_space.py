@@ -300,6 +300,50 @@ def test_grid_int_ranges_include_both_ends(tmp_path):
     assert load_experiment(path).search.n_trials == 81
 
 
+@pytest.mark.parametrize("entry", ["L1.extra: {int: [0, 2000000000]}", "width: {float: [0.1, 8.0], step: 1.0e-8}"],
+                         ids=["int", "float"])
+def test_a_grid_over_a_range_of_billions_is_refused_before_its_values_are_made(tmp_path, monkeypatch, entry):
+    from nas.config.space import MAX_GRID_POINTS, Param
+
+    made = Param.values
+
+    def values(param: Param) -> tuple:  # making 2e9 values would take the machine's memory
+        if param.kind in ("int", "float") and (param.high - param.low) / param.step > MAX_GRID_POINTS:
+            raise AssertionError(f"the values of {param.key}'s range were made")
+        return made(param)
+
+    monkeypatch.setattr(Param, "values", values)
+    path = _write(tmp_path, f"space: {{{entry}}}\nsearch: {{sampler: grid}}\n")
+    with pytest.raises(ConfigError, match=r"search\.sampler: grid: space: the grid has more than 100000 points"):
+        load_experiment(path)
+
+
+@pytest.mark.parametrize("step", ["5.0e-324", "1.0e-300"], ids=["subnormal", "tiny"])
+def test_a_step_too_small_to_count_the_values_of_its_range_is_refused(tmp_path, step):
+    # (high - low) / 5e-324 is inf: the multiple-of-step check raised OverflowError in round()
+    path = _write(tmp_path, f"space: {{width: {{float: [0.1, 1.0], step: {step}}}}}\n")
+    with pytest.raises(ConfigError, match=r"space\.width\.step: step .* makes more than 2147483647 values"):
+        load_experiment(path)
+
+
+@pytest.mark.parametrize(
+    "space",
+    [
+        "arch: {choice: [" + "x" * 5000 + "]}",  # not a short name
+        "arch: {choice: [" + "1" * 4000 + "]}",  # not a string
+        "arch: {choice: [R:L1, '" + "R:L1 " * 1000 + "']}",  # the same architecture twice
+        "exits.stages: {choice: [L1]}\n  exits.weights: {choice: ['" + "0.5+" * 2000 + "0.5']}",  # a grid point
+    ],
+    ids=["bad-name", "int-name", "same-name", "grid-point"],
+)
+def test_a_space_error_repeats_at_most_a_line_of_a_long_value(tmp_path, space):
+    path = _write(tmp_path, f"space:\n  {space}\nsearch: {{sampler: grid}}\n")
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 600, message[:1000]
+
+
 def test_arch_from_params_round_trips_every_grid_point():
     space = load_experiment(CIFAR_FAST, "cpu").space  # the binary placements x drop settings
     for point in space.grid():

@@ -50,7 +50,7 @@ from nas.config.validate import (
     type_words,
 )
 from nas.config.yaml_io import read_yaml
-from nas.data.config import DataConfig
+from nas.data.config import DataConfig, is_os_path
 from nas.errors import ConfigError, clip, shown
 from nas.training.recipe import Recipe
 
@@ -117,9 +117,20 @@ class PrunerSpec:
             raise FieldError("wrapped", f"wrapped is only for kind patient, but kind is {shown(self.kind)}.")
         try:
             self.build()  # Optuna's own constructor checks (ranges, required arguments)
+            self._check_deferred()
         except (TypeError, ValueError) as err:
-            name = PRUNERS[self.kind].__name__
-            raise ConfigError(f"{name} rejects {dict(self.options)}: {err}") from None
+            name = PRUNERS[self.kind].__name__  # Optuna's message may repeat a value of any length
+            raise ConfigError(f"{name} rejects {shown(dict(self.options))}: {clip(str(err), 200)}") from None
+
+    def _check_deferred(self) -> None:
+        """What Optuna checks only at the first prune, mid-search: the SuccessiveHalvingPruners a
+        HyperbandPruner makes (min_resource >= 1, reduction_factor >= 2, ...), log(max / min)."""
+        if self.kind == "hyperband":
+            options = dict(self.options)
+            defaults = {"min_resource": 1, "reduction_factor": 3, "bootstrap_count": 0}
+            optuna.pruners.SuccessiveHalvingPruner(**{k: options.get(k, v) for k, v in defaults.items()})
+            if options.get("max_resource", "auto") != "auto" and options["max_resource"] < 1:
+                raise ValueError(f"The value of `max_resource` is {options['max_resource']}, but must be >= 1 or 'auto'.")
 
     def build(self) -> optuna.pruners.BasePruner:
         cls = PRUNERS[self.kind]
@@ -194,7 +205,6 @@ class SearchSettings:
             "objectives": [asdict(o) for o in self.objectives],
             "pruner": self.pruner.to_dict(),
         }
-
 
 
 @dataclass(frozen=True)
@@ -318,11 +328,9 @@ def load_experiment(path: str | Path, budget: str | None = None) -> ExperimentSp
     src = Source(file)
     if budget is not None:
         if budget not in budgets:
-            available = ", ".join(budgets) or "none are defined"
-            raise ConfigError(
-                f"{file}: budgets.{budget}: no such budget; available budgets: {available}."
-                f"{did_you_mean(budget, tuple(budgets))}"
-            )
+            available = clip(", ".join(budgets), 200) or "none are defined"
+            raise src.error(("budgets", budget), f"no such budget; available budgets: {available}."
+                                                 f"{did_you_mean(budget, tuple(budgets))}")
         data = _merge(data, budgets[budget])
         src = Source(file, budget, budgets[budget])
     data.setdefault("name", Path(file).stem)
@@ -381,6 +389,7 @@ def _read_experiment(file: str) -> tuple[str, dict[str, Any]]:
 
 
 def _check_sections(file: str, data: Any) -> None:
+    file = clip(file)  # a file name is echoed, at most a line of it
     if not isinstance(data, dict):
         found = "an empty file" if data is None else f"a {type(data).__name__}"
         raise ConfigError(
@@ -429,8 +438,6 @@ def _merge(base: dict[str, Any], override: dict[str, Any], path: tuple = ()) -> 
     return out
 
 
-
-
 def _parse_dataset(src: Source, value: Any, base: Path | None) -> tuple[str, DataConfig]:
     """The dataset's name and its DataConfig; a relative root is taken relative to `base`."""
     path = ("dataset",)
@@ -441,7 +448,7 @@ def _parse_dataset(src: Source, value: Any, base: Path | None) -> tuple[str, Dat
             path + ("name",), f"only {', '.join(DATASETS)} is supported, but got {shown(name)}; write name: cifar10."
         )
     root = data.get("root")
-    if base is not None and isinstance(root, str) and root:
+    if base is not None and isinstance(root, str) and is_os_path(root):  # else DataConfig names it
         data["root"] = str(base / Path(root).expanduser())
     return name, build(DataConfig, data, src, path)
 
@@ -473,7 +480,7 @@ def _parse_pruner(src: Source, path: tuple, value: Any) -> PrunerSpec:
     """A pruner mapping: `kind`, the Optuna constructor's keyword arguments, `wrapped` (patient)."""
     data = dict(mapping(src, path, value))
     kind = data.pop("kind", None)
-    if kind not in PRUNERS:
+    if not isinstance(kind, str) or kind not in PRUNERS:  # a list or mapping is no key of PRUNERS
         raise src.error(
             path + ("kind",),
             f"must be one of {', '.join(PRUNERS)}, but got {shown(kind)}.{did_you_mean(kind, tuple(PRUNERS))}",
@@ -502,6 +509,10 @@ def _parse_pruner(src: Source, path: tuple, value: Any) -> PrunerSpec:
             raise src.error(path + (key,), f"must be {type_words(hint)}, but got {shown(option)}.")
         if not is_finite(option):
             raise src.error(path + (key,), f"must be a finite number, but got {shown(option)}.")
+        if type_ok(option, int) and option > MAX_TRIALS:  # Optuna has none; SuccessiveHalvingPruner takes
+            # reduction_factor ** min_early_stopping_rate at every prune, and 3 ** 2**63 never ends
+            raise src.error(path + (key,), f"must be at most {MAX_TRIALS} (a count of trials or steps), "
+                                           f"but got {shown(option)}.")
     for name, p in params.items():
         if p.default is p.empty and name not in data:
             example = _PRUNER_EXAMPLES.get(name, f"{name}: ...")

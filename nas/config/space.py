@@ -12,7 +12,6 @@ dependency order, and that every value gives a valid architecture.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -66,6 +65,21 @@ class Param:
     def is_enumerable(self) -> bool:
         return self.kind != "float" or self.step is not None
 
+    def count(self) -> int:
+        """How many values `values` gives, without making them (a range may hold billions)."""
+        if self.kind == "choice":
+            return len(self.choices)
+        if self.kind == "fixed":
+            return 1
+        if self.kind == "int":
+            return (self.high - self.low) // self.step + 1
+        if self.step is None:
+            raise ConfigError(
+                f"space.{self.key}.float: a continuous range cannot be enumerated; "
+                "give a step or use a choice."
+            )
+        return round((self.high - self.low) / self.step) + 1
+
     def values(self) -> tuple:
         """Every value, in order (choice as written, ranges ascending)."""
         if self.kind == "choice":
@@ -74,14 +88,8 @@ class Param:
             return (self.value,)
         if self.kind == "int":
             return tuple(range(self.low, self.high + 1, self.step))
-        if self.step is None:
-            raise ConfigError(
-                f"space.{self.key}.float: a continuous range cannot be enumerated; "
-                "give a step or use a choice."
-            )
-        count = round((self.high - self.low) / self.step) + 1
         # rounded: 0.1 * 3 is 0.30000000000000004
-        return tuple(round(self.low + i * self.step, 12) for i in range(count))
+        return tuple(round(self.low + i * self.step, 12) for i in range(self.count()))
 
     def contains(self, value: Any) -> bool:
         """Whether `value` is one this entry can give."""
@@ -197,8 +205,12 @@ class SearchSpace:
 
     def _assignments(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Every point with fixed values included; ConfigError past `limit` points."""
+        too_many = ConfigError(f"space: the grid has more than {limit} points; narrow the space or use "
+                               "the tpe or random sampler.")
         points: list[dict[str, Any]] = [{}]
         for param in self.params:
+            if limit is not None and param.count() > limit:
+                raise too_many  # before its values are made: a range may hold billions
             grown: list[dict[str, Any]] = []
             for point in points:
                 if not param.is_active(point):
@@ -206,10 +218,7 @@ class SearchSpace:
                     continue
                 grown.extend({**point, param.key: value} for value in param.values())
                 if limit is not None and len(grown) > limit:
-                    raise ConfigError(
-                        f"space: the grid has more than {limit} points; narrow the space or use "
-                        "the tpe or random sampler."
-                    )
+                    raise too_many
             points = grown
         return points
 
@@ -272,19 +281,19 @@ def _check_named(src: Source, entries: dict[str, Param]) -> None:
     seen: dict[str, str] = {}
     for name in param.values():
         if not isinstance(name, str):
-            raise src.error(here, f"expected short names such as 'R:L1+L3', but got {name!r}.")
+            raise src.error(here, f"expected short names such as 'R:L1+L3', but got {shown(name)}.")
         try:
             fields = _named_fields(name)
             arch_hash = parse_short_name(name).hash
         except ConfigError as err:
-            raise src.error(here, f"{name!r} is not an architecture's short name ({str(err).rstrip('.')}); write names such as "
+            raise src.error(here, f"{shown(name)} is not an architecture's short name ({str(err).rstrip('.')}); write names such as "
                                   "'base', 'R:L1+L3' or 'X:L2 R:L3'.") from None
         if arch_hash in seen:
-            raise src.error(here, f"{name!r} and {seen[arch_hash]!r} are the same architecture; list it once.")
+            raise src.error(here, f"{shown(name)} and {shown(seen[arch_hash])} are the same architecture; list it once.")
         seen[arch_hash] = name
         for key in entries:
             if key in fields:
-                raise src.error(("space", key), f"also set by the arch entry's {name!r}; remove {key} from "
+                raise src.error(("space", key), f"also set by the arch entry's {shown(name)}; remove {key} from "
                                                 "the space, or write it into every name.")
 
 
@@ -350,6 +359,12 @@ def _parse_range(src: Source, path: tuple, kind: str, entry: dict[str, Any]) -> 
         raise src.error(
             path + ("step",), f"a log scale cannot have a step (Optuna forbids it), but got step={step}; remove one."
         )
+    if step is not None and not (high - low) / step <= _LARGEST:  # a step of 5e-324: inf values
+        raise src.error(
+            path + ("step",),
+            f"step {step} makes more than {_LARGEST} values of [{low}, {high}]; raise it, or remove it for a "
+            "continuous range.",
+        )
     if step is not None and not _is_whole((high - low) / step):
         raise src.error(
             path + ("step",),
@@ -373,7 +388,7 @@ def _scalar(src: Source, path: tuple, value: Any) -> Any:
     """A value Optuna can store as a categorical choice: number, string, bool or null."""
     if value is not None and not isinstance(value, (bool, int, float, str)):
         raise src.error(path, f"must be a single value (number, string, true/false or null), but got {shown(value)}.")
-    if isinstance(value, float) and not math.isfinite(value):
+    if not is_finite(value):  # NaN, an infinity, or an integer too large for a float
         raise src.error(path, f"must be finite, but got {shown(value)}.")
     return value
 
@@ -465,7 +480,7 @@ def check_space(space: SearchSpace, src: Source, *, every_point: bool = False, s
             except ConfigError as err:
                 raise src.error(
                     ("space",),
-                    f"the grid point {point} is not a valid architecture ({err}); narrow the space "
+                    f"the grid point {shown(point)} is not a valid architecture ({err}); narrow the space "
                     "or add a `when` condition that excludes it.",
                 ) from None
 

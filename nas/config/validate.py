@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import sys
 import types
 import typing
 from collections.abc import Callable, Sequence
@@ -34,6 +35,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from nas.errors import ConfigError, clip, shown
+
+_LARGEST_FLOAT = sys.float_info.max  # integers above it have no float
 
 # ----------------------------------------------------------------------------- rules
 
@@ -144,10 +147,14 @@ def check_fields(obj: Any) -> None:
 
 
 def is_finite(value: Any) -> bool:
-    """Whether no float in `value` (a scalar, or tuples of them) is NaN or infinite: YAML reads
-    ``.inf`` and ``.nan`` as floats, and either passes a one-sided rule or poisons training later."""
+    """Whether no number in `value` (a scalar, or tuples of them) is NaN or infinite: YAML reads
+    ``.inf`` and ``.nan`` as floats, and either passes a one-sided rule or poisons training later.
+    An integer too large for a float (YAML reads 400 digits as an int, where ``1e400`` is inf)
+    counts as infinite too: it passes a one-sided rule, then float() of it raises OverflowError."""
     if isinstance(value, float):
         return math.isfinite(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return abs(value) <= _LARGEST_FLOAT
     if isinstance(value, tuple):
         return all(is_finite(v) for v in value)
     return True
@@ -259,8 +266,8 @@ class Source:
         if self.file is None:
             return ConfigError(f"{where}: {message}")
         if self.budget is not None and _reaches(self.override, path):
-            where = f"budgets.{self.budget}.{where}"
-        return ConfigError(f"{self.file}: {where}: {message}")
+            where = render(("budgets", self.budget, *path))
+        return ConfigError(f"{clip(self.file)}: {where}: {message}")  # a file name is echoed, at most a line of it
 
     def rejected(self, path: Sequence[str | int], err: ConfigError) -> ConfigError:
         """A constructor's error for the object at `path`. In a file, a field's rule is named
@@ -294,7 +301,7 @@ def _reaches(override: Any, path: Sequence[str | int]) -> bool:
 
 def did_you_mean(value: Any, allowed: Sequence[Any]) -> str:
     close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-    return f" Did you mean {close[0]!r}?" if close else ""
+    return f" Did you mean {shown(close[0])}?" if close else ""
 
 
 def mapping(src: Source, path: Sequence[str | int], value: Any, example: str | None = None) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from nas.errors import ConfigError, clip, shown
 MAX_DEPTH = 64  # nested lists/mappings; an experiment file uses about 5
 MAX_VALUES = 100_000  # nodes after alias expansion; an experiment file has a few hundred
 MAX_BYTES = 4 << 20  # 4 MiB; an experiment file is a few KiB
+PROBLEM_CHARS = 200  # the most of a parser's problem a message repeats (it may quote the file)
 
 
 class _TooCostly(yaml.YAMLError):
@@ -156,10 +157,25 @@ def read_yaml(file: str, *, what: str = "file") -> tuple[str, Any]:
         # integer of more than 4300 digits; recursion or memory should not happen (bounded above).
         raise ConfigError(f"{name}: invalid YAML: {type(err).__name__}: {clip(str(err))}. Fix the YAML there.") from None
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err)
-        context, context_mark = getattr(err, "context", None), getattr(err, "context_mark", None)
-        if context and context_mark is not None:
-            problem += f" ({context} that starts on line {context_mark.line + 1})"
-        raise ConfigError(f"{name}: {where}invalid YAML: {problem}. Fix the YAML there.") from None
+        raise ConfigError(f"{name}: {_yaml_problem(err, text)}. Fix the YAML there.") from None
+
+
+def _yaml_problem(err: yaml.YAMLError, text: str) -> str:
+    """Where and what, in one line: ``line 3, column 5: invalid YAML: found ...``.
+
+    The reader's errors (a control character) carry a position in the text instead of a
+    mark, and a multi-line ``str()``; a problem may quote what the file holds (a tag of any
+    length), so it is cut to a line.
+    """
+    if isinstance(err, yaml.reader.ReaderError):
+        before = text[: err.position]
+        line, column = before.count("\n") + 1, err.position - (before.rfind("\n") + 1) + 1
+        char = f"#x{err.character:04x}" if isinstance(err.character, int) else shown(err.character)
+        return f"line {line}, column {column}: invalid YAML: unacceptable character {char}: {err.reason}"
+    mark = getattr(err, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = clip(getattr(err, "problem", None) or str(err), PROBLEM_CHARS)
+    context, context_mark = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if context and context_mark is not None:
+        problem += f" ({clip(context)} that starts on line {context_mark.line + 1})"
+    return f"{where}invalid YAML: {problem}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from nas.config.validate import (
@@ -31,6 +32,21 @@ TEST_IMAGES = 10_000  # the official test split
 # ---- config ----------------------------------------------------------------------------
 
 
+def is_os_path(text: str) -> bool:
+    """Whether the system takes `text` as a path: not empty, no NUL byte, no lone surrogate
+    (YAML's "\\ud800"), and a leading ``~user`` names a user. Otherwise opening the folder
+    raises ValueError, UnicodeEncodeError or RuntimeError, after the checks that name inputs."""
+    if not text or "\x00" in text:
+        return False
+    try:
+        os.fsencode(text)
+        Path(text).expanduser()
+    except (UnicodeError, RuntimeError):
+        return False
+    return True
+
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where CIFAR-10 lives, how it is split and how training batches are augmented."""
@@ -38,7 +54,10 @@ class DataConfig:
     EXAMPLE: ClassVar[str] = "{val_size: 5000, train_subset: 5000}"  # shown where a mapping is expected
 
     # holds cifar-10-batches-py/ or the tarball; None: resolve_data_root()
-    root: str | None = setting(None, Rule(bool, "a folder path or null"), types="a folder path or null")
+    root: str | None = setting(
+        None, Rule(is_os_path, "a folder path the system takes (no NUL byte; ~user of a known user)"),
+        types="a folder path or null",
+    )
     # train images kept after the val split, balanced; None: all
     train_subset: int | None = setting(None, at_least(NUM_CLASSES, "(one per class)") & at_most(TRAIN_IMAGES))
     # images carved from the official train set for validation (0: none)

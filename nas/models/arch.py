@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar
 
@@ -31,6 +30,7 @@ from nas.config.validate import (
     check_fields,
     from_dict,
     interval,
+    is_finite,
     one_of,
     require,
     setting,
@@ -198,7 +198,7 @@ def _read_exit_weights(value: Any, side_exits: int) -> tuple[float, ...]:
         )
     for weight in value:
         number = not isinstance(weight, bool) and isinstance(weight, (int, float))
-        require(number and math.isfinite(weight), "weights", weight, "finite numbers")
+        require(number and is_finite(weight), "weights", weight, "finite numbers")
         require(weight >= 0, "weights", weight, "non-negative (a loss weight)")
     return tuple(float(w) for w in value)
 
