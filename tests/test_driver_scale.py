@@ -18,7 +18,6 @@ import pytest
 import yaml
 from optuna.trial import TrialState, create_trial
 
-from nas.config.experiment import load_experiment
 from nas.db import Store
 from nas.search.curves import IndexedPercentilePruner, indexed
 from nas.search.history import BoundedHistory

@@ -29,7 +29,7 @@ import numpy as np
 from scipy import stats as scipy_stats
 from sqlalchemy import select
 
-from nas.config.experiment import PrunerSpec
+from nas.config.pruner import PrunerSpec
 from nas.db import Store
 from nas.db.schema import EpochResult, Phase, Trial, TrialStatus
 from nas.training.recipe import Recipe
