@@ -131,3 +131,13 @@ def test_the_store_probe_creates_nothing_where_a_writer_would_create_the_store(t
     fresh = tmp_path / "sub" / "fresh.db"
     probe(str(fresh))  # a writer may create it later; the probe itself does not
     assert not fresh.exists() and not fresh.parent.exists()
+
+
+@pytest.mark.parametrize("root", ["bad\x00root", "~nosuchuser_nas_test/data"])
+def test_a_data_root_no_system_can_open_exits_2_in_one_line(tmp_path, root):
+    space = experiment_yaml(tmp_path / "tiny.yaml")
+    db = tmp_path / "nas.db"
+    result = CliRunner().invoke(app, ["launch", str(space), "--db", str(db), "--data-root", root])
+    assert result.exit_code == 2, result.output
+    assert "--data-root" in result.output and "no folder this system can open" in result.output
+    assert not db.exists()

@@ -25,8 +25,8 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
-from nas.data.config import IMAGE_SHAPE, NUM_CLASSES
-from nas.errors import DataError, masked_url
+from nas.data.config import IMAGE_SHAPE, NUM_CLASSES, is_os_path
+from nas.errors import DataError, masked_url, shown
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"  # of the official archive only
@@ -63,9 +63,17 @@ def resolve_data_root(cli_root: str | None = None, yaml_root: str | None = None)
 
     Returns:
         The chosen folder, with `~` expanded; it need not exist yet.
+
+    Raises:
+        DataError: the chosen folder is no path this system can open (a NUL byte, an
+            undecodable character, `~` of an unknown user).
     """
-    for candidate in (cli_root, yaml_root, os.environ.get("NAS_DATA_DIR")):
+    for where, candidate in (("--data-root", cli_root), ("dataset.root", yaml_root),
+                             ("NAS_DATA_DIR", os.environ.get("NAS_DATA_DIR"))):
         if candidate:
+            if not is_os_path(candidate):
+                raise DataError(f"{where} {shown(candidate)} is no folder this system can open; give a plain "
+                                "path, e.g. --data-root ~/data.")
             return Path(candidate).expanduser()
     return _user_cache_dir() / "data"
 
