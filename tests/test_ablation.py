@@ -364,3 +364,14 @@ def test_variants_run_on_the_reference_seeds_unpruned_and_linked_to_it(tmp_path,
 def test_ablate_has_help_that_reads_like_documentation():
     result = runner.invoke(app, ["ablate", "--help"])
     assert result.exit_code == 0 and "--until-separated" in result.output and "Holm" in result.output
+
+
+def test_neighbours_in_a_fine_stepped_range_are_computed_not_enumerated():
+    from nas.ablation.plan import _neighbours
+    from nas.config.space import Param
+
+    fine = Param(key="drop.rate", kind="float", low=0.0, high=1.0, step=1e-9)  # a billion values
+    assert _neighbours(fine, 0.5) == pytest.approx((0.5 - 1e-9, 0.5 + 1e-9))
+    assert _neighbours(fine, 0.0)[0] is None and _neighbours(fine, 1.0)[1] is None
+    steps = Param(key="L1.extra", kind="int", low=0, high=6, step=2)
+    assert _neighbours(steps, 4) == (2, 6) and _neighbours(steps, 0) == (None, 2)

@@ -18,6 +18,8 @@ difference to the reference is beyond seed noise even after testing every varian
 
 from __future__ import annotations
 
+import math
+
 import json
 import re
 from dataclasses import dataclass
@@ -106,8 +108,16 @@ def _neighbours(param: Param, value: Any) -> tuple[Any, Any]:
         below, above = max(param.low, value / 2), min(param.high, value * 2)
         return (below if below < value else None), (above if above > value else None)
     if param.kind in ("int", "float"):
-        ordered = sorted(param.values())
-    elif param.kind == "choice" and all(_is_number(c) for c in param.choices):
+        if not _is_number(value):
+            return None, None
+        # the grid points next to `value`, by arithmetic: a fine step may make millions of values
+        index = (value - param.low) / param.step
+        lower, upper = math.ceil(index - 1e-9) - 1, math.floor(index + 1e-9) + 1
+        point = (lambda i: param.low + i * param.step) if param.kind == "int" else \
+            (lambda i: round(param.low + i * param.step, 12))
+        below, above = point(lower), point(upper)
+        return (below if lower >= 0 and below < value else None), (above if above <= param.high else None)
+    if param.kind == "choice" and all(_is_number(c) for c in param.choices):
         ordered = sorted(param.choices)
     else:
         return None, None  # fixed, or an unordered choice (names, true/false)
