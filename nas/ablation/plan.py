@@ -112,11 +112,15 @@ def _neighbours(param: Param, value: Any) -> tuple[Any, Any]:
             return None, None
         # the grid points next to `value`, by arithmetic: a fine step may make millions of values
         index = (value - param.low) / param.step
-        lower, upper = math.ceil(index - 1e-9) - 1, math.floor(index + 1e-9) + 1
+        nearest = round(index)
+        if abs(index - nearest) <= 1e-6 * max(1.0, abs(index)):  # on the grid (up to float error)
+            lower, upper = nearest - 1, nearest + 1
+        else:
+            lower, upper = math.floor(index), math.ceil(index)
         point = (lambda i: param.low + i * param.step) if param.kind == "int" else \
             (lambda i: round(param.low + i * param.step, 12))
         below, above = point(lower), point(upper)
-        return (below if lower >= 0 and below < value else None), (above if above <= param.high else None)
+        return (below if lower >= 0 and below < value else None), (above if value < above <= param.high else None)
     if param.kind == "choice" and all(_is_number(c) for c in param.choices):
         ordered = sorted(param.choices)
     else:
