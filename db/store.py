@@ -247,26 +247,23 @@ class Store:
             cumulative_seconds=cumulative_seconds,
             val_images=val_images, test_images=test_images,
         )
+        # Four short statements (five before): the driver records every epoch of every trial
+        best = select(func.max(EpochResult.val_acc)).where(EpochResult.trial_id == trial_id).scalar_subquery()
         with self._write() as session:
-            _get(session, Trial, trial_id)
+            found = session.execute(  # first, so an unknown trial writes nothing
+                update(Trial).where(Trial.id == trial_id).values(epochs_done=epoch + 1)
+            ).rowcount
+            if not found:
+                raise KeyError(f"no nas_trials row with key {trial_id!r}.")
             session.execute(
                 self._insert(EpochResult)
                 .values(trial_id=trial_id, epoch=epoch, **metrics)
                 .on_conflict_do_update(index_elements=["trial_id", "epoch"], set_=metrics)
             )
-            session.execute(
-                delete(EpochResult).where(
-                    EpochResult.trial_id == trial_id, EpochResult.epoch > epoch
-                )
+            session.execute(  # later epochs came from an abandoned run; best over those kept
+                delete(EpochResult).where(EpochResult.trial_id == trial_id, EpochResult.epoch > epoch)
             )
-            best = session.scalar(
-                select(func.max(EpochResult.val_acc)).where(EpochResult.trial_id == trial_id)
-            )
-            session.execute(
-                update(Trial)
-                .where(Trial.id == trial_id)
-                .values(epochs_done=epoch + 1, best_val_acc=best)
-            )
+            session.execute(update(Trial).where(Trial.id == trial_id).values(best_val_acc=best))
 
     def finish_trial(
         self,
