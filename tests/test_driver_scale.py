@@ -192,6 +192,43 @@ def test_an_error_while_asking_ahead_reaches_the_caller():
 # ----------------------------------------------------------------------------- the mirrored studies
 
 
+def test_the_scheduler_starts_the_earliest_added_waiting_trial_among_the_live_ones_only():
+    from ray.tune.experiment import Trial
+
+    from nas.trials.tune import PlanScheduler
+
+    class Controller:  # the two calls Tune's wrapper lets a scheduler make here
+        def __init__(self):
+            self.trials, self.live = [], set()
+
+        def get_trials(self):
+            raise AssertionError("walked every trial of the run")
+
+        def get_live_trials(self):
+            return self.live
+
+    controller, scheduler = Controller(), PlanScheduler(batch=None)
+    trials = [Trial("t", stub=True, trial_id=f"t{i}") for i in range(6)]
+    for trial in trials:
+        controller.trials.append(trial)
+        controller.live.add(trial)
+        scheduler.on_trial_add(controller, trial)
+    assert scheduler.choose_trial_to_run(controller) is trials[0]
+    for trial, status in zip(trials[:3], (Trial.TERMINATED, Trial.RUNNING, Trial.ERROR)):
+        trial.set_status(status)
+    controller.live -= {trials[0]}  # Tune drops a stopped trial from its live set
+    scheduler.on_trial_complete(controller, trials[0], {})
+    scheduler.on_trial_error(controller, trials[2])
+    assert scheduler.choose_trial_to_run(controller) is trials[3]
+    trials[5].set_status(Trial.PAUSED)
+    for trial in trials[3:5]:
+        trial.set_status(Trial.RUNNING)
+    assert scheduler.choose_trial_to_run(controller) is trials[5]  # paused only when none is pending
+    trials[5].set_status(Trial.RUNNING)
+    assert scheduler.choose_trial_to_run(controller) is None
+    assert set(scheduler._order) == set(trials[1:2] + trials[3:])  # finished trials are forgotten
+
+
 def test_a_finished_trial_is_written_to_the_stored_study_once_and_complete(tmp_path):
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}")
     mirrored = MirroredStudy("exp", storage, ["maximize"], metric_names=["val_acc"])
