@@ -4,6 +4,7 @@ imports Ray), never by `import nas`.
     PlanSearcher.suggest -> the batch's next plan, as a trial config
     TrialTrainable (worker, main thread) -> a TrialRun, one epoch per step
     PlanScheduler.on_trial_result -> the batch's pruning rule: CONTINUE or STOP
+    PlanScheduler.choose_trial_to_run -> the earliest waiting trial, among the live ones
     RecordingCallback -> the batch records every result, end and error (the driver writes)
 
 Ray's stock OptunaSearch cannot be used: it hard-codes NopPruner, and a trial stopped by a
@@ -164,12 +165,12 @@ def run_batch(batch: TrialBatch, num_samples: int) -> None:
         return
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard files per trial
+    # ...so Ray's end-of-run metrics fetch finds no files: its warning per trial is noise.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     # Tune's experiment state (every trial, as JSON; rewritten as often as 5% of the loop's
     # time allows, so its cost per trial grows with the run) is never read: the store is the
     # record and the folder is deleted below. Written at the start and end only.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "86400")
-    # ...so Ray's end-of-run metrics fetch finds no files: its warning per trial is noise.
-    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     storage = tempfile.mkdtemp(prefix="nas-ray-")  # Ray's own bookkeeping; the store is the record
     try:
         tuner = tune.Tuner(
