@@ -16,6 +16,8 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from optuna.trial import TrialState, create_trial
 
 from nas.db import Store
@@ -23,6 +25,7 @@ from nas.search.curves import IndexedPercentilePruner, indexed
 from nas.search.history import BoundedHistory
 from nas.search.pruning import NoiseMargin
 from nas.search.studies import MirroredStudy
+from tests.postgres_schema import fresh_schema_url
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -247,6 +250,81 @@ def test_a_finished_trial_is_written_to_the_stored_study_once_and_complete(tmp_p
     assert optuna.load_study(study_name="exp", storage=storage).metric_names == ["val_acc"]
     with pytest.raises(ValueError, match="only finished trials"):
         mirrored.record(mirrored.study.ask())
+
+
+_DISTRIBUTIONS = {
+    "L1.residual": optuna.distributions.CategoricalDistribution([0, 1]),
+    "pool": optuna.distributions.CategoricalDistribution(["max", "avg", None]),
+    "width": optuna.distributions.FloatDistribution(0.125, 1.0, log=True),
+    "extra": optuna.distributions.IntDistribution(0, 4),
+    "drop": optuna.distributions.FloatDistribution(0.0, 0.5, step=0.1),
+}
+_ODD = st.one_of(st.floats(allow_nan=False, width=32), st.sampled_from([float("inf"), float("-inf")]))
+
+
+@st.composite
+def _finished_trials(draw, objectives: int):
+    """A finished trial as nas's studies hold them, and then some: every distribution kind,
+    infinite values, NaN and infinite intermediate values, JSON attributes, every final state."""
+    state = draw(st.sampled_from([TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]))
+    names = draw(st.lists(st.sampled_from(sorted(_DISTRIBUTIONS)), unique=True))
+    params = {}
+    for name in names:
+        dist = _DISTRIBUTIONS[name]
+        if isinstance(dist, optuna.distributions.CategoricalDistribution):
+            params[name] = draw(st.sampled_from(dist.choices))
+        elif isinstance(dist, optuna.distributions.IntDistribution):
+            params[name] = draw(st.integers(dist.low, dist.high))
+        else:
+            params[name] = 0.1 * draw(st.integers(0, 5)) if dist.step else draw(st.floats(dist.low, dist.high))
+    json_values = st.one_of(st.integers(-2**40, 2**40), st.text(max_size=8), st.none(), st.lists(st.integers(), max_size=3))
+    return create_trial(
+        state=state, values=[draw(_ODD) for _ in range(objectives)] if state == TrialState.COMPLETE else None,
+        params=params, distributions={name: _DISTRIBUTIONS[name] for name in names},
+        user_attrs=draw(st.dictionaries(st.sampled_from(["seed", "arch_hash", "x"]), json_values)),
+        system_attrs=draw(st.dictionaries(st.sampled_from(["constraints", "y"]), json_values)),
+        intermediate_values=draw(st.dictionaries(st.integers(0, 30), st.one_of(_ODD, st.just(float("nan"))))),
+    )
+
+
+def _as_stored(trial) -> tuple:
+    """What a stored trial holds, NaN comparable."""
+    steps = {s: "nan" if math.isnan(v) else v for s, v in trial.intermediate_values.items()}
+    return (trial.number, trial.state, trial.values, trial.params, trial.distributions, trial.user_attrs,
+            trial.system_attrs, steps, trial.datetime_start, trial.datetime_complete)
+
+
+def _records_as_add_trial(url: str, objectives: int, trials: list) -> None:
+    storage = optuna.storages.RDBStorage(url)
+    directions = ["maximize", "minimize"][:objectives]
+    reference = optuna.create_study(study_name="add_trial", storage=storage, directions=directions)
+    mirrored = MirroredStudy("mirrored", storage, directions)
+    for trial in trials:
+        reference.add_trial(trial)
+        mirrored.study.add_trial(trial)
+        mirrored.record(mirrored.study.trials[-1])
+    expected = [_as_stored(t) for t in optuna.load_study(study_name="add_trial", storage=url).trials]
+    assert [_as_stored(t) for t in optuna.load_study(study_name="mirrored", storage=url).trials] == expected
+    storage.engine.dispose()
+
+
+@settings(max_examples=int(os.environ.get("NAS_FUZZ_EXAMPLES", "40")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(objectives=st.integers(1, 2), data=st.data())
+def test_a_recorded_trial_is_stored_row_for_row_as_optunas_add_trial_stores_it(tmp_path_factory, objectives, data):
+    trials = data.draw(st.lists(_finished_trials(objectives), min_size=1, max_size=4))
+    _records_as_add_trial(f"sqlite:///{tmp_path_factory.mktemp('o') / 'o.db'}", objectives, trials)
+
+
+@pytest.mark.postgres
+def test_a_recorded_trial_is_stored_as_add_trial_stores_it_on_postgresql():
+    rng = random.Random(5)
+    trials = [create_trial(values=[rng.random(), float("inf")], params={"extra": rng.randint(0, 4)},
+                           distributions={"extra": _DISTRIBUTIONS["extra"]}, user_attrs={"seed": i},
+                           intermediate_values={0: rng.random(), 1: float("nan"), 2: float("-inf")})
+              for i in range(3)] + [create_trial(state=TrialState.PRUNED, intermediate_values={0: 0.1})]
+    with fresh_schema_url("nas_mirror") as url:
+        _records_as_add_trial(url.replace("postgresql://", "postgresql+psycopg://", 1), 2, trials)
 
 
 def test_a_resumed_study_starts_from_the_stored_trials_and_fails_an_older_nas_running_ones(tmp_path):
