@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Iterator, TypeVar
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Float, case, delete, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
@@ -247,7 +247,25 @@ class Store:
             cumulative_seconds=cumulative_seconds,
             val_images=val_images, test_images=test_images,
         )
-        # Four short statements (five before): the driver records every epoch of every trial
+        upsert = (self._insert(EpochResult).values(trial_id=trial_id, epoch=epoch, **metrics)
+                  .on_conflict_do_update(index_elements=["trial_id", "epoch"], set_=metrics))
+        # The driver records every epoch of every trial: the next epoch, the usual case, in two
+        # statements, its best the running maximum (as MAX over the rows: NULL ignored, and a
+        # NaN, which PostgreSQL orders above every number, wins; SQLite stores NaN as NULL)
+        with self._write() as session:
+            running_max: dict[str, Any] = {}
+            if val_acc is not None:
+                value = literal(val_acc, Float)
+                running_max["best_val_acc"] = case(
+                    (or_(Trial.best_val_acc.is_(None), value > Trial.best_val_acc), value), else_=Trial.best_val_acc)
+            appended = session.execute(
+                update(Trial).where(Trial.id == trial_id, Trial.epochs_done == epoch)
+                .values(epochs_done=epoch + 1, **running_max)
+            ).rowcount
+            if appended:
+                session.execute(upsert)
+                return
+        # An epoch again (a resumed trial re-reporting) or out of order: four statements
         best = select(func.max(EpochResult.val_acc)).where(EpochResult.trial_id == trial_id).scalar_subquery()
         with self._write() as session:
             found = session.execute(  # first, so an unknown trial writes nothing
@@ -255,11 +273,7 @@ class Store:
             ).rowcount
             if not found:
                 raise KeyError(f"no nas_trials row with key {trial_id!r}.")
-            session.execute(
-                self._insert(EpochResult)
-                .values(trial_id=trial_id, epoch=epoch, **metrics)
-                .on_conflict_do_update(index_elements=["trial_id", "epoch"], set_=metrics)
-            )
+            session.execute(upsert)
             session.execute(  # later epochs came from an abandoned run; best over those kept
                 delete(EpochResult).where(EpochResult.trial_id == trial_id, EpochResult.epoch > epoch)
             )

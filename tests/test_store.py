@@ -6,6 +6,8 @@ NAS_TEST_POSTGRES_URL is set (`source .ci/postgres.sh`), on PostgreSQL in a fres
 
 from __future__ import annotations
 
+import math
+import os
 import shutil
 import sqlite3
 import time
@@ -13,10 +15,12 @@ from datetime import timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from alembic.script import ScriptDirectory
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError
 
 import nas.db.engine as nas_db_engine
@@ -29,7 +33,7 @@ from nas.db import (
     resolve_db_url,
     upgrade,
 )
-from nas.db.schema import ALEMBIC_VERSION_TABLE, Base
+from nas.db.schema import ALEMBIC_VERSION_TABLE, Base, EpochResult
 from nas.errors import StoreError
 from tests.old_store import OLD_TRIAL_ID, write_old_store
 from tests.postgres_schema import fresh_schema_url
@@ -280,6 +284,35 @@ def test_best_val_acc_is_the_max_over_epochs(db_url: str) -> None:
             _record(store, trial_id, epoch, acc)
         store.finish_trial(trial_id, TrialStatus.PRUNED)
         assert store.get_trial(trial_id).best_val_acc == 0.8
+
+
+_VAL = st.one_of(st.none(), st.floats(0, 1), st.just(float("nan")))
+
+
+@settings(max_examples=int(os.environ.get("NAS_FUZZ_EXAMPLES", "60")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(reports=st.lists(st.tuples(st.integers(0, 5), _VAL), min_size=1, max_size=12))
+def test_epochs_reported_in_any_order_keep_the_rows_the_count_and_the_best_of_the_epochs_kept(db_url, reports):
+    """Against a model of the rule: an epoch (re)recorded replaces its row and drops the later
+    ones; epochs_done is one past it; best_val_acc the MAX of the kept rows' val_acc."""
+    with Store.open(db_url) as store:
+        trial_id = _new_trial(store)
+        kept: dict[int, float | None] = {}
+        for epoch, val in reports:
+            _record(store, trial_id, epoch, val)
+            kept = {e: v for e, v in kept.items() if e < epoch} | {epoch: val}
+            stored = {e.epoch: e.val_acc for e in store.epochs(trial_id)}
+            trial = store.get_trial(trial_id)
+            assert sorted(stored) == sorted(kept) and trial.epochs_done == epoch + 1
+            with store._read() as session:  # MAX over the kept rows, as the database computes it
+                best = session.scalar(select(func.max(EpochResult.val_acc)).where(EpochResult.trial_id == trial_id))
+            assert _same(trial.best_val_acc, best), (kept, trial.best_val_acc, best)
+            for e, v in kept.items():  # SQLite stores a NaN as NULL; PostgreSQL keeps it
+                assert _same(stored[e], v) or (v is not None and math.isnan(v) and stored[e] is None)
+
+
+def _same(a: float | None, b: float | None) -> bool:
+    return a == b or (a is not None and b is not None and math.isnan(a) and math.isnan(b))
 
 
 def test_a_failed_trial_without_epochs_keeps_its_error(db_url: str) -> None:
