@@ -238,36 +238,24 @@ class Store:
         """
         if epoch < 0:
             raise ValueError(f"epoch counts from 0, but got {epoch=}.")
-        metrics = dict(
-            train_loss=train_loss,
-            train_acc=train_acc,
-            val_acc=val_acc,
-            test_acc=test_acc,
-            epoch_seconds=epoch_seconds,
-            cumulative_seconds=cumulative_seconds,
-            val_images=val_images, test_images=test_images,
-        )
+        metrics = dict(train_loss=train_loss, train_acc=train_acc, val_acc=val_acc, test_acc=test_acc,
+                       epoch_seconds=epoch_seconds, cumulative_seconds=cumulative_seconds,
+                       val_images=val_images, test_images=test_images)
         upsert = (self._insert(EpochResult).values(trial_id=trial_id, epoch=epoch, **metrics)
                   .on_conflict_do_update(index_elements=["trial_id", "epoch"], set_=metrics))
-        # The driver records every epoch of every trial: the next epoch, the usual case, in two
-        # statements, its best the running maximum (as MAX over the rows: NULL ignored, and a
-        # NaN, which PostgreSQL orders above every number, wins; SQLite stores NaN as NULL)
+        running_max: dict[str, Any] = {}  # as MAX over the rows: NULL ignored; a NaN, which
+        if val_acc is not None:  # PostgreSQL orders above every number, wins (SQLite stores NULL)
+            value = literal(val_acc, Float)
+            running_max["best_val_acc"] = case(
+                (or_(Trial.best_val_acc.is_(None), value > Trial.best_val_acc), value), else_=Trial.best_val_acc)
         with self._write() as session:
-            running_max: dict[str, Any] = {}
-            if val_acc is not None:
-                value = literal(val_acc, Float)
-                running_max["best_val_acc"] = case(
-                    (or_(Trial.best_val_acc.is_(None), value > Trial.best_val_acc), value), else_=Trial.best_val_acc)
-            appended = session.execute(
-                update(Trial).where(Trial.id == trial_id, Trial.epochs_done == epoch)
-                .values(epochs_done=epoch + 1, **running_max)
-            ).rowcount
-            if appended:
+            # The driver records every epoch of every trial: the next one, the usual case, in
+            # two statements (the trial's count and running best, then the row)
+            if session.execute(update(Trial).where(Trial.id == trial_id, Trial.epochs_done == epoch)
+                               .values(epochs_done=epoch + 1, **running_max)).rowcount:
                 session.execute(upsert)
                 return
-        # An epoch again (a resumed trial re-reporting) or out of order: four statements
-        best = select(func.max(EpochResult.val_acc)).where(EpochResult.trial_id == trial_id).scalar_subquery()
-        with self._write() as session:
+            # An epoch again (a resumed trial re-reporting) or out of order: four statements
             found = session.execute(  # first, so an unknown trial writes nothing
                 update(Trial).where(Trial.id == trial_id).values(epochs_done=epoch + 1)
             ).rowcount
@@ -277,6 +265,7 @@ class Store:
             session.execute(  # later epochs came from an abandoned run; best over those kept
                 delete(EpochResult).where(EpochResult.trial_id == trial_id, EpochResult.epoch > epoch)
             )
+            best = select(func.max(EpochResult.val_acc)).where(EpochResult.trial_id == trial_id).scalar_subquery()
             session.execute(update(Trial).where(Trial.id == trial_id).values(best_val_acc=best))
 
     def finish_trial(
