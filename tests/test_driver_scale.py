@@ -448,6 +448,11 @@ def test_a_simulated_16_node_launch_records_every_trial_once_prunes_and_confirms
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "confirm decision" in done.stdout
     _check_recorded_once(db, "sim", 200)
+    with Store.open(str(db), read_only=True) as store:
+        workers = {t.device for t in store.trials(experiment_id=store.get_experiment("sim").id, phase="search")}
+    # each fake GPU keeps its worker process for trial after trial (reuse_actors): on a GPU
+    # node a new one would start Python, torch and CUDA again
+    assert all(w.startswith("simulated @ pid ") for w in workers) and len(workers) <= 16 + 4, len(workers)
 
 
 @pytest.mark.slow

@@ -75,7 +75,7 @@ class SimulatedRun:
             "test_acc": acc if (last or not self.val_images) else None,
             "epoch_seconds": self.epoch_seconds, "cumulative_seconds": self.epoch_seconds * (e + 1),
             "val_images": self.val_images, "test_images": 10_000 if (last or not self.val_images) else None,
-            "diverged": False, "device": "simulated", "started_at": self.started_at,
+            "diverged": False, "device": f"simulated @ pid {os.getpid()}", "started_at": self.started_at,
             "params": self.params, "flops": self.flops,
         }
         if last:
