@@ -30,10 +30,10 @@ import optuna
 from optuna.distributions import distribution_to_json
 from optuna.storages import BaseStorage, InMemoryStorage, RDBStorage
 from optuna.storages._rdb import models
-from sqlalchemy import func, insert, select
-from sqlalchemy.orm import Session
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
 
 
 class MirroredStudy:
@@ -81,9 +81,9 @@ class MirroredStudy:
             self.stored.add_trial(frozen)
 
 
-def _insert_trial(storage: RDBStorage, study_id: int, trial: optuna.trial.FrozenTrial) -> int:
+def _insert_trial(storage: RDBStorage, study_id: int, trial: optuna.trial.FrozenTrial) -> None:
     """Store a finished trial as `Study.add_trial` does, row for row, in one transaction of
-    bulk inserts; its number in the stored study. Skipped from add_trial: the check that each
+    bulk inserts. Skipped from add_trial: the check that each
     parameter's distribution agrees with the study's, which the in-memory study (holding
     every stored trial) made when the parameter was suggested."""
     trial._validate()
@@ -121,7 +121,6 @@ def _insert_trial(storage: RDBStorage, study_id: int, trial: optuna.trial.Frozen
         for model, rows in children.items():
             if rows:
                 session.execute(insert(model), rows)
-    return number
 
 
 def _name_metrics(study: optuna.Study, names: list[str]) -> None:
