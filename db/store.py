@@ -1,7 +1,8 @@
 """`Store`: the one writer of experiments, architectures, trials and epoch results.
 
-Each method is one short transaction, committed before it returns, so a killed driver
-loses at most the epoch in flight and a reader never waits long. Reads return ORM
+Each method is one short transaction, committed before it returns (or joins the block's
+`Store.transaction`), so a killed driver loses at most the epoch in flight (the launch's
+queued writes: `nas.db.write_behind`) and a reader never waits long. Reads return ORM
 rows (`Experiment`, `Architecture`, `Trial`, `EpochResult`) detached from any session:
 their columns are loaded and plain attribute access works, but changing an attribute
 writes nothing; all writes go through the methods here.
@@ -17,6 +18,7 @@ writes nothing; all writes go through the methods here.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -62,6 +64,7 @@ class Store:
         # Called before every write: the experiment lease's check while one is held
         # (nas.db.lease), so a writer that lost its lease stops instead of writing on.
         self.write_guard: Callable[[], None] | None = None
+        self._joined = threading.local()  # .session: the transaction this thread's writes join
 
     @classmethod
     def open(cls, url: str, *, read_only: bool = False) -> Store:
@@ -153,20 +156,11 @@ class Store:
                 or a change to the canonical JSON form).
         """
         with self._write() as session:
-            session.execute(
-                self._insert(Architecture)
-                .values(
-                    hash=hash,
-                    config_json=config_json,
-                    short_name=short_name,
-                    params=params,
-                    flops=flops,
-                )
-                .on_conflict_do_nothing(index_elements=["hash"])
-            )
-            stored = session.scalars(
-                select(Architecture.config_json).where(Architecture.hash == hash)
-            ).one()
+            session.execute(self._insert(Architecture)
+                            .values(hash=hash, config_json=config_json, short_name=short_name, params=params,
+                                    flops=flops)
+                            .on_conflict_do_nothing(index_elements=["hash"]))
+            stored = session.scalars(select(Architecture.config_json).where(Architecture.hash == hash)).one()
         if stored != config_json:
             raise StoreError(
                 f"architecture hash {hash} is already stored in {self.url} with config "
@@ -198,19 +192,10 @@ class Store:
         with self._write() as session:
             _get(session, Experiment, experiment_id)
             _get(session, Architecture, arch_hash)
-            trial = Trial(
-                experiment_id=experiment_id,
-                arch_hash=arch_hash,
-                seed=seed,
-                phase=phase.value,
-                status=TrialStatus.RUNNING.value,
-                epochs_planned=epochs_planned,
-                epochs_done=0,
-                recipe_json=recipe_json,
-                device=device,
-                code_version=code_version,
-                started_at=started_at or utcnow(),
-            )
+            trial = Trial(experiment_id=experiment_id, arch_hash=arch_hash, seed=seed, phase=phase.value,
+                          status=TrialStatus.RUNNING.value, epochs_planned=epochs_planned, epochs_done=0,
+                          recipe_json=recipe_json, device=device, code_version=code_version,
+                          started_at=started_at or utcnow())
             session.add(trial)
             session.flush()
             return trial.id
@@ -290,12 +275,8 @@ class Store:
             raise ValueError("finish_trial needs a final status, but got 'running'.")
         with self._write() as session:
             trial = _get(session, Trial, trial_id)
-            last = session.scalars(
-                select(EpochResult)
-                .where(EpochResult.trial_id == trial_id)
-                .order_by(EpochResult.epoch.desc())
-                .limit(1)
-            ).first()
+            last = session.scalars(select(EpochResult).where(EpochResult.trial_id == trial_id)
+                                   .order_by(EpochResult.epoch.desc()).limit(1)).first()
             if last is not None:
                 trial.final_train_loss = last.train_loss
                 trial.final_train_acc = last.train_acc
@@ -496,8 +477,25 @@ class Store:
     # ---- helpers --------------------------------------------------------------------
 
     @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """The block's writes (this thread's) in one transaction, committed at its end and
+        rolled back if it raises (`nas.db.write_behind` groups queued writes with it)."""
+        if getattr(self._joined, "session", None) is not None:
+            raise RuntimeError("Store.transaction blocks do not nest.")
+        with self._write() as session:  # the lease is checked once, before the lock is taken
+            self._joined.session = session
+            try:
+                yield
+            finally:
+                self._joined.session = None
+
+    @contextmanager
     def _write(self) -> Iterator[Session]:
-        """One committed transaction; rolled back if the block raises."""
+        """One committed transaction, or the thread's `transaction`; rolled back if the block raises."""
+        joined = getattr(self._joined, "session", None)
+        if joined is not None:
+            yield joined
+            return
         if self.read_only:
             raise StoreError(
                 f"{self.url} was opened read-only; open it with read_only=False to write."

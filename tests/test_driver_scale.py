@@ -460,8 +460,10 @@ def test_sigkill_of_a_simulated_many_node_launch_then_resume_loses_and_duplicate
     space = _space(tmp_path / "kill.yaml", "killsim", trials=150)
     db = tmp_path / "nas.db"
     env = {**os.environ, "NAS_SIM_EPOCH_S": "0.05"}
-    proc = subprocess.Popen(_driver(tmp_path, space, db, nodes=8), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+    log = tmp_path / "killed_driver.log"  # said on failure: why the search never got there
+    with open(log, "w") as out:
+        proc = subprocess.Popen(_driver(tmp_path, space, db, nodes=8), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, env=env)
     try:
         deadline = time.time() + 600
         while time.time() < deadline:  # kill mid-search, with trials finished and running
@@ -474,7 +476,7 @@ def test_sigkill_of_a_simulated_many_node_launch_then_resume_loses_and_duplicate
             if sum(str(t.status) in ("completed", "pruned") for t in trials) >= 40:
                 break
         else:
-            pytest.fail("the simulated search never reached 40 finished trials")
+            pytest.fail("the simulated search never reached 40 finished trials:\n" + log.read_text()[-3000:])
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -16,6 +16,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import optuna
@@ -25,6 +26,7 @@ from nas.config.experiment import ExperimentSpec, Objective, SearchSettings
 from nas.data.config import TEST_IMAGES
 from nas.db import Store
 from nas.db.schema import Phase, TrialStatus
+from nas.db.write_behind import WriteBehind
 from nas.models.arch import ArchConfig
 from nas.search.curves import IndexedPercentilePruner, indexed
 from nas.search.history import BoundedHistory
@@ -114,6 +116,8 @@ class SearchController:
             self.prune_study = self.pruning.study
         if isinstance((self.prune_study or self.study).pruner, IndexedPercentilePruner):
             self.margin = None  # the indexed pruner applies it
+        # the launch's queued writes (nas.db.write_behind), in order with the trials' rows; None: at once
+        self.writes: WriteBehind | None = None
         self.used_seeds: dict[str, set[int]] = defaultdict(set)
         self.finished: dict[str, int] = defaultdict(int)  # search trials that need no re-run, by architecture
         for trial in store.trials(experiment_id=experiment_id, phase=Phase.SEARCH):
@@ -231,7 +235,7 @@ class SearchController:
 
     def tell(self, plan: TrialPlan, status: TrialStatus) -> None:
         """Close the plan's Optuna trial(s) with the state its store row gets, in memory and in
-        the database studies (one transaction each)."""
+        the database studies (one transaction each; queued in `writes` when set)."""
         if not isinstance(plan, SearchPlan) or plan.optuna_trial is None:
             return
         if status == TrialStatus.COMPLETED:
@@ -244,9 +248,10 @@ class SearchController:
             self.study.tell(plan.optuna_trial, state=state)
             if self.prune_study is not None:
                 self.prune_study.tell(plan.prune_trial, state=state)
-        self.main.record(plan.optuna_trial)
+        write = None if self.writes is None else partial(self.writes.submit, store=False)
+        self.main.record(plan.optuna_trial, write)
         if self.pruning is not None:
-            self.pruning.record(plan.prune_trial)
+            self.pruning.record(plan.prune_trial, write)
 
     def objective_values(self, plan: TrialPlan) -> list[float]:
         params, flops = (plan.last["params"], plan.last["flops"]) if "flops" in plan.last else self.costs(plan.arch)

@@ -7,14 +7,15 @@
             round (nas.search.race), until the leader separates or the budget ends
 
 Only the driver writes: the store rows (through `nas.trials.recorder`) and the Optuna
-studies (same database). Calling `launch` again on the same experiment resumes it.
+studies (same database), in order, from a thread of its own (`nas.db.write_behind`). Calling
+`launch` again on the same experiment resumes it.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import closing
+from contextlib import closing, nullcontext
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -25,6 +26,7 @@ from nas.config.experiment import ExperimentSpec
 from nas.db import Store
 from nas.db.lease import Lease
 from nas.db.schema import ExperimentStatus, Phase, TrialStatus
+from nas.db.write_behind import WriteBehind
 from nas.models.arch import ArchConfig
 from nas.search.ahead import AskAhead, ahead_depth
 from nas.search.confirm import (
@@ -66,11 +68,13 @@ def trial_line(where: str, plan: TrialPlan, status: str, epochs: int) -> str:
 
 
 def launch(spec: ExperimentSpec, *, store: Store, db_url: str, data_root: str,
-           log: Callable[[str], None] = print, trainable: Any = None) -> Launched:
+           log: Callable[[str], None] = print, trainable: Any = None, write_behind: bool = True) -> Launched:
     """Search, then confirm. Safe to call again on the same experiment: it resumes.
 
     `trainable` is the Ray Tune trainable that runs each trial (None: the real training,
     `nas.trials.tune.TrialTrainable`; `nas.trials.simulated.SimulatedTrainable` for benchmarks).
+    The trials' rows and Optuna trials are written in order by a thread of their own
+    (`nas.db.write_behind`); `write_behind=False` writes them in the callbacks, as they come.
 
     Holds the experiment's lease throughout (`nas.db.lease`): a second writer is refused; a
     killed driver's stale lease is taken over, and its running trials marked interrupted.
@@ -81,12 +85,14 @@ def launch(spec: ExperimentSpec, *, store: Store, db_url: str, data_root: str,
     with Lease(store, spec.name, "nas launch") as lease, closing(CostCounter(known_costs(store))) as costs:
         if lease.taken_over is not None:
             log(f"took over the lease of {lease.taken_over.describe()}: that driver stopped")
-        return _launch(spec, store=store, db_url=db_url, data_root=data_root, log=log, trainable=trainable,
-                       costs=costs)
+        with WriteBehind(store) if write_behind else nullcontext() as writes:  # written before the lease goes
+            return _launch(spec, store=store, db_url=db_url, data_root=data_root, log=log, trainable=trainable,
+                           costs=costs, writes=writes)
 
 
 def _launch(spec: ExperimentSpec, *, store: Store, db_url: str, data_root: str,
-            log: Callable[[str], None], trainable: Any, costs: CostCounter) -> Launched:
+            log: Callable[[str], None], trainable: Any, costs: CostCounter,
+            writes: WriteBehind | None) -> Launched:
     from nas.trials.tune import run_batch  # imports Ray
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -94,6 +100,7 @@ def _launch(spec: ExperimentSpec, *, store: Store, db_url: str, data_root: str,
     # Before the stale rows are marked: their seeds stay used (their params re-run on them).
     controller = SearchController(spec, store, experiment_id, db_url, costs)
     controller.settle(store, experiment_id)
+    controller.writes = writes
     stale = mark_interrupted(store, experiment_id)
     controller.recover_interrupted()
     if stale:
@@ -118,8 +125,13 @@ def _launch(spec: ExperimentSpec, *, store: Store, db_url: str, data_root: str,
         store=store, experiment_id=experiment_id, name=spec.name, recipe=spec.recipe,
         data_cfg=replace(spec.dataset, root=data_root), resources=spec.resources,
         next_plan=controller.ask, costs=costs, on_finished=finished,
-        should_stop=controller.should_prune if controller.prunes else None, trainable=trainable,
+        should_stop=controller.should_prune if controller.prunes else None, trainable=trainable, writes=writes,
     )
+
+    def run(batch: TrialBatch, trials: int) -> None:
+        run_batch(batch, trials)
+        if writes is not None:
+            writes.flush()  # what follows reads the store
     if left:
         log(f"search: {left} of {target} trials to run ({spec.search.sampler} sampler, "
             f"{spec.search.pruner.kind} pruner)")
@@ -127,14 +139,13 @@ def _launch(spec: ExperimentSpec, *, store: Store, db_url: str, data_root: str,
         ahead = AskAhead(controller.ask, depth=ahead_depth(spec.resources.max_concurrent), budget=left,
                          discard=controller.discard)
         try:
-            run_batch(replace(batch, next_plan=ahead), left)
+            run(replace(batch, next_plan=ahead), left)
         finally:
             ahead.close()
     top = top_architectures(controller.completed_values(), spec, store, spec.confirm.top_k)
 
     def run_round(plans: list[TrialPlan]) -> None:  # unpruned: a confirm run is a result
-        run_batch(replace(batch, next_plan=partial(next, iter(plans), None), should_stop=None, plans={}),
-                  len(plans))
+        run(replace(batch, next_plan=partial(next, iter(plans), None), should_stop=None, plans={}), len(plans))
 
     run_race(top, spec, store, experiment_id, run_round, log)
     keep_best_weights(store, experiment_id)

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import optuna
 from optuna.distributions import distribution_to_json
@@ -70,15 +71,17 @@ class MirroredStudy:
         for trial in self.stale:  # an older nas's asked trial, whose driver died
             self.stored.tell(trial.number, state=TrialState.FAIL)
 
-    def record(self, trial: optuna.Trial) -> None:
-        """Write `trial`, finished in the in-memory study, to the stored study (one transaction)."""
+    def record(self, trial: optuna.Trial, write: Callable[[Callable[[], object]], None] | None = None) -> None:
+        """Write `trial`, finished in the in-memory study, to the stored study (one transaction):
+        now, or by `write` (the launch's queued writes: `nas.db.write_behind`)."""
         frozen = self.study._storage.get_trial(trial._trial_id)  # the in-memory study's own copy
         if not frozen.state.is_finished():
             raise ValueError(f"trial {trial.number} is {frozen.state.name}; only finished trials are stored.")
         if isinstance(self.storage, RDBStorage):
-            _insert_trial(self.storage, self.stored._study_id, frozen)
+            job = partial(_insert_trial, self.storage, self.stored._study_id, frozen)
         else:
-            self.stored.add_trial(frozen)
+            job = partial(self.stored.add_trial, frozen)
+        job() if write is None else write(job)
 
 
 def _insert_trial(storage: RDBStorage, study_id: int, trial: optuna.trial.FrozenTrial) -> None:

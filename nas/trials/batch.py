@@ -19,6 +19,7 @@ from nas.config.experiment import Resources
 from nas.data.config import DataConfig
 from nas.db import Store
 from nas.db.schema import TrialStatus
+from nas.db.write_behind import WriteBehind
 from nas.training.recipe import Recipe
 from nas.trials.artifacts import WIRE_KEY, TrialSetup, decode_artifacts
 from nas.trials.costs import CostCounter
@@ -45,6 +46,7 @@ class TrialBatch:
     # the Ray Tune trainable class that runs each trial; None: nas.trials.tune.TrialTrainable
     # (nas.trials.simulated's stand-in replaces only the training, to measure the driver at scale)
     trainable: Any = None
+    writes: WriteBehind | None = None  # where the recorders queue their writes; None: written at once
 
     def __post_init__(self) -> None:
         if self.data_cfg.root is not None:
@@ -115,7 +117,7 @@ class TrialBatch:
         if plan.recorder is None:
             plan.recorder = TrialRecorder(self.store, self.experiment_id, self.setup(plan), plan.phase,
                                           costs=self.costs_of(plan), device=device,
-                                          started_at=_worker_start(started_at))
+                                          started_at=_worker_start(started_at), writes=self.writes)
         return plan.recorder
 
 

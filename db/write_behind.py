@@ -1,0 +1,166 @@
+"""Write-behind: the driver's writes run in order on a thread of their own, grouped.
+
+At 64 trials at once the driver's callbacks (each epoch's row, each trial's first rows and its
+end, its Optuna trial mirrored to the database) spent about half their wall time waiting on
+the database (`benchmarks/driver_scale.py`). Here a callback queues its writes and returns; one
+thread runs them in the order they were queued, consecutive store writes in one transaction
+(`Store.transaction`): while one commit is in flight the next writes queue, so the busier the
+driver, the fewer commits per row (group commit).
+
+Order is the contract. Whatever prefix of the queue was committed when a driver dies is a
+state that writing each row at once could have left (a trial's Optuna trial is stored before
+its row finishes: `SearchController.settle`), so resume needs nothing new. A SIGKILL loses the
+writes still queued, at most `max_pending` (their trials' rows stay `running`: a resume runs
+them again). The queue is bounded, so a writer that falls behind makes the callbacks wait and
+its lag shows where the driver is measured. The first error stops the writer (later writes may
+depend on the failed one: they are dropped) and is raised in the driver at its next `submit`
+or `flush`.
+
+    with WriteBehind(store) as writes:
+        writes.submit(lambda: store.record_epoch(...))         # joins the next store transaction
+        writes.submit(lambda: mirror(trial), store=False)      # a transaction of its own, in order
+        writes.flush()                                         # before reading what was written
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from nas.db.store import Store
+
+
+class WriteBehind:
+    """Runs queued writes in order on one thread; consecutive store writes share a transaction.
+
+    Args:
+        store: the store the `store=True` writes go to.
+        max_pending: writes queued or running at most; `submit` waits while there are more.
+        max_group: store writes in one transaction at most.
+    """
+
+    def __init__(self, store: Store, *, max_pending: int = 1024, max_group: int = 256) -> None:
+        self.store = store
+        self.max_pending = max_pending
+        self.max_group = max_group
+        self._queue: deque[tuple[Callable[[], object], bool]] = deque()
+        self._pending = 0  # queued, or in the group being written
+        self._error: BaseException | None = None
+        self._raised = False
+        self._closed = False
+        self._changed = threading.Condition()
+        # what the writer thread spent (benchmarks/driver_scale.py reads them)
+        self.busy = 0.0  # wall seconds writing
+        self.cpu = 0.0  # its CPU seconds writing
+        self.writes = 0
+        self.transactions = 0
+        self.most_pending = 0
+        self._thread = threading.Thread(target=self._run, name="nas-write-behind", daemon=True)
+        self._thread.start()
+
+    def submit(self, write: Callable[[], object], *, store: bool = True) -> None:
+        """Queue `write` after every write queued before it. `store`: it writes only through
+        `self.store` (it joins a transaction of several); False: anything else (its own).
+
+        Raises:
+            the error a queued write raised, if one did.
+        """
+        with self._changed:
+            while self._pending >= self.max_pending and self._error is None:
+                self._changed.wait()
+            self._raise()
+            if self._closed:
+                raise RuntimeError("WriteBehind.submit after close.")
+            self._queue.append((write, store))
+            self._pending += 1
+            self.most_pending = max(self.most_pending, self._pending)
+            self._changed.notify_all()
+
+    def flush(self) -> None:
+        """Wait until every write queued so far is committed.
+
+        Raises:
+            the error a queued write raised, if one did.
+        """
+        with self._changed:
+            while self._pending and self._error is None:
+                self._changed.wait()
+            self._raise()
+
+    def close(self) -> None:
+        """Write what is queued, then stop the thread; raises a write's error not yet raised."""
+        try:
+            with self._changed:
+                while self._pending and self._error is None:
+                    self._changed.wait()
+                if not self._raised:
+                    self._raise()
+        finally:
+            with self._changed:
+                self._closed = True
+                self._changed.notify_all()
+            self._thread.join()
+
+    def __enter__(self) -> WriteBehind:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        try:
+            self.close()  # a failing block's queued writes are written all the same
+        except Exception:
+            if exc is None:
+                raise  # else the block's own error stands (a writer's error led to it, or not)
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            if self._raised:
+                raise RuntimeError("the store's queued writes stopped after an earlier error") from self._error
+            self._raised = True
+            raise self._error
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._queue and not self._closed:
+                    self._changed.wait()
+                if not self._queue:
+                    return
+                group = [self._queue.popleft()]
+                while group[0][1] and self._queue and self._queue[0][1] and len(group) < self.max_group:
+                    group.append(self._queue.popleft())
+            start, start_cpu = time.perf_counter(), time.thread_time()
+            try:
+                self._write([write for write, _ in group], joined=group[0][1])
+            except BaseException as error:  # noqa: BLE001 - raised in the driver instead
+                with self._changed:
+                    self._error = error
+                    self._queue.clear()
+                    self._pending = 0
+                    self._changed.notify_all()
+                return
+            finally:
+                self.busy += time.perf_counter() - start
+                self.cpu += time.thread_time() - start_cpu
+            with self._changed:
+                self.writes += len(group)
+                self._pending -= len(group)
+                self._changed.notify_all()
+
+    def _write(self, writes: list[Callable[[], object]], joined: bool) -> None:
+        if not joined or len(writes) == 1:
+            writes[0]()
+            self.transactions += 1
+            return
+        try:
+            with self.store.transaction():
+                for write in writes:
+                    write()
+            self.transactions += 1
+        except Exception:
+            # rolled back: again one by one, each committed, so the writes before the one that
+            # fails are kept (as if written at once) and its error is the one raised
+            for write in writes:
+                write()
+                self.transactions += 1
