@@ -272,7 +272,9 @@ def test_invalid_yaml_exits_2_naming_the_file_and_key_and_leaves_no_database(tmp
 def test_a_second_writer_is_refused_and_after_sigkill_the_same_command_takes_over_and_completes_without_duplicates(tmp_path, data_root):
     space = experiment_yaml(
         tmp_path / "kill.yaml", name="killed",
-        recipe={"epochs": 3, "batch_size": 50},
+        # epochs enough that a trial's row is seen running: its writes are queued
+        # (nas.db.write_behind), and a lagging writer may commit a short trial in one go
+        recipe={"epochs": 12, "batch_size": 50},
         space={"width": {"fixed": 0.125}, "L1.residual": {"choice": [0, 1]}, "L2.residual": {"choice": [0, 1]},
                "L3.residual": {"choice": [0, 1]}},
         resources={"cpus_per_trial": 2, "max_concurrent": 1},
@@ -283,7 +285,7 @@ def test_a_second_writer_is_refused_and_after_sigkill_the_same_command_takes_ove
     try:
         deadline = time.time() + 240
         while time.time() < deadline:  # kill once some trials are done and one is running
-            time.sleep(1)
+            time.sleep(0.2)
             if db.exists():
                 try:
                     trials = store_trials(db, "search")
