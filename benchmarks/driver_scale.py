@@ -23,7 +23,12 @@ head node's Ray processes it talks to) gets a core when it needs one, as on a cl
 core behind 64 workers (the CPU figures do not).
 
     python benchmarks/driver_scale.py [--trials 10000] [--concurrency 8,64] [--backends sqlite,postgres]
-                                      [--postgres URL] [--worker-nice 10]
+                                      [--postgres URL] [--worker-nice 10] [--writes behind,inline]
+
+The launch's store writes run behind the callbacks, from a thread of their own
+(`nas.db.write_behind`): its wall and CPU per trial are reported beside the callbacks'.
+`--writes inline` writes in the callbacks instead; `--writes behind,inline` runs both, side by
+side, and prints the ratios.
 
 `--postgres` (default: $NAS_TEST_POSTGRES_URL) adds PostgreSQL runs, each in a fresh schema.
 Ends with `RESULT driver_ms_per_trial_at_10k=... target<=50` (the last window) and
@@ -91,7 +96,8 @@ class DriverClock:
 
     def window_ms(self, end: int, field: int = 1) -> float:
         """Driver ms per trial (field 1: wall in the callbacks, 2: their CPU, 3: the whole
-        process's CPU, 4: the writer thread's wall, 5: its CPU) over the WINDOW search trials ending with the `end`-th (the first window
+        process's CPU, 4: the writer thread's wall, 5: its CPU) over the WINDOW search trials
+        ending with the `end`-th (the first window
         from its first trial's end: the process CPU before it is Ray's and the study's start)."""
         first = self.ends[end - WINDOW - 1] if end > WINDOW else self.ends[0]
         trials = WINDOW if end > WINDOW else WINDOW - 1
