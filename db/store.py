@@ -1,8 +1,8 @@
 """`Store`: the one writer of experiments, architectures, trials and epoch results.
 
 Each method is one short transaction, committed before it returns (or joins the block's
-`Store.transaction`), so a killed driver loses at most the epoch in flight (the launch's
-queued writes: `nas.db.write_behind`) and a reader never waits long. Reads return ORM
+`Store.transaction`), so a killed process loses at most the epoch in flight (`nas launch`: the
+writes still queued, `nas.db.write_behind`) and a reader never waits long. Reads return ORM
 rows (`Experiment`, `Architecture`, `Trial`, `EpochResult`) detached from any session:
 their columns are loaded and plain attribute access works, but changing an attribute
 writes nothing; all writes go through the methods here.
