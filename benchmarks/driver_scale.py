@@ -61,16 +61,34 @@ class DriverClock:
         self.busy = 0.0  # wall seconds inside the callbacks
         self.cpu = 0.0  # CPU seconds of the driver thread inside them (a loaded machine inflates wall only)
         self.epochs = 0
-        # (wall time, busy, cpu, process CPU, writer wall, writer CPU) at each search trial's end;
-        # process CPU: every thread of the driver process (Ray Tune's loop, the ask-ahead sampler,
-        # the lease heartbeat, the writer); writer: the write-behind thread (nas.db.write_behind)
-        self.ends: list[tuple[float, float, float, float, float, float]] = []
+        # (wall time, busy, cpu, process CPU, writer wall, writer CPU, SQL statements, commits) at
+        # each search trial's end; process CPU: every thread of the driver process (Ray Tune's
+        # loop, the ask-ahead sampler, the lease heartbeat, the writer); writer: the write-behind
+        # thread (nas.db.write_behind); statements and commits: every engine's in the process
+        self.ends: list[tuple[float, ...]] = []
+        self.statements = 0
+        self.commits = 0
         self.by_callback: dict[str, float] = {}
         self.writes = None  # the launch's WriteBehind, when it has one
 
     def install(self) -> None:
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
         from nas.db.schema import Phase
         from nas.trials.batch import TrialBatch
+
+        def statement(connection, cursor, statement: str, *_: object) -> None:
+            self.statements += not statement.startswith("BEGIN")  # SQLite's BEGIN IMMEDIATE (db/engine.py)
+
+        def commit(*_: object) -> None:
+            self.commits += 1
+
+        # every engine's (the store's, Optuna's, the lease's): a round trip each on PostgreSQL
+        event.listen(Engine, "before_cursor_execute", statement)
+        event.listen(Engine, "commit", commit)
+        self.uninstall = lambda: (event.remove(Engine, "before_cursor_execute", statement),
+                                  event.remove(Engine, "commit", commit))
 
         for name in self.CALLBACKS:
             original = getattr(TrialBatch, name)
@@ -90,13 +108,15 @@ class DriverClock:
                     if plan is not None and plan.phase == Phase.SEARCH:
                         self.writes = batch.writes
                         writer = (batch.writes.busy, batch.writes.cpu) if batch.writes is not None else (0.0, 0.0)
-                        self.ends.append((time.perf_counter(), self.busy, self.cpu, _process_cpu(), *writer))
+                        self.ends.append((time.perf_counter(), self.busy, self.cpu, _process_cpu(), *writer,
+                                          self.statements / 1000, self.commits / 1000))
 
             setattr(TrialBatch, name, timed)
 
     def window_ms(self, end: int, field: int = 1) -> float:
         """Driver ms per trial (field 1: wall in the callbacks, 2: their CPU, 3: the whole
-        process's CPU, 4: the writer thread's wall, 5: its CPU) over the WINDOW search trials
+        process's CPU, 4: the writer thread's wall, 5: its CPU; 6, 7: SQL statements and
+        commits per trial, not ms) over the WINDOW search trials
         ending with the `end`-th (the first window
         from its first trial's end: the process CPU before it is Ray's and the study's start)."""
         first = self.ends[end - WINDOW - 1] if end > WINDOW else self.ends[0]
@@ -193,7 +213,7 @@ def main() -> None:
     pristine = {name: getattr(TrialBatch, name) for name in DriverClock.CALLBACKS}
     folder = Path(tempfile.mkdtemp(prefix="nas-driver-scale-"))
     rows: list[str] = []
-    fields = (1, 2, 3, 4, 5)
+    fields = (1, 2, 3, 4, 5, 6, 7)
     # by run, then field: the last window's ms per trial, and last window / first window
     last: dict[tuple[str, int, str], dict[int, float]] = {}
     growth: dict[tuple[str, int, str], dict[int, float]] = {}
@@ -214,6 +234,7 @@ def main() -> None:
         started = time.perf_counter()
         run(backend, url, concurrency, args.trials, folder, args.worker_nice, writes == "behind")
         wall = time.perf_counter() - started
+        clock.uninstall()
         if drop is not None:
             drop()
         n = len(clock.ends)
@@ -236,9 +257,11 @@ def main() -> None:
     print("\n| backend | store writes | concurrent | workers' niceness | search trials | driver wall ms per trial in "
           "nas's callbacks, window of 100 ending at trial | their CPU ms per trial, same windows | the driver process's "
           "CPU ms per trial (all threads: Ray Tune's loop, the ask-ahead sampler, the writer), same windows | the "
-          "writer thread's wall ms per trial, same windows | its CPU ms per trial | callbacks' wall ms per epoch | run "
+          "writer thread's wall ms per trial, same windows | its CPU ms per trial | SQL statements per trial (every "
+          "engine in the driver process: a round trip each on PostgreSQL) | commits per trial | callbacks' wall ms "
+          "per epoch | run "
           "wall s | callbacks' wall ms per trial, by callback | writes per transaction / most queued |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     for key in last:  # side by side: what writing in the callbacks costs against writing behind
         twin = (key[0], key[1], "inline")
@@ -254,6 +277,7 @@ def main() -> None:
     print(f"RESULT driver_process_cpu_ms_per_trial_at_10k={max(last[k][3] for k in headline):.1f}")
     print(f"RESULT driver_process_cpu_growth_100_to_10k={max(growth[k][3] for k in headline):.2f}")
     print(f"RESULT writer_ms_per_trial_at_10k={max(last[k][4] for k in headline):.1f}")
+    print(f"RESULT statements_per_trial_at_10k={max(last[k][6] for k in headline):.1f}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Iterator, TypeVar
 
-from sqlalchemy import Float, case, delete, func, literal, or_, select, update
+from sqlalchemy import Float, case, delete, func, insert, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
@@ -126,12 +126,7 @@ class Store:
         with self._write() as session:
             session.execute(
                 self._insert(Experiment)
-                .values(
-                    name=name,
-                    config_json=config_json,
-                    space_yaml=space_yaml,
-                    code_version=code_version,
-                )
+                .values(name=name, config_json=config_json, space_yaml=space_yaml, code_version=code_version)
                 .on_conflict_do_nothing(index_elements=["name"])
             )
             return session.scalars(select(Experiment.id).where(Experiment.name == name)).one()
@@ -156,10 +151,11 @@ class Store:
                 or a change to the canonical JSON form).
         """
         with self._write() as session:
-            session.execute(self._insert(Architecture)
-                            .values(hash=hash, config_json=config_json, short_name=short_name, params=params,
-                                    flops=flops)
-                            .on_conflict_do_nothing(index_elements=["hash"]))
+            if session.execute(self._insert(Architecture)  # a new one: one statement
+                               .values(hash=hash, config_json=config_json, short_name=short_name, params=params,
+                                       flops=flops)
+                               .on_conflict_do_nothing(index_elements=["hash"]).returning(Architecture.hash)).first():
+                return
             stored = session.scalars(select(Architecture.config_json).where(Architecture.hash == hash)).one()
         if stored != config_json:
             raise StoreError(
@@ -189,16 +185,20 @@ class Store:
         (aware) is when it really started, if before now (a Ray trial: in its worker).
         """
         phase = _member(Phase, phase)
+        values = dict(experiment_id=experiment_id, arch_hash=arch_hash, seed=seed, phase=phase.value,
+                      status=TrialStatus.RUNNING.value, epochs_planned=epochs_planned, epochs_done=0,
+                      recipe_json=recipe_json, device=device, code_version=code_version,
+                      started_at=started_at or utcnow())
+        # one statement: the row inserted only if its experiment and architecture exist
+        row = select(*(literal(v, Trial.__table__.c[k].type) for k, v in values.items())).where(
+            select(Experiment.id).where(Experiment.id == experiment_id).exists(),
+            select(Architecture.hash).where(Architecture.hash == arch_hash).exists())
         with self._write() as session:
-            _get(session, Experiment, experiment_id)
-            _get(session, Architecture, arch_hash)
-            trial = Trial(experiment_id=experiment_id, arch_hash=arch_hash, seed=seed, phase=phase.value,
-                          status=TrialStatus.RUNNING.value, epochs_planned=epochs_planned, epochs_done=0,
-                          recipe_json=recipe_json, device=device, code_version=code_version,
-                          started_at=started_at or utcnow())
-            session.add(trial)
-            session.flush()
-            return trial.id
+            trial_id = session.scalar(insert(Trial).from_select(list(values), row).returning(Trial.id))
+            if trial_id is None:
+                _get(session, Experiment, experiment_id)
+                _get(session, Architecture, arch_hash)
+            return trial_id
 
     def record_epoch(
         self,
@@ -233,11 +233,24 @@ class Store:
             value = literal(val_acc, Float)
             running_max["best_val_acc"] = case(
                 (or_(Trial.best_val_acc.is_(None), value > Trial.best_val_acc), value), else_=Trial.best_val_acc)
+        advance = (update(Trial).where(Trial.id == trial_id, Trial.epochs_done == epoch)
+                   .values(epochs_done=epoch + 1, **running_max))
+        postgres = self.engine.dialect.name == "postgresql"
+        if postgres:  # one round trip: the row is inserted only if the count advanced
+            advanced = advance.returning(Trial.id).cte("advanced")
+            columns = EpochResult.__table__.c
+            next_epoch = (pg_insert(EpochResult).from_select(
+                ["trial_id", "epoch", *metrics],
+                select(advanced.c.id, literal(epoch), *(literal(v, columns[k].type) for k, v in metrics.items())))
+                .on_conflict_do_update(index_elements=["trial_id", "epoch"], set_=metrics).add_cte(advanced)
+                .returning(EpochResult.epoch))
         with self._write() as session:
             # The driver records every epoch of every trial: the next one, the usual case, in
-            # two statements (the trial's count and running best, then the row)
-            if session.execute(update(Trial).where(Trial.id == trial_id, Trial.epochs_done == epoch)
-                               .values(epochs_done=epoch + 1, **running_max)).rowcount:
+            # one statement on PostgreSQL, two on SQLite (the trial's count and running best, then the row)
+            if postgres:
+                if session.execute(next_epoch).first():
+                    return
+            elif session.execute(advance).rowcount:
                 session.execute(upsert)
                 return
             # An epoch again (a resumed trial re-reporting) or out of order: four statements
@@ -273,22 +286,21 @@ class Store:
         status = _member(TrialStatus, status)
         if status is TrialStatus.RUNNING:
             raise ValueError("finish_trial needs a final status, but got 'running'.")
-        with self._write() as session:
-            trial = _get(session, Trial, trial_id)
-            last = session.scalars(select(EpochResult).where(EpochResult.trial_id == trial_id)
-                                   .order_by(EpochResult.epoch.desc()).limit(1)).first()
-            if last is not None:
-                trial.final_train_loss = last.train_loss
-                trial.final_train_acc = last.train_acc
-                trial.final_val_acc = last.val_acc
-                trial.final_test_acc = last.test_acc
-                trial.final_val_images, trial.final_test_images = last.val_images, last.test_images
-                if train_seconds is None:
-                    train_seconds = last.cumulative_seconds
-            trial.status = status.value
-            trial.train_seconds = train_seconds
-            trial.error = error
-            trial.finished_at = utcnow()
+
+        def last(column: Any) -> Any:  # the last recorded epoch's value
+            return (select(column).where(EpochResult.trial_id == trial_id).order_by(EpochResult.epoch.desc())
+                    .limit(1).scalar_subquery())
+
+        has_epochs = select(EpochResult.epoch).where(EpochResult.trial_id == trial_id).exists()
+        finals = {f"final_{name}": case((has_epochs, last(getattr(EpochResult, name))),  # none: kept
+                                        else_=getattr(Trial, f"final_{name}"))
+                  for name in ("train_loss", "train_acc", "val_acc", "test_acc", "val_images", "test_images")}
+        with self._write() as session:  # one statement
+            if not session.execute(update(Trial).where(Trial.id == trial_id).values(
+                    status=status.value, error=error, finished_at=utcnow(), **finals,
+                    train_seconds=last(EpochResult.cumulative_seconds) if train_seconds is None else train_seconds,
+            )).rowcount:
+                raise KeyError(f"no nas_trials row with key {trial_id!r}.")
 
     # ---- per-trial artefacts (nas.trials.artifacts) ------------------------------------
 
@@ -396,19 +408,9 @@ class Store:
                 _get(session, Architecture, hash_)
             session.execute(
                 self._insert(AblationVariant)
-                .values(
-                    experiment_id=experiment_id,
-                    reference_hash=reference_hash,
-                    arch_hash=arch_hash,
-                    key=key,
-                    move=move,
-                    change=change,
-                    position=position,
-                    created_at=utcnow(),
-                )
-                .on_conflict_do_nothing(
-                    index_elements=["experiment_id", "reference_hash", "arch_hash"]
-                )
+                .values(experiment_id=experiment_id, reference_hash=reference_hash, arch_hash=arch_hash, key=key,
+                        move=move, change=change, position=position, created_at=utcnow())
+                .on_conflict_do_nothing(index_elements=["experiment_id", "reference_hash", "arch_hash"])
             )
 
     def ablation_variants(

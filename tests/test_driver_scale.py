@@ -24,7 +24,7 @@ from nas.db import Store
 from nas.search.curves import IndexedPercentilePruner, indexed
 from nas.search.history import BoundedHistory
 from nas.search.pruning import NoiseMargin
-from nas.search.studies import MirroredStudy
+from nas.search.studies import MirroredStudy, record
 from tests.postgres_schema import fresh_schema_url
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -294,17 +294,27 @@ def _as_stored(trial) -> tuple:
             trial.system_attrs, steps, trial.datetime_start, trial.datetime_complete)
 
 
-def _records_as_add_trial(url: str, objectives: int, trials: list) -> None:
+def _records_as_add_trial(url: str, objectives: int, trials: list, twins: list | None = None) -> None:
+    """Each trial recorded (with its twin, in another study, in the same transaction) is stored
+    as Optuna's add_trial stores it, numbers included."""
     storage = optuna.storages.RDBStorage(url)
     directions = ["maximize", "minimize"][:objectives]
     reference = optuna.create_study(study_name="add_trial", storage=storage, directions=directions)
+    twin_reference = optuna.create_study(study_name="add_trial:twin", storage=storage, directions=["maximize"])
     mirrored = MirroredStudy("mirrored", storage, directions)
-    for trial in trials:
+    twin_mirrored = MirroredStudy("mirrored:twin", storage, ["maximize"])
+    for i, trial in enumerate(trials):
         reference.add_trial(trial)
         mirrored.study.add_trial(trial)
-        mirrored.record(mirrored.study.trials[-1])
-    expected = [_as_stored(t) for t in optuna.load_study(study_name="add_trial", storage=url).trials]
-    assert [_as_stored(t) for t in optuna.load_study(study_name="mirrored", storage=url).trials] == expected
+        finished = [(mirrored, mirrored.study.trials[-1])]
+        for twin in (twins or [])[i:i + 1]:
+            twin_reference.add_trial(twin)
+            twin_mirrored.study.add_trial(twin)
+            finished.append((twin_mirrored, twin_mirrored.study.trials[-1]))
+        record(finished)
+    for name in ("", ":twin"):
+        expected = [_as_stored(t) for t in optuna.load_study(study_name=f"add_trial{name}", storage=url).trials]
+        assert [_as_stored(t) for t in optuna.load_study(study_name=f"mirrored{name}", storage=url).trials] == expected
     storage.engine.dispose()
 
 
@@ -313,7 +323,8 @@ def _records_as_add_trial(url: str, objectives: int, trials: list) -> None:
 @given(objectives=st.integers(1, 2), data=st.data())
 def test_a_recorded_trial_is_stored_row_for_row_as_optunas_add_trial_stores_it(tmp_path_factory, objectives, data):
     trials = data.draw(st.lists(_finished_trials(objectives), min_size=1, max_size=4))
-    _records_as_add_trial(f"sqlite:///{tmp_path_factory.mktemp('o') / 'o.db'}", objectives, trials)
+    twins = data.draw(st.lists(_finished_trials(1), max_size=len(trials)))  # the pruning twins of the first ones
+    _records_as_add_trial(f"sqlite:///{tmp_path_factory.mktemp('o') / 'o.db'}", objectives, trials, twins)
 
 
 @pytest.mark.postgres
@@ -324,7 +335,8 @@ def test_a_recorded_trial_is_stored_as_add_trial_stores_it_on_postgresql():
                            intermediate_values={0: rng.random(), 1: float("nan"), 2: float("-inf")})
               for i in range(3)] + [create_trial(state=TrialState.PRUNED, intermediate_values={0: 0.1})]
     with fresh_schema_url("nas_mirror") as url:
-        _records_as_add_trial(url.replace("postgresql://", "postgresql+psycopg://", 1), 2, trials)
+        _records_as_add_trial(url.replace("postgresql://", "postgresql+psycopg://", 1), 2, trials,
+                              [create_trial(value=0.1 * i, intermediate_values={0: 0.5}) for i in range(3)])
 
 
 def test_a_resumed_study_starts_from_the_stored_trials_and_fails_an_older_nas_running_ones(tmp_path):

@@ -335,6 +335,48 @@ def test_a_changed_config_under_a_stored_hash_is_a_store_error(db_url: str) -> N
             store.upsert_architecture("h1", '{"width":2.0}', "w=2", 1, 2)
 
 
+def test_a_trial_of_an_unknown_experiment_or_architecture_or_an_unknown_trial_is_a_key_error(db_url: str) -> None:
+    with Store.open(db_url) as store:
+        trial_id = _new_trial(store)
+        experiment_id = store.get_trial(trial_id).experiment_id
+        start = dict(seed=1, phase=Phase.SEARCH, epochs_planned=3, recipe_json="{}", device="cpu", code_version=None)
+        with pytest.raises(KeyError, match="no nas_experiments row with key 999"):
+            store.start_trial(999, "a1b2c3d4e5f6", **start)
+        with pytest.raises(KeyError, match="no nas_architectures row with key 'nohash'"):
+            store.start_trial(experiment_id, "nohash", **start)
+        with pytest.raises(KeyError, match="no nas_trials row with key 999"):
+            store.finish_trial(999, TrialStatus.COMPLETED)
+        assert [t.id for t in store.trials()] == [trial_id] and store.get_trial(trial_id).status == "running"
+
+
+def test_a_trials_usual_rows_take_one_statement_each_and_an_epoch_two_on_sqlite(db_url: str) -> None:
+    """Each statement is a round trip to a PostgreSQL server: the driver writes these for every
+    trial (benchmarks/driver_scale.py counts them per trial)."""
+    from sqlalchemy import event
+
+    with Store.open(db_url) as store:
+        experiment_id = store.ensure_experiment("exp")
+        statements: list[str] = []
+        event.listen(store.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+
+        def count(write) -> int:  # SQLite's BEGIN IMMEDIATE (db/engine.py) is not counted
+            statements.clear()
+            write()
+            return len([s for s in statements if not s.startswith("BEGIN")])
+
+        assert count(lambda: store.upsert_architecture("h1", "{}", "h1", 1, 2)) == 1  # new
+        assert count(lambda: store.upsert_architecture("h1", "{}", "h1", 1, 2)) == 2  # stored: its config checked
+        trial_id = store.start_trial(experiment_id, "h1", seed=0, phase=Phase.SEARCH, epochs_planned=3,
+                                     recipe_json="{}", device="cpu", code_version=None)
+        assert count(lambda: store.start_trial(experiment_id, "h1", seed=1, phase=Phase.SEARCH, epochs_planned=3,
+                                               recipe_json="{}", device="cpu", code_version=None)) == 1
+        next_epoch = 1 if db_url.startswith("postgresql") else 2
+        assert [count(lambda e=e: _record(store, trial_id, e, 0.5 + e / 10)) for e in range(3)] == [next_epoch] * 3
+        assert count(lambda: store.finish_trial(trial_id, TrialStatus.COMPLETED)) == 1
+        trial = store.get_trial(trial_id)
+    assert (trial.epochs_done, trial.best_val_acc, trial.final_val_acc, trial.train_seconds) == (3, 0.7, 0.7, 4.5)
+
+
 def test_an_unknown_status_is_rejected_before_writing(sqlite_url: str) -> None:
     with Store.open(sqlite_url) as store:
         trial_id = _new_trial(store)

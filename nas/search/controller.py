@@ -31,7 +31,7 @@ from nas.models.arch import ArchConfig
 from nas.search.curves import IndexedPercentilePruner, indexed
 from nas.search.history import BoundedHistory
 from nas.search.pruning import NoiseMargin, pruning_gate, with_warmup
-from nas.search.studies import MirroredStudy
+from nas.search.studies import MirroredStudy, record
 from nas.trials.plan import FINISHED, TrialPlan
 
 CURVE_METRICS = ("val_acc", "test_acc")  # metrics reported every epoch, so prunable
@@ -235,7 +235,7 @@ class SearchController:
 
     def tell(self, plan: TrialPlan, status: TrialStatus) -> None:
         """Close the plan's Optuna trial(s) with the state its store row gets, in memory and in
-        the database studies (one transaction each; queued in `writes` when set)."""
+        the database studies (one transaction; queued in `writes` when set)."""
         if not isinstance(plan, SearchPlan) or plan.optuna_trial is None:
             return
         if status == TrialStatus.COMPLETED:
@@ -249,9 +249,7 @@ class SearchController:
             if self.prune_study is not None:
                 self.prune_study.tell(plan.prune_trial, state=state)
         write = None if self.writes is None else partial(self.writes.submit, store=False)
-        self.main.record(plan.optuna_trial, write)
-        if self.pruning is not None:
-            self.pruning.record(plan.prune_trial, write)
+        record([(self.main, plan.optuna_trial)] + ([(self.pruning, plan.prune_trial)] if self.pruning else []), write)
 
     def objective_values(self, plan: TrialPlan) -> list[float]:
         params, flops = (plan.last["params"], plan.last["flops"]) if "flops" in plan.last else self.costs(plan.arch)

@@ -7,7 +7,7 @@ intermediate value in a transaction of its own; the sampler and the pruners then
 trial. At 10,000 trials that cost the driver seconds per trial (`benchmarks/driver_scale.py`).
 So the driver asks, reports, prunes and tells on an in-memory copy, and writes each trial to
 the database study once, complete, when it finishes: one transaction of a few bulk inserts
-into Optuna's own tables (`_insert_trial`). `Study.add_trial` would write the same rows, but
+into Optuna's own tables, with its pruning twin's (`_insert_trials`). `Study.add_trial` would write the same rows, but
 with a query and an insert per parameter, attribute and intermediate value (about 50
 statements for a search trial and its pruning twin, the driver's largest cost per trial on
 PostgreSQL: `benchmarks/driver_scale.py`).
@@ -33,7 +33,8 @@ from optuna.storages import BaseStorage, InMemoryStorage, RDBStorage
 from optuna.storages._rdb import models
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
-from sqlalchemy import func, insert, select
+from sqlalchemy import cast, func, insert, literal, select, union_all
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
 
@@ -74,56 +75,94 @@ class MirroredStudy:
     def record(self, trial: optuna.Trial, write: Callable[[Callable[[], object]], None] | None = None) -> None:
         """Write `trial`, finished in the in-memory study, to the stored study (one transaction):
         now, or by `write` (the launch's queued writes: `nas.db.write_behind`)."""
-        frozen = self.study._storage.get_trial(trial._trial_id)  # the in-memory study's own copy
+        record([(self, trial)], write)
+
+    def finished(self, trial: optuna.Trial) -> optuna.trial.FrozenTrial:
+        """The in-memory study's own copy of `trial`, which must be finished."""
+        frozen = self.study._storage.get_trial(trial._trial_id)
         if not frozen.state.is_finished():
             raise ValueError(f"trial {trial.number} is {frozen.state.name}; only finished trials are stored.")
-        if isinstance(self.storage, RDBStorage):
-            job = partial(_insert_trial, self.storage, self.stored._study_id, frozen)
-        else:
-            job = partial(self.stored.add_trial, frozen)
-        job() if write is None else write(job)
+        return frozen
 
 
-def _insert_trial(storage: RDBStorage, study_id: int, trial: optuna.trial.FrozenTrial) -> None:
-    """Store a finished trial as `Study.add_trial` does, row for row, in one transaction of
-    bulk inserts. Skipped from add_trial: the check that each
-    parameter's distribution agrees with the study's, which the in-memory study (holding
-    every stored trial) made when the parameter was suggested."""
-    trial._validate()
+def record(finished: Sequence[tuple[MirroredStudy, optuna.Trial]],
+           write: Callable[[Callable[[], object]], None] | None = None) -> None:
+    """Write trials finished in their in-memory studies (one per study: a search trial and its
+    pruning twin) to their stored studies in one transaction: now, or by `write`."""
+    trials = [(mirrored, mirrored.finished(trial)) for mirrored, trial in finished]
+    storages = {id(mirrored.storage) for mirrored, _ in trials}
+    if len(storages) != 1 or len({mirrored.stored._study_id for mirrored, _ in trials}) != len(trials):
+        raise ValueError("record writes one trial per study, all to one storage.")
+    storage = trials[0][0].storage
+    if isinstance(storage, RDBStorage):
+        job = partial(_insert_trials, storage, [(mirrored.stored._study_id, frozen) for mirrored, frozen in trials])
+    else:
+        def job() -> None:
+            for mirrored, frozen in trials:
+                mirrored.stored.add_trial(frozen)
+    job() if write is None else write(job)
+
+
+def _insert_trials(storage: RDBStorage, trials: Sequence[tuple[int, optuna.trial.FrozenTrial]]) -> None:
+    """Store finished trials, one per study, as `Study.add_trial` does, row for row, in one
+    transaction of six statements (a round trip each on PostgreSQL): the trials' rows, each
+    numbered after the trials stored before it in its study, then each child table's rows of
+    them all. Skipped from add_trial: the check that each parameter's distribution agrees with
+    the study's, which the in-memory study (holding every stored trial) made when the parameter
+    was suggested; and the lock on the study's row while numbering, as the experiment's lease
+    (nas.db.lease) makes the driver its studies' only writer."""
+    table, mapper = models.TrialModel.__table__, sa_inspect(models.TrialModel)
+    numbered = []
+    for study_id, trial in trials:
+        trial._validate()
+        # the row's columns as Optuna's model sets them (its setters store naive UTC datetimes)
+        row = models.TrialModel(study_id=study_id, state=trial.state, datetime_start=trial.datetime_start,
+                                datetime_complete=trial.datetime_complete)
+        values = [literal(getattr(row, mapper.get_property_by_column(table.c[name]).key), table.c[name].type)
+                  for name in ("study_id", "state", "datetime_start", "datetime_complete")]
+        values[1] = cast(values[1], table.c.state.type)  # PostgreSQL's enum type (a UNION's column is text)
+        numbered.append(select(func.count(models.TrialModel.trial_id), *values)
+                        .where(models.TrialModel.study_id == study_id))
     with Session(storage.engine) as session, session.begin():
-        # Optuna's own lock and numbering: the study row locked, the trial numbered after the
-        # trials stored before it (its model's setters store the datetimes as Optuna does)
-        models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
-        number = session.scalar(select(func.count(models.TrialModel.trial_id))
-                                .where(models.TrialModel.study_id == study_id))
-        row = models.TrialModel(study_id=study_id, number=number, state=trial.state,
-                                datetime_start=trial.datetime_start, datetime_complete=trial.datetime_complete)
-        session.add(row)
-        session.flush()
-        trial_id = row.trial_id
-        value_repr = models.TrialValueModel.value_to_stored_repr
-        step_repr = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
-        children = {
-            models.TrialValueModel: [
-                dict(trial_id=trial_id, objective=i, **dict(zip(("value", "value_type"), value_repr(v))))
-                for i, v in enumerate(trial.values or [])],
-            models.TrialParamModel: [
-                dict(trial_id=trial_id, param_name=name, param_value=trial.distributions[name].to_internal_repr(value),
-                     distribution_json=distribution_to_json(trial.distributions[name]))
-                for name, value in trial.params.items()],
-            models.TrialUserAttributeModel: [
-                dict(trial_id=trial_id, key=key, value_json=json.dumps(value)) for key, value in trial.user_attrs.items()],
-            models.TrialSystemAttributeModel: [
-                dict(trial_id=trial_id, key=key, value_json=json.dumps(value))
-                for key, value in trial.system_attrs.items()],
-            models.TrialIntermediateValueModel: [
-                dict(trial_id=trial_id, step=step,
-                     **dict(zip(("intermediate_value", "intermediate_value_type"), step_repr(value))))
-                for step, value in trial.intermediate_values.items()],
-        }
+        ids = dict(session.execute(
+            insert(models.TrialModel)
+            .from_select(["number", "study_id", "state", "datetime_start", "datetime_complete"],
+                         numbered[0] if len(numbered) == 1 else union_all(*numbered))
+            .returning(models.TrialModel.study_id, models.TrialModel.trial_id)).all())
+        children: dict[type, list[dict]] = {model: [] for model in _CHILDREN}
+        for study_id, trial in trials:
+            for model, rows in _children(ids[study_id], trial).items():
+                children[model] += rows
         for model, rows in children.items():
             if rows:
                 session.execute(insert(model), rows)
+
+
+_CHILDREN = (models.TrialValueModel, models.TrialParamModel, models.TrialUserAttributeModel,
+             models.TrialSystemAttributeModel, models.TrialIntermediateValueModel)
+
+
+def _children(trial_id: int, trial: optuna.trial.FrozenTrial) -> dict[type, list[dict]]:
+    """A stored trial's rows in Optuna's child tables, in Optuna's representations."""
+    value_repr = models.TrialValueModel.value_to_stored_repr
+    step_repr = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr
+    return {
+        models.TrialValueModel: [
+            dict(trial_id=trial_id, objective=i, **dict(zip(("value", "value_type"), value_repr(v))))
+            for i, v in enumerate(trial.values or [])],
+        models.TrialParamModel: [
+            dict(trial_id=trial_id, param_name=name, param_value=trial.distributions[name].to_internal_repr(value),
+                 distribution_json=distribution_to_json(trial.distributions[name]))
+            for name, value in trial.params.items()],
+        models.TrialUserAttributeModel: [
+            dict(trial_id=trial_id, key=key, value_json=json.dumps(value)) for key, value in trial.user_attrs.items()],
+        models.TrialSystemAttributeModel: [
+            dict(trial_id=trial_id, key=key, value_json=json.dumps(value)) for key, value in trial.system_attrs.items()],
+        models.TrialIntermediateValueModel: [
+            dict(trial_id=trial_id, step=step,
+                 **dict(zip(("intermediate_value", "intermediate_value_type"), step_repr(value))))
+            for step, value in trial.intermediate_values.items()],
+    }
 
 
 def _name_metrics(study: optuna.Study, names: list[str]) -> None:
