@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -195,7 +196,7 @@ def test_an_error_while_asking_ahead_reaches_the_caller():
 # ----------------------------------------------------------------------------- the mirrored studies
 
 
-def test_the_scheduler_starts_the_earliest_added_waiting_trial_among_the_live_ones_only():
+def test_the_scheduler_starts_the_latest_added_waiting_trial_among_the_live_ones_only():
     from ray.tune.experiment import Trial
 
     from nas.trials.tune import PlanScheduler
@@ -216,18 +217,19 @@ def test_the_scheduler_starts_the_earliest_added_waiting_trial_among_the_live_on
         controller.trials.append(trial)
         controller.live.add(trial)
         scheduler.on_trial_add(controller, trial)
-    assert scheduler.choose_trial_to_run(controller) is trials[0]
+    # the newest pending trial: the one Tune just added, with no actor of its own yet
+    assert scheduler.choose_trial_to_run(controller) is trials[5]
     for trial, status in zip(trials[:3], (Trial.TERMINATED, Trial.RUNNING, Trial.ERROR)):
         trial.set_status(status)
+    trials[5].set_status(Trial.RUNNING)
     controller.live -= {trials[0]}  # Tune drops a stopped trial from its live set
     scheduler.on_trial_complete(controller, trials[0], {})
     scheduler.on_trial_error(controller, trials[2])
-    assert scheduler.choose_trial_to_run(controller) is trials[3]
-    trials[5].set_status(Trial.PAUSED)
-    for trial in trials[3:5]:
-        trial.set_status(Trial.RUNNING)
-    assert scheduler.choose_trial_to_run(controller) is trials[5]  # paused only when none is pending
-    trials[5].set_status(Trial.RUNNING)
+    assert scheduler.choose_trial_to_run(controller) is trials[4]
+    trials[3].set_status(Trial.PAUSED)
+    trials[4].set_status(Trial.RUNNING)
+    assert scheduler.choose_trial_to_run(controller) is trials[3]  # paused only when none is pending
+    trials[3].set_status(Trial.RUNNING)
     assert scheduler.choose_trial_to_run(controller) is None
     assert set(scheduler._order) == set(trials[1:2] + trials[3:])  # finished trials are forgotten
 
@@ -422,6 +424,7 @@ def _check_recorded_once(db: Path, name: str, trials: int) -> None:
 
 _DRIVER = """
 import sys
+from pathlib import Path
 import ray
 from ray.cluster_utils import Cluster
 from nas.config.experiment import load_experiment
@@ -439,6 +442,9 @@ if __name__ == "__main__":
         with Store.open(db) as store:
             launch(load_experiment(space), store=store, db_url=db, data_root=".", log=lambda line: print(line, flush=True),
                    trainable=SimulatedTrainable)
+        # each worker process Ray started writes its own log: how many started in all
+        logs = Path(ray._private.worker.global_worker.node.get_session_dir_path()) / "logs"
+        print(f"worker processes started: {len(list(logs.glob('python-core-worker-*.log')))}", flush=True)
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -461,10 +467,18 @@ def test_a_simulated_16_node_launch_records_every_trial_once_prunes_and_confirms
     assert "confirm decision" in done.stdout
     _check_recorded_once(db, "sim", 200)
     with Store.open(str(db), read_only=True) as store:
-        workers = {t.device for t in store.trials(experiment_id=store.get_experiment("sim").id, phase="search")}
+        experiment_id = store.get_experiment("sim").id
+        workers = {t.device for t in store.trials(experiment_id=experiment_id, phase="search")}
+        confirm = store.trials(experiment_id=experiment_id, phase="confirm")
     # each fake GPU keeps its worker process for trial after trial (reuse_actors): on a GPU
     # node a new one would start Python, torch and CUDA again
     assert all(w.startswith("simulated @ pid ") for w in workers) and len(workers) <= 16 + 4, len(workers)
+    # ...and no worker is started for a trial that then runs on another's (nas.trials.tune.
+    # PlanScheduler): one per fake GPU, one per confirm trial at most (each round is a Tuner of
+    # its own), the head's, and a few to spare (21 were started; 35 with the oldest pending
+    # trial chosen first)
+    started = int(re.search(r"worker processes started: (\d+)", done.stdout).group(1))
+    assert started <= 16 + len(confirm) + 4, (started, len(confirm))
 
 
 @pytest.mark.slow

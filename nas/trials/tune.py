@@ -94,7 +94,7 @@ class PlanSearcher(_InProcess, Searcher):
 
 class PlanScheduler(_InProcess, FIFOScheduler):
     """Stops a trial when the batch's pruning rule says so after one of its results, and
-    starts trials first come, first served, looking only at the live ones.
+    starts the trial added last, looking only at the live ones (`choose_trial_to_run` says why).
 
     Ray's FIFOScheduler finds the next trial to start by walking every trial of the run,
     finished ones included, on each step of Tune's loop: at 5,000 finished trials that walk
@@ -121,11 +121,18 @@ class PlanScheduler(_InProcess, FIFOScheduler):
         self._order.pop(trial, None)
 
     def choose_trial_to_run(self, tune_controller) -> Trial | None:
+        # The newest first. Tune calls this first in each step, just after adding the trial
+        # the searcher gave (the only pending trial with no actor yet: the step goes on to
+        # request a new actor for every pending trial), and gives the chosen trial the actor
+        # of a trial that just finished, if one is cached. Chosen oldest first (FIFO), that
+        # trial already had a new actor starting, which Tune then killed; the added trial
+        # requested another: with trials shorter than a worker's start, every trial started
+        # a worker process that never ran one (benchmarks/driver_scale.py, 64 at once)
         live = tune_controller.get_live_trials()
         for status in (Trial.PENDING, Trial.PAUSED):  # FIFOScheduler's preference
             waiting = [trial for trial in live if trial.status == status]
             if waiting:
-                return min(waiting, key=lambda trial: self._order.get(trial, -1))
+                return max(waiting, key=lambda trial: self._order.get(trial, -1))
         return None
 
     def on_trial_result(self, tune_controller, trial, result):
