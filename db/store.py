@@ -254,15 +254,13 @@ class Store:
                 session.execute(upsert)
                 return
             # An epoch again (a resumed trial re-reporting) or out of order: four statements
-            found = session.execute(  # first, so an unknown trial writes nothing
-                update(Trial).where(Trial.id == trial_id).values(epochs_done=epoch + 1)
-            ).rowcount
+            found = session.execute(update(Trial).where(Trial.id == trial_id)  # first: an unknown trial
+                                    .values(epochs_done=epoch + 1)).rowcount  # writes nothing
             if not found:
                 raise KeyError(f"no nas_trials row with key {trial_id!r}.")
             session.execute(upsert)
             session.execute(  # later epochs came from an abandoned run; best over those kept
-                delete(EpochResult).where(EpochResult.trial_id == trial_id, EpochResult.epoch > epoch)
-            )
+                delete(EpochResult).where(EpochResult.trial_id == trial_id, EpochResult.epoch > epoch))
             best = select(func.max(EpochResult.val_acc)).where(EpochResult.trial_id == trial_id).scalar_subquery()
             session.execute(update(Trial).where(Trial.id == trial_id).values(best_val_acc=best))
 
@@ -490,6 +488,12 @@ class Store:
                 yield
             finally:
                 self._joined.session = None
+
+    def run_in_transaction(self, write: Callable[[Session], None]) -> None:
+        """`write(session)` in a committed transaction, or this thread's `transaction`: for
+        rows of tables in this database that are not nas's (the Optuna studies' mirror)."""
+        with self._write() as session:
+            write(session)
 
     @contextmanager
     def _write(self) -> Iterator[Session]:

@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 from sqlalchemy import select
 
@@ -24,6 +25,8 @@ from nas.db import Phase, Store, TrialStatus
 from nas.db.schema import EpochResult, Trial
 from nas.db.write_behind import WriteBehind
 from nas.models.arch import ArchConfig
+from nas.search.controller import optuna_storage
+from nas.search.studies import MirroredStudy
 from nas.training.recipe import Recipe
 from nas.trials.artifacts import TrialSetup
 from nas.trials.recorder import TrialRecorder
@@ -127,6 +130,30 @@ def test_writes_run_in_the_order_queued_and_consecutive_store_writes_share_a_tra
         assert writes.transactions == 1 + 2 + 1 + 1
         assert store.get_trial(recorder.trial_id).status == TrialStatus.COMPLETED
         assert store.get_trial(recorder.trial_id).epochs_done == 3
+
+
+def test_a_trials_optuna_mirror_joins_the_store_writes_queued_beside_it_when_in_the_same_database(db_url, tmp_path):
+    with Store.open(db_url) as store, Store.open(f"sqlite:///{tmp_path / 'other.db'}") as other:
+        storage = optuna_storage(db_url)
+        for mirror_store, transactions in ((store, 1), (other, 3)):  # other: not the studies' database
+            mirrored = MirroredStudy(f"study {transactions}", storage, ["maximize"])
+            trial = mirrored.study.ask()
+            trial.report(0.5, 0)
+            mirrored.study.tell(trial, 0.5)
+            with WriteBehind(store) as writes:
+                gate = _gated(writes)
+                recorder = TrialRecorder(store, store.ensure_experiment("e"), _setup(transactions), Phase.SEARCH,
+                                         costs=(1, 1), device="", writes=writes)
+                recorder.epoch(_epoch(0, 0.5))
+                mirrored.record(trial, writes.submit, store=mirror_store)
+                recorder.finish(TrialStatus.COMPLETED)
+                gate.set()
+                writes.flush()
+                assert writes.transactions - 1 == transactions  # less the gate's
+            [stored] = optuna.load_study(study_name=f"study {transactions}", storage=storage).trials
+            assert (stored.value, stored.intermediate_values) == (0.5, {0: 0.5})
+            assert store.get_trial(recorder.trial_id).status == TrialStatus.COMPLETED
+        storage.engine.dispose()
 
 
 def test_a_failing_write_keeps_those_before_it_drops_those_after_and_is_raised_in_the_driver(db_url):

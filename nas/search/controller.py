@@ -16,7 +16,6 @@ import math
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import optuna
@@ -88,6 +87,7 @@ class SearchController:
                  costs: Callable[[ArchConfig], tuple[int, int]]) -> None:
         search = spec.search
         self.spec = spec
+        self.store = store  # the finished trials' Optuna mirror joins its transactions (same database)
         self.costs = costs
         self.prune_metric = prune_objective(search)
         # Never inside the LR warm-up, unless the YAML says from when (nas.search.pruning).
@@ -248,8 +248,8 @@ class SearchController:
             self.study.tell(plan.optuna_trial, state=state)
             if self.prune_study is not None:
                 self.prune_study.tell(plan.prune_trial, state=state)
-        write = None if self.writes is None else partial(self.writes.submit, store=False)
-        record([(self.main, plan.optuna_trial)] + ([(self.pruning, plan.prune_trial)] if self.pruning else []), write)
+        record([(self.main, plan.optuna_trial)] + ([(self.pruning, plan.prune_trial)] if self.pruning else []),
+               None if self.writes is None else self.writes.submit, store=self.store)
 
     def objective_values(self, plan: TrialPlan) -> list[float]:
         params, flops = (plan.last["params"], plan.last["flops"]) if "flops" in plan.last else self.costs(plan.arch)

@@ -6,8 +6,9 @@ suggestion, each pruning decision) and writes every parameter, user attribute an
 intermediate value in a transaction of its own; the sampler and the pruners then walk every
 trial. At 10,000 trials that cost the driver seconds per trial (`benchmarks/driver_scale.py`).
 So the driver asks, reports, prunes and tells on an in-memory copy, and writes each trial to
-the database study once, complete, when it finishes: one transaction of a few bulk inserts
-into Optuna's own tables, with its pruning twin's (`_insert_trials`). `Study.add_trial` would write the same rows, but
+the database study once, complete, when it finishes: six statements into Optuna's own
+tables, with its pruning twin's (`_insert_trials`), in the nas store's transaction when the
+studies are in its database (`record`). `Study.add_trial` would write the same rows, but
 with a query and an insert per parameter, attribute and intermediate value (about 50
 statements for a search trial and its pruning twin, the driver's largest cost per trial on
 PostgreSQL: `benchmarks/driver_scale.py`).
@@ -35,7 +36,12 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 from sqlalchemy import cast, func, insert, literal, select, union_all
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
+
+from nas.db import Store
+
+Write = Callable[..., None]  # write(job, store=...): WriteBehind.submit
 
 
 class MirroredStudy:
@@ -72,10 +78,10 @@ class MirroredStudy:
         for trial in self.stale:  # an older nas's asked trial, whose driver died
             self.stored.tell(trial.number, state=TrialState.FAIL)
 
-    def record(self, trial: optuna.Trial, write: Callable[[Callable[[], object]], None] | None = None) -> None:
+    def record(self, trial: optuna.Trial, write: Write | None = None, *, store: Store | None = None) -> None:
         """Write `trial`, finished in the in-memory study, to the stored study (one transaction):
-        now, or by `write` (the launch's queued writes: `nas.db.write_behind`)."""
-        record([(self, trial)], write)
+        now, or by `write` (the launch's queued writes: `nas.db.write_behind`); see `record`."""
+        record([(self, trial)], write, store=store)
 
     def finished(self, trial: optuna.Trial) -> optuna.trial.FrozenTrial:
         """The in-memory study's own copy of `trial`, which must be finished."""
@@ -85,27 +91,47 @@ class MirroredStudy:
         return frozen
 
 
-def record(finished: Sequence[tuple[MirroredStudy, optuna.Trial]],
-           write: Callable[[Callable[[], object]], None] | None = None) -> None:
+def record(finished: Sequence[tuple[MirroredStudy, optuna.Trial]], write: Write | None = None, *,
+           store: Store | None = None) -> None:
     """Write trials finished in their in-memory studies (one per study: a search trial and its
-    pruning twin) to their stored studies in one transaction: now, or by `write`."""
+    pruning twin) to their stored studies in one transaction: now, or by
+    `write(job, store=...)` (`WriteBehind.submit`).
+
+    `store`: the nas store; when the studies are in its database, the trials are written in its
+    transaction (`Store.run_in_transaction`), so queued, they join the store writes queued
+    beside them (one commit, a round trip or two on PostgreSQL, fewer per trial).
+    """
     trials = [(mirrored, mirrored.finished(trial)) for mirrored, trial in finished]
     storages = {id(mirrored.storage) for mirrored, _ in trials}
     if len(storages) != 1 or len({mirrored.stored._study_id for mirrored, _ in trials}) != len(trials):
         raise ValueError("record writes one trial per study, all to one storage.")
-    storage = trials[0][0].storage
+    storage, joins = trials[0][0].storage, False
     if isinstance(storage, RDBStorage):
-        job = partial(_insert_trials, storage, [(mirrored.stored._study_id, frozen) for mirrored, frozen in trials])
+        rows = partial(_insert_trials, trials=[(mirrored.stored._study_id, frozen) for mirrored, frozen in trials])
+        joins = store is not None and _same_database(store.engine, storage.engine)
+        job = partial(store.run_in_transaction, rows) if joins else partial(_in_transaction, storage.engine, rows)
     else:
         def job() -> None:
             for mirrored, frozen in trials:
                 mirrored.stored.add_trial(frozen)
-    job() if write is None else write(job)
+    job() if write is None else write(job, store=joins)
 
 
-def _insert_trials(storage: RDBStorage, trials: Sequence[tuple[int, optuna.trial.FrozenTrial]]) -> None:
-    """Store finished trials, one per study, as `Study.add_trial` does, row for row, in one
-    transaction of six statements (a round trip each on PostgreSQL): the trials' rows, each
+def _same_database(a: Engine, b: Engine) -> bool:
+    """Whether two engines open one database (their drivers may differ)."""
+    def where(url):
+        return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=False)
+    return where(a.url) == where(b.url)
+
+
+def _in_transaction(engine: Engine, write: Callable[[Session], None]) -> None:
+    with Session(engine) as session, session.begin():
+        write(session)
+
+
+def _insert_trials(session: Session, trials: Sequence[tuple[int, optuna.trial.FrozenTrial]]) -> None:
+    """Store finished trials, one per study, as `Study.add_trial` does, row for row, in the
+    session's transaction, in six statements (a round trip each on PostgreSQL): the trials' rows, each
     numbered after the trials stored before it in its study, then each child table's rows of
     them all. Skipped from add_trial: the check that each parameter's distribution agrees with
     the study's, which the in-memory study (holding every stored trial) made when the parameter
@@ -123,19 +149,18 @@ def _insert_trials(storage: RDBStorage, trials: Sequence[tuple[int, optuna.trial
         values[1] = cast(values[1], table.c.state.type)  # PostgreSQL's enum type (a UNION's column is text)
         numbered.append(select(func.count(models.TrialModel.trial_id), *values)
                         .where(models.TrialModel.study_id == study_id))
-    with Session(storage.engine) as session, session.begin():
-        ids = dict(session.execute(
-            insert(models.TrialModel)
-            .from_select(["number", "study_id", "state", "datetime_start", "datetime_complete"],
-                         numbered[0] if len(numbered) == 1 else union_all(*numbered))
-            .returning(models.TrialModel.study_id, models.TrialModel.trial_id)).all())
-        children: dict[type, list[dict]] = {model: [] for model in _CHILDREN}
-        for study_id, trial in trials:
-            for model, rows in _children(ids[study_id], trial).items():
-                children[model] += rows
-        for model, rows in children.items():
-            if rows:
-                session.execute(insert(model), rows)
+    ids = dict(session.execute(
+        insert(models.TrialModel)
+        .from_select(["number", "study_id", "state", "datetime_start", "datetime_complete"],
+                     numbered[0] if len(numbered) == 1 else union_all(*numbered))
+        .returning(models.TrialModel.study_id, models.TrialModel.trial_id)).all())
+    children: dict[type, list[dict]] = {model: [] for model in _CHILDREN}
+    for study_id, trial in trials:
+        for model, rows in _children(ids[study_id], trial).items():
+            children[model] += rows
+    for model, rows in children.items():
+        if rows:
+            session.execute(insert(model), rows)
 
 
 _CHILDREN = (models.TrialValueModel, models.TrialParamModel, models.TrialUserAttributeModel,
