@@ -26,7 +26,9 @@ core behind 64 workers (the CPU figures do not).
                                       [--postgres URL] [--worker-nice 10] [--writes behind,inline]
 
 The launch's store writes run behind the callbacks, from a thread of their own
-(`nas.db.write_behind`): its wall and CPU per trial are reported beside the callbacks'.
+(`nas.db.write_behind`): its wall and CPU per trial are reported beside the callbacks', and
+so are the SQL statements and commits per trial on every engine of the driver process (each
+statement is a round trip to a PostgreSQL server; SQLite's BEGIN is not counted).
 `--writes inline` writes in the callbacks instead; `--writes behind,inline` runs both, side by
 side, and prints the ratios.
 
