@@ -99,7 +99,7 @@ def record(finished: Sequence[tuple[MirroredStudy, optuna.Trial]], write: Write 
 
     `store`: the nas store; when the studies are in its database, the trials are written in its
     transaction (`Store.run_in_transaction`), so queued, they join the store writes queued
-    beside them (one commit, a round trip or two on PostgreSQL, fewer per trial).
+    beside them: a commit fewer per trial.
     """
     trials = [(mirrored, mirrored.finished(trial)) for mirrored, trial in finished]
     storages = {id(mirrored.storage) for mirrored, _ in trials}
@@ -131,9 +131,9 @@ def _in_transaction(engine: Engine, write: Callable[[Session], None]) -> None:
 
 def _insert_trials(session: Session, trials: Sequence[tuple[int, optuna.trial.FrozenTrial]]) -> None:
     """Store finished trials, one per study, as `Study.add_trial` does, row for row, in the
-    session's transaction, in six statements (a round trip each on PostgreSQL): the trials' rows, each
-    numbered after the trials stored before it in its study, then each child table's rows of
-    them all. Skipped from add_trial: the check that each parameter's distribution agrees with
+    session's transaction, in six statements (a round trip each on PostgreSQL): the trials'
+    rows, each numbered after the trials stored before it in its study, then each child
+    table's rows of them all. Skipped from add_trial: the check that each parameter's distribution agrees with
     the study's, which the in-memory study (holding every stored trial) made when the parameter
     was suggested; and the lock on the study's row while numbering, as the experiment's lease
     (nas.db.lease) makes the driver its studies' only writer."""
