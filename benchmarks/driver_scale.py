@@ -68,6 +68,7 @@ class DriverClock:
         # loop, the ask-ahead sampler, the lease heartbeat, the writer); writer: the write-behind
         # thread (nas.db.write_behind); statements and commits: every engine's in the process
         self.ends: list[tuple[float, ...]] = []
+        self.queued: list[int] = []  # the writer's queue at each search trial's end
         self.statements = 0
         self.commits = 0
         self.by_callback: dict[str, float] = {}
@@ -112,6 +113,7 @@ class DriverClock:
                         writer = (batch.writes.busy, batch.writes.cpu) if batch.writes is not None else (0.0, 0.0)
                         self.ends.append((time.perf_counter(), self.busy, self.cpu, _process_cpu(), *writer,
                                           self.statements / 1000, self.commits / 1000))
+                        self.queued.append(batch.writes.pending if batch.writes is not None else 0)
 
             setattr(TrialBatch, name, timed)
 
@@ -249,6 +251,8 @@ def main() -> None:
             cells.append(", ".join(f"{m}: {v:.1f}" for m, v in windows.items()))
             last[key][field] = windows[n]
             growth[key][field] = windows[n] / windows[WINDOW] if windows[WINDOW] else float("nan")
+        # the writer's queue: the most writes queued at a search trial's end, same windows
+        cells.append(", ".join(f"{m}: {max(clock.queued[max(0, m - WINDOW):m])}" for m in marks))
         per_epoch = 1000 * clock.busy / max(1, clock.epochs)
         split = ", ".join(f"{k} {1000 * v / max(1, n):.1f}" for k, v in clock.by_callback.items())
         queued = (f"{clock.writes.writes / max(1, clock.writes.transactions):.1f} / {clock.writes.most_pending}"
@@ -260,10 +264,11 @@ def main() -> None:
           "nas's callbacks, window of 100 ending at trial | their CPU ms per trial, same windows | the driver process's "
           "CPU ms per trial (all threads: Ray Tune's loop, the ask-ahead sampler, the writer), same windows | the "
           "writer thread's wall ms per trial, same windows | its CPU ms per trial | SQL statements per trial (every "
-          "engine in the driver process: a round trip each on PostgreSQL) | commits per trial | callbacks' wall ms "
+          "engine in the driver process: a round trip each on PostgreSQL) | commits per trial | writes queued, most at a "
+          "trial's end, same windows | callbacks' wall ms "
           "per epoch | run "
           "wall s | callbacks' wall ms per trial, by callback | writes per transaction / most queued |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     for key in last:  # side by side: what writing in the callbacks costs against writing behind
         twin = (key[0], key[1], "inline")

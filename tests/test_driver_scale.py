@@ -10,8 +10,10 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import optuna
@@ -20,8 +22,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from optuna.trial import TrialState, create_trial
+from sqlalchemy import event
 
 from nas.db import Store
+from nas.db.write_behind import WriteBehind
 from nas.search.curves import IndexedPercentilePruner, indexed
 from nas.search.history import BoundedHistory
 from nas.search.pruning import NoiseMargin
@@ -296,24 +300,40 @@ def _as_stored(trial) -> tuple:
             trial.system_attrs, steps, trial.datetime_start, trial.datetime_complete)
 
 
-def _records_as_add_trial(url: str, objectives: int, trials: list, twins: list | None = None) -> None:
+def _records_as_add_trial(url: str, objectives: int, trials: list, twins: list | None = None,
+                          queued: bool = False) -> None:
     """Each trial recorded (with its twin, in another study, in the same transaction) is stored
-    as Optuna's add_trial stores it, numbers included."""
+    as Optuna's add_trial stores it, numbers included. `queued`: recorded through a writer
+    (nas.db.write_behind) into a nas store in the same database, all in one group, so that
+    their mirrors merge into one write with several trials of each study."""
     storage = optuna.storages.RDBStorage(url)
     directions = ["maximize", "minimize"][:objectives]
     reference = optuna.create_study(study_name="add_trial", storage=storage, directions=directions)
     twin_reference = optuna.create_study(study_name="add_trial:twin", storage=storage, directions=["maximize"])
     mirrored = MirroredStudy("mirrored", storage, directions)
     twin_mirrored = MirroredStudy("mirrored:twin", storage, ["maximize"])
-    for i, trial in enumerate(trials):
-        reference.add_trial(trial)
-        mirrored.study.add_trial(trial)
-        finished = [(mirrored, mirrored.study.trials[-1])]
-        for twin in (twins or [])[i:i + 1]:
-            twin_reference.add_trial(twin)
-            twin_mirrored.study.add_trial(twin)
-            finished.append((twin_mirrored, twin_mirrored.study.trials[-1]))
-        record(finished)
+    with Store.open(url) as store, WriteBehind(store) as writes:
+        gate = threading.Event()
+        writes.submit(lambda: gate.wait(30), store=False)  # the rest queue behind it: one group
+        inserts = []  # the trial rows' INSERTs, by the number of trials each wrote
+        event.listen(store.engine, "before_cursor_execute", lambda c, cursor, sql, params, *_: inserts.append(
+            sql.count(" UNION ALL ") + 1) if sql.startswith("INSERT INTO trials ") else None)
+        for i, trial in enumerate(trials):
+            reference.add_trial(trial)
+            mirrored.study.add_trial(trial)
+            finished = [(mirrored, mirrored.study.trials[-1])]
+            for twin in (twins or [])[i:i + 1]:
+                twin_reference.add_trial(twin)
+                twin_mirrored.study.add_trial(twin)
+                finished.append((twin_mirrored, twin_mirrored.study.trials[-1]))
+            if queued:
+                record(finished, writes.submit, store=store)
+                writes.submit(partial(store.ensure_experiment, f"between {i}"))  # a store write between
+            else:
+                record(finished)
+        gate.set()
+        writes.flush()
+        assert inserts == ([len(trials) + len(twins or [])] if queued else [])
     for name in ("", ":twin"):
         expected = [_as_stored(t) for t in optuna.load_study(study_name=f"add_trial{name}", storage=url).trials]
         assert [_as_stored(t) for t in optuna.load_study(study_name=f"mirrored{name}", storage=url).trials] == expected
@@ -322,11 +342,12 @@ def _records_as_add_trial(url: str, objectives: int, trials: list, twins: list |
 
 @settings(max_examples=int(os.environ.get("NAS_FUZZ_EXAMPLES", "40")), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(objectives=st.integers(1, 2), data=st.data())
-def test_a_recorded_trial_is_stored_row_for_row_as_optunas_add_trial_stores_it(tmp_path_factory, objectives, data):
+@given(objectives=st.integers(1, 2), queued=st.booleans(), data=st.data())
+def test_a_recorded_trial_is_stored_row_for_row_as_optunas_add_trial_stores_it(tmp_path_factory, objectives, queued,
+                                                                                data):
     trials = data.draw(st.lists(_finished_trials(objectives), min_size=1, max_size=4))
     twins = data.draw(st.lists(_finished_trials(1), max_size=len(trials)))  # the pruning twins of the first ones
-    _records_as_add_trial(f"sqlite:///{tmp_path_factory.mktemp('o') / 'o.db'}", objectives, trials, twins)
+    _records_as_add_trial(f"sqlite:///{tmp_path_factory.mktemp('o') / 'o.db'}", objectives, trials, twins, queued)
 
 
 @pytest.mark.postgres
@@ -336,9 +357,10 @@ def test_a_recorded_trial_is_stored_as_add_trial_stores_it_on_postgresql():
                            distributions={"extra": _DISTRIBUTIONS["extra"]}, user_attrs={"seed": i},
                            intermediate_values={0: rng.random(), 1: float("nan"), 2: float("-inf")})
               for i in range(3)] + [create_trial(state=TrialState.PRUNED, intermediate_values={0: 0.1})]
-    with fresh_schema_url("nas_mirror") as url:
-        _records_as_add_trial(url.replace("postgresql://", "postgresql+psycopg://", 1), 2, trials,
-                              [create_trial(value=0.1 * i, intermediate_values={0: 0.5}) for i in range(3)])
+    for queued in (False, True):
+        with fresh_schema_url("nas_mirror") as url:
+            _records_as_add_trial(url.replace("postgresql://", "postgresql+psycopg://", 1), 2, trials,
+                                  [create_trial(value=0.1 * i, intermediate_values={0: 0.5}) for i in range(3)], queued)
 
 
 def test_a_resumed_study_starts_from_the_stored_trials_and_fails_an_older_nas_running_ones(tmp_path):
@@ -429,6 +451,7 @@ import ray
 from ray.cluster_utils import Cluster
 from nas.config.experiment import load_experiment
 from nas.db import Store
+from nas.db.write_behind import WriteBehind
 from nas.search.launch import launch
 from nas.trials.simulated import SimulatedTrainable
 

@@ -8,7 +8,7 @@ trial. At 10,000 trials that cost the driver seconds per trial (`benchmarks/driv
 So the driver asks, reports, prunes and tells on an in-memory copy, and writes each trial to
 the database study once, complete, when it finishes: six statements into Optuna's own
 tables, with its pruning twin's (`_insert_trials`), in the nas store's transaction when the
-studies are in its database (`record`). `Study.add_trial` would write the same rows, but
+studies are in its database (`record`); queued, the trials that end together share the six. `Study.add_trial` would write the same rows, but
 with a query and an insert per parameter, attribute and intermediate value (about 50
 statements for a search trial and its pruning twin, the driver's largest cost per trial on
 PostgreSQL: `benchmarks/driver_scale.py`).
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from functools import partial
 
@@ -107,14 +108,34 @@ def record(finished: Sequence[tuple[MirroredStudy, optuna.Trial]], write: Write 
         raise ValueError("record writes one trial per study, all to one storage.")
     storage, joins = trials[0][0].storage, False
     if isinstance(storage, RDBStorage):
-        rows = partial(_insert_trials, trials=[(mirrored.stored._study_id, frozen) for mirrored, frozen in trials])
+        rows = [(mirrored.stored._study_id, frozen) for mirrored, frozen in trials]
         joins = store is not None and _same_database(store.engine, storage.engine)
-        job = partial(store.run_in_transaction, rows) if joins else partial(_in_transaction, storage.engine, rows)
+        job = _StoreMirror(store, rows) if joins else partial(_in_transaction, storage.engine,
+                                                             partial(_insert_trials, trials=rows))
     else:
         def job() -> None:
             for mirrored, frozen in trials:
                 mirrored.stored.add_trial(frozen)
     job() if write is None else write(job, store=joins)
+
+
+class _StoreMirror:
+    """Trials written to their stored studies in the nas store's transaction. Queued
+    (`nas.db.write_behind`), it commutes with the store's writes (it touches only Optuna's
+    tables), and the mirrors queued in one group merge: six statements for all their trials."""
+
+    commutes = True
+
+    def __init__(self, store: Store, trials: list[tuple[int, optuna.trial.FrozenTrial]]) -> None:
+        self.store, self.trials = store, trials
+
+    def __call__(self) -> None:
+        self.store.run_in_transaction(partial(_insert_trials, trials=self.trials))
+
+    @staticmethod
+    def merge(mirrors: Sequence[_StoreMirror]) -> None:
+        """What each of `mirrors` writes, in their order, in one `_insert_trials`."""
+        mirrors[0].store.run_in_transaction(partial(_insert_trials, trials=[t for m in mirrors for t in m.trials]))
 
 
 def _same_database(a: Engine, b: Engine) -> bool:
@@ -130,15 +151,16 @@ def _in_transaction(engine: Engine, write: Callable[[Session], None]) -> None:
 
 
 def _insert_trials(session: Session, trials: Sequence[tuple[int, optuna.trial.FrozenTrial]]) -> None:
-    """Store finished trials, one per study, as `Study.add_trial` does, row for row, in the
-    session's transaction, in six statements (a round trip each on PostgreSQL): the trials'
-    rows, each numbered after the trials stored before it in its study, then each child
-    table's rows of them all. Skipped from add_trial: the check that each parameter's distribution agrees with
-    the study's, which the in-memory study (holding every stored trial) made when the parameter
-    was suggested; and the lock on the study's row while numbering, as the experiment's lease
-    (nas.db.lease) makes the driver its studies' only writer."""
+    """Store finished trials, (study id, trial) in order, as `Study.add_trial` would one
+    after the other, row for row, in the session's transaction, in six statements (a round
+    trip each on PostgreSQL): the trials' rows, each numbered after the trials stored before
+    it in its study, then each child table's rows of them all. Skipped from add_trial: the
+    check that each parameter's distribution agrees with the study's, which the in-memory
+    study (holding every stored trial) made when the parameter was suggested; and the lock on
+    the study's row while numbering, as the experiment's lease (nas.db.lease) makes the driver
+    its studies' only writer."""
     table, mapper = models.TrialModel.__table__, sa_inspect(models.TrialModel)
-    numbered = []
+    numbered, earlier = [], Counter()  # earlier: this call's trials of the study before this one
     for study_id, trial in trials:
         trial._validate()
         # the row's columns as Optuna's model sets them (its setters store naive UTC datetimes)
@@ -147,16 +169,20 @@ def _insert_trials(session: Session, trials: Sequence[tuple[int, optuna.trial.Fr
         values = [literal(getattr(row, mapper.get_property_by_column(table.c[name]).key), table.c[name].type)
                   for name in ("study_id", "state", "datetime_start", "datetime_complete")]
         values[1] = cast(values[1], table.c.state.type)  # PostgreSQL's enum type (a UNION's column is text)
-        numbered.append(select(func.count(models.TrialModel.trial_id), *values)
+        numbered.append(select(func.count(models.TrialModel.trial_id) + earlier[study_id], *values)
                         .where(models.TrialModel.study_id == study_id))
-    ids = dict(session.execute(
-        insert(models.TrialModel)
-        .from_select(["number", "study_id", "state", "datetime_start", "datetime_complete"],
-                     numbered[0] if len(numbered) == 1 else union_all(*numbered))
-        .returning(models.TrialModel.study_id, models.TrialModel.trial_id)).all())
+        earlier[study_id] += 1
+    ids: dict[int, list[int]] = defaultdict(list)  # by study, in number order: the trials' order
+    for study_id, _, trial_id in sorted(session.execute(
+            insert(models.TrialModel)
+            .from_select(["number", "study_id", "state", "datetime_start", "datetime_complete"],
+                         numbered[0] if len(numbered) == 1 else union_all(*numbered))
+            .returning(models.TrialModel.study_id, models.TrialModel.number, models.TrialModel.trial_id))):
+        ids[study_id].append(trial_id)
     children: dict[type, list[dict]] = {model: [] for model in _CHILDREN}
+    next_id = {study_id: iter(found).__next__ for study_id, found in ids.items()}
     for study_id, trial in trials:
-        for model, rows in _children(ids[study_id], trial).items():
+        for model, rows in _children(next_id[study_id](), trial).items():
             children[model] += rows
     for model, rows in children.items():
         if rows:
