@@ -183,6 +183,29 @@ def test_the_last_plans_are_waited_for_and_then_there_are_none():
     ahead.close()
 
 
+def test_a_plan_wanted_while_one_is_being_asked_is_that_one_not_an_ask_of_its_own():
+    from nas.search.ahead import AskAhead
+
+    release, counter = threading.Event(), iter(range(10))
+
+    def held():
+        release.wait(10)
+        return next(counter)
+
+    ahead = AskAhead(held, depth=1, budget=3)
+    deadline = time.time() + 10
+    while not ahead._in_flight and time.time() < deadline:
+        time.sleep(0.01)
+    taker = threading.Thread(target=lambda: taken.append(ahead()))
+    taken: list[int] = []
+    taker.start()
+    time.sleep(0.1)
+    release.set()
+    taker.join(10)
+    assert taken == [0]  # the plan in flight; an ask of its own would have waited for it, then got 1
+    ahead.close()
+
+
 def test_an_error_while_asking_ahead_reaches_the_caller():
     from nas.search.ahead import AskAhead, ahead_depth
 

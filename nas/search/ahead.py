@@ -52,10 +52,11 @@ class AskAhead(Generic[P]):
         self._thread.start()
 
     def __call__(self) -> P | None:
-        """The next plan: one asked ahead, else asked now; None once `budget` plans were taken."""
+        """The next plan: one asked ahead (or being asked), else asked now; None once `budget`
+        plans were taken."""
         with self._changed:
-            while not self._ready and self._budget <= 0 and self._in_flight and self._error is None:
-                self._changed.wait()  # the last plans are being asked: wait for them
+            while not self._ready and self._in_flight and self._error is None:
+                self._changed.wait()  # one is being asked: sooner here than an ask of our own
             if self._error is not None:
                 raise self._error
             if self._ready:
