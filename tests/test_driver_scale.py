@@ -217,7 +217,7 @@ def test_an_error_while_asking_ahead_reaches_the_caller():
         for _ in range(3):
             ahead()
     ahead.close()
-    assert [ahead_depth(c) for c in (None, 1, 8, 64, 1000)] == [2, 1, 2, 16, 16]
+    assert [ahead_depth(c) for c in (None, 1, 2, 8, 64, 1000)] == [4, 1, 1, 4, 16, 16]
 
 
 # ----------------------------------------------------------------------------- the mirrored studies

@@ -6,8 +6,10 @@ between a finished trial and the next start, and at the start of a search N idle
 on N asks in a row. `AskAhead` keeps up to `depth` plans asked in advance, refilled by a
 thread while the driver waits on Ray (the wait releases the GIL). With TPE's constant liar the
 plans asked ahead count as running trials, so they are not the same architecture; `depth` is
-kept small (a quarter of the trials at once, at most 16) so that a plan is asked on nearly as
-much history as when asked at the last moment.
+half the trials at once, at most 16: a plan is asked on nearly as much history as when asked
+at the last moment (the trials running are unseen either way), and trials that end together
+find plans ready (a quarter, 2 plans at 8 at once, ran out: the suggest callback asked in line,
+`benchmarks/driver_scale.py`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ MAX_DEPTH = 16
 
 def ahead_depth(concurrent: int | None) -> int:
     """Plans to keep asked ahead for `concurrent` trials at once (None: unknown, as for 8)."""
-    return max(1, min(MAX_DEPTH, (concurrent or 8) // 4))
+    return max(1, min(MAX_DEPTH, (concurrent or 8) // 2))
 
 
 class AskAhead(Generic[P]):
