@@ -34,7 +34,9 @@ side, and prints the ratios.
 
 `--postgres` (default: $NAS_TEST_POSTGRES_URL) adds PostgreSQL runs, each in a fresh schema.
 Ends with `RESULT driver_ms_per_trial_at_10k=... target<=50` (the last window) and
-`RESULT driver_cost_growth_100_to_10k=... target<=2` (last window / first window).
+`RESULT driver_cost_growth_100_to_10k=... target<=2` (last window / first window), and
+`RESULT driver_worst_window_ms_per_trial=...`: the worst of every 100 trials of the run (the
+table's five windows are a sample), with the longest single callback in the table.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class DriverClock:
         self.statements = 0
         self.commits = 0
         self.by_callback: dict[str, float] = {}
+        self.longest = (0.0, "", 0)  # the longest single callback: (wall s, its name, search trials ended before it)
         self.writes = None  # the launch's WriteBehind, when it has one
 
     def install(self) -> None:
@@ -105,6 +108,7 @@ class DriverClock:
                     self.busy += spent
                     self.cpu += time.thread_time() - start_cpu
                     self.by_callback[_name] = self.by_callback.get(_name, 0.0) + spent
+                    self.longest = max(self.longest, (spent, _name, len(self.ends)))
                     if _name == "result":
                         self.epochs += 1
                     plan = batch.plans.get(args[0]) if _name in ("complete", "error") else None
@@ -221,6 +225,7 @@ def main() -> None:
     # by run, then field: the last window's ms per trial, and last window / first window
     last: dict[tuple[str, int, str], dict[int, float]] = {}
     growth: dict[tuple[str, int, str], dict[int, float]] = {}
+    worst_of: dict[tuple[str, int, str], float] = {}  # the worst window's callbacks' wall, ms per trial
     runs = [(backend, int(concurrency), writes) for backend in backends for concurrency in args.concurrency.split(",")
             for writes in args.writes.split(",")]
     if any(writes not in ("behind", "inline") for _, _, writes in runs):
@@ -253,6 +258,11 @@ def main() -> None:
             growth[key][field] = windows[n] / windows[WINDOW] if windows[WINDOW] else float("nan")
         # the writer's queue: the most writes queued at a search trial's end, same windows
         cells.append(", ".join(f"{m}: {max(clock.queued[max(0, m - WINDOW):m])}" for m in marks))
+        # every window of the run, not only the marks: the worst, and where it ended
+        worst = max((clock.window_ms(m), m) for m in range(WINDOW, n + 1, WINDOW))
+        worst_of[key] = worst[0]
+        cells.append(f"{worst[0]:.1f} at {worst[1]}; longest {1000 * clock.longest[0]:.0f} ms ({clock.longest[1]}, "
+                     f"after {clock.longest[2]})")
         per_epoch = 1000 * clock.busy / max(1, clock.epochs)
         split = ", ".join(f"{k} {1000 * v / max(1, n):.1f}" for k, v in clock.by_callback.items())
         queued = (f"{clock.writes.writes / max(1, clock.writes.transactions):.1f} / {clock.writes.most_pending}"
@@ -265,10 +275,11 @@ def main() -> None:
           "CPU ms per trial (all threads: Ray Tune's loop, the ask-ahead sampler, the writer), same windows | the "
           "writer thread's wall ms per trial, same windows | its CPU ms per trial | SQL statements per trial (every "
           "engine in the driver process: a round trip each on PostgreSQL) | commits per trial | writes queued, most at a "
-          "trial's end, same windows | callbacks' wall ms "
+          "trial's end, same windows | callbacks' wall ms per trial, the worst window of 100 of the run (every "
+          "100th trial), and the longest single callback | callbacks' wall ms "
           "per epoch | run "
           "wall s | callbacks' wall ms per trial, by callback | writes per transaction / most queued |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     for key in last:  # side by side: what writing in the callbacks costs against writing behind
         twin = (key[0], key[1], "inline")
@@ -279,6 +290,7 @@ def main() -> None:
     headline = [key for key in last if key[2] == "behind"] or list(last)
     print(f"RESULT driver_ms_per_trial_at_10k={max(last[k][1] for k in headline):.1f} target<=50")
     print(f"RESULT driver_cost_growth_100_to_10k={max(growth[k][1] for k in headline):.2f} target<=2")
+    print(f"RESULT driver_worst_window_ms_per_trial={max(worst_of[k] for k in headline):.1f}")
     print(f"RESULT driver_cpu_ms_per_trial_at_10k={max(last[k][2] for k in headline):.1f}")
     print(f"RESULT driver_cpu_growth_100_to_10k={max(growth[k][2] for k in headline):.2f}")
     print(f"RESULT driver_process_cpu_ms_per_trial_at_10k={max(last[k][3] for k in headline):.1f}")
