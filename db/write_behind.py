@@ -16,12 +16,12 @@ its lag shows where the driver is measured. The first error stops the writer (la
 depend on the failed one: they are dropped) and is raised in the driver at its next `submit`
 or `flush`.
 
-A store write may say that it merges: `write.merge(writes)` does what each of `writes`
-(all with that same `merge`) would do, in fewer statements; and that it commutes
-(`write.commutes`): it touches no row the group's other writes touch, so it may run after them.
-In a group, the writes that commute run last, those with one `merge` as one call (the
-Optuna mirrors of a group's trials: six statements for them all, not six each); the group
-commits as one, so no one sees the order change.
+A store write may say that it commutes (`write.commutes`: it touches no row the group's
+other writes touch), and then how it merges with its kind (`write.merge(writes)` does what each
+of `writes`, all with that `merge`, would do, in their order, in fewer statements). In a group
+the writes that commute run after the others, those with one `merge` as one call (the Optuna
+mirrors of a group's trials: six statements for them all, not six each); the group commits
+as one, so no one sees the order change.
 
     with WriteBehind(store) as writes:
         writes.submit(lambda: store.record_epoch(...))         # joins the next store transaction

@@ -8,10 +8,10 @@ trial. At 10,000 trials that cost the driver seconds per trial (`benchmarks/driv
 So the driver asks, reports, prunes and tells on an in-memory copy, and writes each trial to
 the database study once, complete, when it finishes: six statements into Optuna's own
 tables, with its pruning twin's (`_insert_trials`), in the nas store's transaction when the
-studies are in its database (`record`); queued, the trials that end together share the six. `Study.add_trial` would write the same rows, but
-with a query and an insert per parameter, attribute and intermediate value (about 50
-statements for a search trial and its pruning twin, the driver's largest cost per trial on
-PostgreSQL: `benchmarks/driver_scale.py`).
+studies are in its database (`record`); queued, the trials committed together share the six.
+`Study.add_trial` would write the same rows, but with a query and an insert per parameter,
+attribute and intermediate value (about 50 statements for a search trial and its pruning
+twin, the driver's largest cost per trial on PostgreSQL: `benchmarks/driver_scale.py`).
 
 The database study stays the record that `optuna.load_study(..., storage=URL)` and
 optuna-dashboard open; a resumed launch rebuilds the in-memory copy from it. It holds finished
@@ -130,7 +130,7 @@ class _StoreMirror:
         self.store, self.trials = store, trials
 
     def __call__(self) -> None:
-        self.store.run_in_transaction(partial(_insert_trials, trials=self.trials))
+        self.merge([self])
 
     @staticmethod
     def merge(mirrors: Sequence[_StoreMirror]) -> None:
@@ -180,9 +180,8 @@ def _insert_trials(session: Session, trials: Sequence[tuple[int, optuna.trial.Fr
             .returning(models.TrialModel.study_id, models.TrialModel.number, models.TrialModel.trial_id))):
         ids[study_id].append(trial_id)
     children: dict[type, list[dict]] = {model: [] for model in _CHILDREN}
-    next_id = {study_id: iter(found).__next__ for study_id, found in ids.items()}
     for study_id, trial in trials:
-        for model, rows in _children(next_id[study_id](), trial).items():
+        for model, rows in _children(ids[study_id].pop(0), trial).items():
             children[model] += rows
     for model, rows in children.items():
         if rows:
