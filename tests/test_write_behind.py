@@ -26,7 +26,7 @@ from nas.db.schema import EpochResult, Trial
 from nas.db.write_behind import WriteBehind
 from nas.models.arch import ArchConfig
 from nas.search.controller import optuna_storage
-from nas.search.studies import MirroredStudy
+from nas.search.studies import MirroredStudy, record
 from nas.training.recipe import Recipe
 from nas.trials.artifacts import TrialSetup
 from nas.trials.recorder import TrialRecorder
@@ -145,7 +145,7 @@ def test_a_trials_optuna_mirror_joins_the_store_writes_queued_beside_it_when_in_
                 recorder = TrialRecorder(store, store.ensure_experiment("e"), _setup(transactions), Phase.SEARCH,
                                          costs=(1, 1), device="", writes=writes)
                 recorder.epoch(_epoch(0, 0.5))
-                mirrored.record(trial, writes.submit, store=mirror_store)
+                record([(mirrored, trial)], writes.submit, store=mirror_store)
                 recorder.finish(TrialStatus.COMPLETED)
                 gate.set()
                 writes.flush()

@@ -27,7 +27,7 @@ import json
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from functools import partial
+from functools import lru_cache, partial
 
 import optuna
 from optuna.distributions import distribution_to_json
@@ -37,7 +37,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 from sqlalchemy import cast, func, insert, literal, select, union_all
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import URL, Engine
 from sqlalchemy.orm import Session
 
 from nas.db import Store
@@ -78,11 +78,6 @@ class MirroredStudy:
         self.study.add_trials(finished)
         for trial in self.stale:  # an older nas's asked trial, whose driver died
             self.stored.tell(trial.number, state=TrialState.FAIL)
-
-    def record(self, trial: optuna.Trial, write: Write | None = None, *, store: Store | None = None) -> None:
-        """Write `trial`, finished in the in-memory study, to the stored study (one transaction):
-        now, or by `write` (the launch's queued writes: `nas.db.write_behind`); see `record`."""
-        record([(self, trial)], write, store=store)
 
     def finished(self, trial: optuna.Trial) -> optuna.trial.FrozenTrial:
         """The in-memory study's own copy of `trial`, which must be finished."""
@@ -140,9 +135,14 @@ class _StoreMirror:
 
 def _same_database(a: Engine, b: Engine) -> bool:
     """Whether two engines open one database (their drivers may differ)."""
-    def where(url):
+    return _same_url(a.url, b.url)
+
+
+@lru_cache(maxsize=8)  # asked at every finished trial, for the same two engines
+def _same_url(a: URL, b: URL) -> bool:
+    def where(url: URL) -> str:
         return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=False)
-    return where(a.url) == where(b.url)
+    return where(a) == where(b)
 
 
 def _in_transaction(engine: Engine, write: Callable[[Session], None]) -> None:
