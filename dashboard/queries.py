@@ -232,7 +232,7 @@ def seed_summary(_engine: Engine, url: str, experiment: str, phase: str) -> pd.D
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def decisions(_store: Store, url: str, experiment: str, phase: str = Phase.CONFIRM) -> pd.DataFrame:
     """Per architecture of a phase, as `nas status` shows it: its decision (the confirm race's;
-    a search with seed repeats: best / tied / worse on the shared seeds) and its place (confirm:
+    a search with seed repeats: best / not separated / worse on the shared seeds) and its place (confirm:
     the export --rank)."""
     from nas.results import arch_results
 
@@ -243,7 +243,7 @@ def decisions(_store: Store, url: str, experiment: str, phase: str = Phase.CONFI
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def search_decides(_store: Store, url: str, experiment: str) -> bool:
-    """Whether the search phase itself decides best / tied / worse (seed repeats on shared
+    """Whether the search phase itself decides best / not separated / worse (seed repeats on shared
     seeds, `nas.results.search_groups`): only then are its `decisions` worth computing, which
     rank every architecture (minutes for a search of 100,000 trials)."""
     from nas.results import search_groups

@@ -2,8 +2,8 @@
 
 One `ArchResult` per architecture and phase: its seeds' final metrics summarised with a
 95% CI (nas.stats), and its Pareto rank among the architectures of that phase. Confirmed
-architectures also carry the confirm race's answer (`nas.search.race`): best, tied with the
-best, or worse, with the Holm-adjusted p of the comparison with the leader; they are listed
+architectures also carry the confirm race's answer (`nas.search.race`): best, not separated
+from the best, or worse, with its p over the whole race; they are listed
 in that order (the order of `nas export --rank`), by Pareto rank within each group. A
 search with seed repeats (a grid study such as page_post4) gets the same answer for its
 architectures, from the seeds they all ran (`search_groups`).
@@ -38,10 +38,12 @@ class ArchResult:
     # mean over seeds of the FLOPs per image with early exits at the arch's exit threshold
     # (the trials' exit curves); the full forward FLOPs for a net without early exits
     mean_inference_flops: float = math.nan
-    # confirm: the race's decision, best | tied | worse ("" undecided, or another phase), and
-    # the Holm-adjusted p of the paired comparison with the leader (nan for best)
+    # confirm: the race's decision, best | not separated | worse ("" undecided, or another
+    # phase), its p over the whole race (nas.sequential; nan for best), and for not separated
+    # the difference (fraction) the race could have detected at 80% power
     group: str = ""
     group_p: float = math.nan
+    group_detectable: float = math.nan
     # evaluation noise: the images the accuracy was measured on (the fewest over the seeds; None
     # when unknown: a store from before they were recorded) and the mean over the seeds of each
     # trial's binomial SE of its accuracy (nas.stats.binomial_se; nan when unknown)
@@ -50,8 +52,9 @@ class ArchResult:
 
     @property
     def decision(self) -> str:
-        """``best``, ``tied (p=0.41)``, ``worse (p=0.003)``, or "" (no decision)."""
-        return decision_text(self.group, self.group_p)
+        """``best``, ``not separated (p=0.41; could detect >= 1.9 pts)``, ``worse (p=0.003)``,
+        or "" (no decision)."""
+        return decision_text(self.group, self.group_p, self.group_detectable)
 
 
 def objectives_of(store: Store, experiment_name: str) -> list[tuple[str, str]]:
@@ -71,7 +74,7 @@ def accuracy_objective(store: Store, experiment_name: str) -> str:
 
 def arch_results(store: Store, experiment_name: str, phase: Phase | str) -> list[ArchResult]:
     """Completed trials of one phase grouped by architecture, best Pareto rank first (confirm,
-    and a search with seed repeats: the best, then the tied, then the worse, by Pareto rank
+    and a search with seed repeats: the best, then the not separated, then the worse, by Pareto rank
     within each)."""
     experiment = store.get_experiment(experiment_name)
     if experiment is None:
@@ -100,7 +103,7 @@ def arch_results(store: Store, experiment_name: str, phase: Phase | str) -> list
     decided = {Phase.CONFIRM: confirm_groups, Phase.SEARCH: search_groups}.get(Phase(phase))
     groups = decided(store, experiment_name) if decided else {}
     if groups:
-        rows = [replace(row, group=groups[row.arch_hash].decision, group_p=groups[row.arch_hash].p)
+        rows = [replace(row, group=(g := groups[row.arch_hash]).decision, group_p=g.p, group_detectable=g.detectable)
                 if row.arch_hash in groups else row for row in rows]
     first_sign = -1.0 if objectives[0][1] == "maximize" else 1.0
     return sorted(rows, key=lambda r: (GROUP_ORDER.get(r.group, len(GROUP_ORDER)), r.rank,
@@ -108,7 +111,7 @@ def arch_results(store: Store, experiment_name: str, phase: Phase | str) -> list
 
 
 def confirm_groups(store: Store, experiment_name: str) -> dict[str, Group]:
-    """The confirm race's answer per architecture (best, tied or worse, with its p), replayed
+    """The confirm race's answer per architecture (best, not separated or worse, with its p), replayed
     from the experiment's confirm results under its stored confirm settings; empty before
     round 1 is complete."""
     from nas.config.experiment import ConfirmSettings
@@ -130,7 +133,7 @@ def confirm_groups(store: Store, experiment_name: str) -> dict[str, Group]:
 
 
 def search_groups(store: Store, experiment_name: str) -> dict[str, Group]:
-    """With seed repeats (search.repeats >= 2), best / tied / worse among the search's
+    """With seed repeats (search.repeats >= 2), best / not separated / worse among the search's
     architectures that completed every one of the search seeds (search.seed, +1, ...: the seeds
     every architecture runs first); the others (pruned, failed, unfinished) are not compared.
     Empty without repeats."""

@@ -10,6 +10,10 @@ from dataclasses import dataclass
 
 from scipy import stats as _scipy_stats
 
+# the fewest paired seeds a test runs on (df 2): at 2, one difference repeated gives p ~ 1e-15,
+# and a t with df 1 (a Cauchy) is at the mercy of one odd seed
+MIN_SEEDS = 3
+
 
 @dataclass(frozen=True)
 class SeedSummary:
@@ -62,16 +66,23 @@ def mean_binomial_se(pairs: Sequence[tuple[float | None, int | None]]) -> float:
 
 
 def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
-    """True when `a` is at least as good as `b` everywhere and better somewhere."""
+    """True when `a` is at least as good as `b` everywhere and better somewhere. A missing
+    value (None or nan: a diverged run, an unmeasured cost) is the worst there is, so it never
+    ties with a measured one."""
     better = False
     for x, y, direction in zip(a, b, directions, strict=True):
-        if direction == "maximize":
-            x, y = -x, -y
+        sign = -1.0 if direction == "maximize" else 1.0  # compared as minimisation
+        x, y = _cost(x, sign), _cost(y, sign)
         if x > y:
             return False
         if x < y:
             better = True
     return better
+
+
+def _cost(value: float | None, sign: float) -> float:
+    """`value` as a cost to minimise (`sign` -1 for a maximised objective); missing: +inf."""
+    return math.inf if value is None or math.isnan(value) else sign * float(value)
 
 
 def pareto_ranks(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
@@ -136,9 +147,9 @@ def paired_difference(
         confidence: of the interval, e.g. 0.95.
 
     Returns:
-        With n < 2 the mean alone (std, CI and p are nan). When every difference is the
-        same the test is degenerate: p is 1 for a zero difference and 0 otherwise, and
-        the CI collapses onto the mean.
+        With n < 2 the mean alone (std, CI and p are nan); with n < MIN_SEEDS no p (nan) and
+        the CI of df 1. When every difference is the same the test is degenerate: p is 1 for
+        a zero difference and 0 otherwise, and the CI collapses onto the mean.
     """
     if len(variant) != len(reference):
         raise ValueError(f"paired samples must have equal lengths, but got {len(variant)} and {len(reference)}.")
@@ -155,7 +166,7 @@ def paired_difference(
         return PairedDifference(1, mean, nan, nan, nan, nan)
     std = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
     if std == 0.0:
-        return PairedDifference(n, mean, 0.0, mean, mean, 1.0 if mean == 0.0 else 0.0)
+        return PairedDifference(n, mean, 0.0, mean, mean, (1.0 if mean == 0.0 else 0.0) if n >= MIN_SEEDS else nan)
     se = std / math.sqrt(n)
     half = _scipy_stats.t.ppf(0.5 + confidence / 2, df=n - 1) * se
     p_value = paired_t_pvalue(variant, reference)
@@ -173,7 +184,7 @@ def paired_t_pvalue(variant: Sequence[float], reference: Sequence[float]) -> flo
         if v is not None and r is not None and math.isfinite(v) and math.isfinite(r)
     ]
     n = len(diffs)
-    if n < 2:
+    if n < MIN_SEEDS:
         return float("nan")
     mean = sum(diffs) / n
     std = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))

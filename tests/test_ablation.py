@@ -275,8 +275,11 @@ def test_the_contribution_table_pairs_seeds_adjusts_with_holm_and_sorts_by_effec
         row = by_name[name]
         assert row.seeds == tuple(seeds)
         scipy = scipy_stats.ttest_rel([accs[s] for s in seeds], [ref[s] for s in seeds])
-        assert row.accuracy.p_value == pytest.approx(scipy.pvalue)
         assert row.accuracy.mean == pytest.approx(sum(accs[s] - ref[s] for s in seeds) / len(seeds))
+        if len(seeds) < 3:  # no test under 3 paired seeds
+            assert math.isnan(row.accuracy.p_value) and not row.matters
+            continue
+        assert row.accuracy.p_value == pytest.approx(scipy.pvalue)
         expected_p[name] = scipy.pvalue
     holm = dict(zip(expected_p, holm_adjust(list(expected_p.values()))))
     assert all(by_name[name].holm_p == pytest.approx(p) for name, p in holm.items())

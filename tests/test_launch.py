@@ -204,7 +204,8 @@ def test_the_confirm_phase_reruns_the_top_architectures_with_fresh_seeds(tmp_pat
         rows = arch_results(store, "confirmed", "confirm")
     assert len(rows) == 2 and all(r.seeds == 3 and r.accuracy.std == r.accuracy.std for r in rows)  # std not NaN
 
-    # the weights of the most accurate seed of each confirmed architecture are kept, only those
+    # the weights of the first confirm seed of each confirmed architecture are kept, only those:
+    # a fixed seed, so the exported accuracy is not the best of several draws
     import io
 
     import torch
@@ -217,7 +218,7 @@ def test_the_confirm_phase_reruns_the_top_architectures_with_fresh_seeds(tmp_pat
         for trial_id in kept:
             trial = store.get_trial(trial_id)
             seeds = [t for t in confirm if t.arch_hash == trial.arch_hash]
-            assert trial.final_val_acc == max(t.final_val_acc for t in seeds)
+            assert trial.seed == min(t.seed for t in seeds)
             state = torch.load(io.BytesIO(store.load_weights(trial_id)), weights_only=True)
             model = build_model(ArchConfig.from_json(store.get_architecture(trial.arch_hash).config_json))
             model.load_state_dict(state)  # every key and shape matches

@@ -53,3 +53,30 @@ def test_three_objectives_and_empty_input():
     # the second is dominated by the first (more FLOPs, nothing better); the third trades off
     assert pareto_ranks(points, directions) == [0, 1, 0]
     assert pareto_ranks([], directions) == []
+
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize("missing", [NAN, None])
+def test_a_missing_accuracy_is_the_worst_never_a_tie(missing):
+    directions = ["maximize", "minimize"]
+    # a diverged run (no accuracy) at the same cost does not dominate one at 45%; the reverse holds
+    assert not dominates([missing, 1.0], [0.45, 1.0], directions)
+    assert dominates([0.45, 1.0], [missing, 1.0], directions)
+    # a missing cost is the worst cost too
+    assert dominates([0.5, 2.0], [0.5, missing], directions) and not dominates([0.5, missing], [0.5, 2.0], directions)
+    # two missing values tie
+    assert not dominates([missing, 1.0], [missing, 1.0], directions)
+    assert pareto_ranks([[missing, 1.0], [0.45, 1.0], [0.5, 2.0]], directions) == [1, 0, 0]
+
+
+def test_a_paired_test_needs_three_seeds():
+    from nas.stats import paired_difference, paired_t_pvalue
+
+    # two seeds with one difference repeated: before, p ~ 1e-15 and an elimination
+    two = paired_difference([0.50, 0.52], [0.49, 0.51])
+    assert two.n == 2 and two.mean == pytest.approx(0.01) and two.p_value != two.p_value  # nan
+    assert paired_t_pvalue([0.50, 0.52], [0.49, 0.51]) != paired_t_pvalue([0.50, 0.52], [0.49, 0.51])
+    three = paired_difference([0.50, 0.52, 0.53], [0.49, 0.51, 0.515])
+    assert 0.0 < three.p_value < 0.05

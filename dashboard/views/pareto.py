@@ -1,6 +1,6 @@
 """Pareto front: accuracy against a cost (train seconds, params or FLOPs), the
 non-dominated set highlighted and joined, confirmed architectures with 95% CIs and the
-confirm race's decision (best, tied with the best, worse); a grid study with seed repeats and
+confirm race's decision (best, not separated from the best, worse); a grid study with seed repeats and
 no confirm phase shows its search architectures the same way. Selecting a point opens that
 architecture."""
 
@@ -53,8 +53,8 @@ st.dataframe(
 )
 # The decided architectures: the confirm race's answer, else (a grid study with seed repeats,
 # no confirm phase) the search's on its shared seeds; in `nas status` order (# is `nas export
-# --rank` for confirm): the best, those it could not be separated from, the worse; a tied one
-# may be the cheaper choice.
+# --rank` for confirm): the best, those it could not be separated from, the worse; one not
+# separated may be the cheaper choice.
 decided, decided_phase = confirmed, "confirm"
 if confirmed.empty and "search" in phases and queries.search_decides(queries.open_store(url), url, experiment):
     decided, decided_phase = queries.seed_summary(engine, url, experiment, "search"), "search"
@@ -75,10 +75,11 @@ if not decided.empty:
         hide_index=True, key="pareto_confirmed_table",
         column_config={
             "rank": st.column_config.NumberColumn("#", help="nas export --rank" if decided_phase == "confirm"
-                                                  else "best, tied, worse"),
+                                                  else "best, not separated, worse"),
             "decision": st.column_config.TextColumn(
-                "Decision", help="Each against the best on the same seeds (paired t-test, p Holm-adjusted); "
-                                 "worse: p < 0.05, tied: not separated"),
+                "Decision", help="Every pair on the same seeds (paired t), the chance of any false 'worse' over "
+                                 "all pairs and rounds held at 0.05; worse: p < 0.05; not separated: with "
+                                 "the difference the seeds could detect at 80% power"),
             "short_name": "Architecture", "arch_hash": "Hash", "seeds": "Seeds",
             "accuracy": st.column_config.NumberColumn("Accuracy mean (%)", format="%.2f"),
             "accuracy_std": st.column_config.NumberColumn("Std (pp)", format="%.2f"),

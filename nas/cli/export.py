@@ -17,7 +17,7 @@ def export(
     out: Annotated[Path, typer.Option("--out", help="Folder to write into (created if needed).")],
     rank: Annotated[
         int | None, typer.Option(help="The K-th confirmed architecture, as `nas status` lists them (its # "
-                                 "column): 1 = the confirm race's best, then the ones tied with it, then the "
+                                 "column): 1 = the confirm race's best, then the ones not separated from it, then the "
                                  "worse, each group by Pareto rank.")
     ] = None,
     arch: Annotated[str | None, typer.Option("--arch", help="The architecture's hash (see `nas status`).")] = None,
@@ -31,7 +31,7 @@ def export(
     """Export one architecture as standalone files: model code, weights, ONNX and config.
 
     model.py is readable code of exactly that network (its evaluation form) that imports
-    only torch; weights.pt is the state_dict of its most accurate confirm seed (load it
+    only torch; weights.pt is the state_dict of its first confirm seed (load it
     with torch.load(..., weights_only=True), or model.load()); model.onnx is the same
     network for ONNX runtimes; config.yaml holds the canonical config, the recipe and
     data split, the metrics over the confirm seeds with 95% CIs, the experiment and the

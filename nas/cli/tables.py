@@ -23,13 +23,14 @@ def print_front(store, experiment: str) -> None:
     # early exits: FLOPs per image at the exit threshold, when the search optimises them
     exits = "mean_inference_flops" in [metric for metric, _ in objectives_of(store, experiment)]
     # confirm (and a search with seed repeats): the decision first (#: the --rank of `nas export`
-    # for confirm), the Pareto rank beside it, since an architecture tied with the best may be
-    # the cheaper one
+    # for confirm), the Pareto rank beside it, since an architecture not separated from the best
+    # may be the cheaper one
     decided = any(row.group for row in rows)
-    order = "best, tied, worse; Pareto front first within each" if decided else "Pareto front first"
+    order = "best, not separated, worse; Pareto front first within each" if decided else "Pareto front first"
     table = Table(title=f"{experiment}: {phase} results ({order})", caption=(
-        "decision: each against the best on the same seeds, paired t-test, p Holm-adjusted over the "
-        "comparisons; worse: p < 0.05, tied: not separated."
+        "decision: every pair on the same seeds (paired t), the chance of any false 'worse' over all "
+        "pairs and rounds held at 0.05; worse: p < 0.05; not separated: with the difference the seeds "
+        "could detect at 80% power."
         + (" #: nas export --rank." if phase == Phase.CONFIRM else "") if decided else None))
     columns = (("#", "decision") if decided else ()) + (
         "rank", "architecture", "hash", "seeds", "accuracy (mean ± 95% CI)", "train s", "params", "MFLOPs")

@@ -50,6 +50,7 @@ from nas.config.yaml_io import read_yaml
 from nas.data.config import DataConfig, is_os_path
 from nas.errors import ConfigError, clip, shown
 from nas.training.recipe import Recipe
+from nas.stats import MIN_SEEDS
 
 SAMPLERS = ("tpe", "random", "grid", "nsga2")
 # mean_inference_flops: FLOPs per image with early exits at the arch's exit threshold
@@ -147,8 +148,9 @@ class ConfirmSettings:
     """The confirm phase: the best architectures re-run on shared seeds, unpruned.
 
     Round 1 runs `repeats` seeds each. With `until_separated`, it is a race
-    (`nas.search.race`): after each round the architectures significantly worse than the
-    leader (Holm-adjusted paired t-test, p < 0.05) are eliminated and the rest get one
+    (`nas.search.race`): after each round from 3 seeds on, the architectures significantly
+    worse than another one still racing are eliminated (every pair tested; the chance of
+    any false `worse` over all rounds held at 0.05, `nas.sequential`) and the rest get one
     more seed, until only the leader is left, `max_repeats` seeds are reached or
     `max_seconds` are spent. The defaults are the phase before the race: one round.
     """
@@ -158,7 +160,7 @@ class ConfirmSettings:
     # architectures re-run (non-dominated first); 0 skips the phase
     top_k: int = setting(3, non_negative("(0 skips the phase)") & at_most(MAX_TRIALS))
     repeats: int = setting(5, at_least(1) & at_most(MAX_SEEDS))  # seeds each in round 1
-    until_separated: bool = False  # race: one more seed per round for those still tied with the leader
+    until_separated: bool = False  # race: one more seed per round for those not separated from the leader
     # seeds per architecture at most (until_separated only; unused, so unchecked, without it:
     # stored configs from before the race rebuild whatever their repeats)
     max_repeats: int = setting(8, at_least(1) & at_most(MAX_SEEDS))
@@ -169,11 +171,11 @@ class ConfirmSettings:
     def __post_init__(self) -> None:
         check_fields(self)
         if self.until_separated:
-            # a paired t-test needs 2 seeds; round 1 already runs `repeats`
-            least = max(2, self.repeats)
+            # the race's first test needs MIN_SEEDS paired seeds; round 1 already runs `repeats`
+            least = max(MIN_SEEDS, self.repeats)
             require(self.max_repeats >= least, "max_repeats", self.max_repeats,
-                    f"at least {least} when until_separated is true (a paired test needs 2 seeds, "
-                    f"round 1 runs repeats={self.repeats})")
+                    f"at least {least} when until_separated is true (the race tests from {MIN_SEEDS} paired "
+                    f"seeds on, round 1 runs repeats={self.repeats})")
         store_floats(self, "max_seconds")  # YAML `600` and `600.0` are the same budget
 
 

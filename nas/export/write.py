@@ -37,7 +37,6 @@ from nas.db import Store
 from nas.errors import ConfigError
 from nas.export import standalone
 from nas.models import STAGES, ArchConfig, build_model, unit_channels
-from nas.trials.plan import judged_accuracy
 
 FORMATS = {"py": "model.py", "pt": "weights.pt", "onnx": "model.onnx", "yaml": "config.yaml"}
 CHECK_TOLERANCE = 1e-5  # max |logit difference| between the generated network and nas's
@@ -87,7 +86,7 @@ def select(store: Store, experiment: str, *, rank: int | None = None, arch_hash:
     """The architecture `--rank` or `--arch` names, with its weights.
 
     `--rank` counts the confirmed architectures as `nas status` lists them (`arch_results`):
-    1 is the confirm race's best, then those tied with it, then the worse ones, each group
+    1 is the confirm race's best, then those not separated from it, then the worse ones, each group
     by Pareto rank (then the first objective).
 
     Raises:
@@ -120,7 +119,7 @@ def select(store: Store, experiment: str, *, rank: int | None = None, arch_hash:
     check_supported(arch)
     kept = [store.get_trial(i) for i in store.trials_with_weights(found.id)]
     kept = [t for t in kept if t.arch_hash == arch_hash]
-    kept.sort(key=lambda t: -(judged_accuracy(t.final_val_acc, t.final_test_acc) or 0.0))
+    kept.sort(key=lambda t: t.seed)  # the first confirm seed (`keep_first_seed_weights`)
     weights = None
     if kept:
         state = torch.load(io.BytesIO(store.load_weights(kept[0].id)), map_location="cpu", weights_only=True)
@@ -128,7 +127,7 @@ def select(store: Store, experiment: str, *, rank: int | None = None, arch_hash:
     elif need_weights:
         raise ConfigError(
             f"architecture {arch.short_name()} ({arch_hash}) of {experiment!r} has no kept weights: only the "
-            "confirm phase keeps them (the best seed of each confirmed architecture). Run the confirm phase "
+            "confirm phase keeps them (the first seed of each confirmed architecture). Run the confirm phase "
             "(`nas launch` with confirm.top_k > 0, which resumes the experiment), export a confirmed "
             "architecture (--rank K), or export --format py,yaml only."
         )
@@ -402,7 +401,7 @@ def render_config(source: ExportSource) -> str:
         "# metrics: accuracy is val accuracy (test when there is no val split); ci95 is the 95% CI of the\n"
         "# mean over the seeds; eval_se is one seed's binomial standard error, sqrt(p(1-p)/n) on the\n"
         "# eval_images it was measured on (null: not recorded); weights.pt holds the weights of the\n"
-        "# most accurate confirm seed.\n"
+        "# first confirm seed (a fixed seed, not the most accurate: weights_val_acc is one draw).\n"
     )
     return header + yaml.safe_dump(data, sort_keys=False)
 
@@ -456,7 +455,7 @@ def export(source: ExportSource, out: Path, formats: tuple[str, ...], *, force: 
     targets = target_paths(out, formats, force=force)
     note = ""
     if source.weights_trial is not None:
-        note = f"seed {source.weights_trial.seed}, the most accurate confirm seed"
+        note = f"seed {source.weights_trial.seed}, the first confirm seed"
     values = model_values(source.arch, source.experiment, source.code_version, note)
     model_source = fill_data(_standalone_source(), values)
     module = load_module(model_source)

@@ -32,7 +32,7 @@ from nas.search.ahead import AskAhead, ahead_depth
 from nas.search.confirm import (
     confirm_plans,
     confirm_race,
-    keep_best_weights,
+    keep_first_seed_weights,
     top_architectures,
 )
 from nas.search.controller import SearchController
@@ -148,7 +148,7 @@ def _launch(spec: ExperimentSpec, *, store: Store, db_url: str, data_root: str,
         run(replace(batch, next_plan=partial(next, iter(plans), None), should_stop=None, plans={}), len(plans))
 
     run_race(top, spec, store, experiment_id, run_round, log)
-    keep_best_weights(store, experiment_id)
+    keep_first_seed_weights(store, experiment_id)
     store.finish_experiment(experiment_id, ExperimentStatus.FINISHED)
     log(f"done in {time.perf_counter() - started:.0f} s")
     return Launched(experiment_id, controller)

@@ -2,23 +2,29 @@
 significantly worse eliminated, until the leader separates or the budget ends.
 
     round 1: every architecture runs seeds CONFIRM_SEED_BASE + 0 .. repeats - 1
-    after each round, over the seeds every remaining architecture has a result for:
+    after each round with at least MIN_SEEDS seeds (a planned look, `race_looks`), over the
+    seeds each pair of remaining architectures has results for:
+        every pair: paired t-test; an architecture some other remaining one beats with a p
+        at or below the look's boundary is eliminated ("worse")
         leader = the best mean accuracy (the first accuracy objective; val, else test)
-        each other one against the leader: paired t-test (`nas.stats.paired_difference`),
-        Holm-adjusted over the round's comparisons (`nas.stats.holm_adjust`);
-        adjusted p < ALPHA with a negative mean difference -> eliminated ("worse")
     round r + 1: the remaining ones run one more seed, CONFIRM_SEED_BASE + repeats + r - 1
     the race ends when only the leader is left ("separated"), at `max_repeats` seeds, or
     once `max_seconds` of training (summed over the confirm trials) are spent; without
     `until_separated` after round 1 (the confirm phase before the race)
 
+The boundaries (`nas.sequential`) keep the chance of any false `worse` over the whole race,
+all rounds and all pairs, at ALPHA: every pair is in the family (the leader is chosen on the
+same seeds, so testing only against it would be biased), and alpha is spent over the planned
+looks (O'Brien-Fleming-type), the last look spending the rest.
+
 The race is a function of the results per (architecture, seed) (`replay`), nothing else:
 the driver derives it from the store before each round, so a launch stopped anywhere
 continues where it stopped and never re-runs a finished (architecture, seed). The same
 replay answers the question (`Race.groups`): the leader is `best`; whoever it could not
-separate from is `tied` (with the Holm-adjusted p of that comparison); an eliminated one is
-`worse` (with the p it was eliminated on). Ties are honest: two architectures whose seeds
-cannot tell them apart are reported as such, not ranked by a difference within the noise.
+separate from is `not separated`, with its p and the difference the race could have detected
+(80% power at the observed seed spread); an eliminated one is `worse` (with the p it was
+eliminated on). Two architectures whose seeds cannot tell them apart are reported as such,
+not ranked by a difference within the noise.
 """
 
 from __future__ import annotations
@@ -28,18 +34,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from nas.db.schema import Phase
-from nas.stats import holm_adjust, paired_difference
+from nas.sequential import MIN_SEEDS, Looks, detectable_difference, pairwise
 from nas.trials.plan import RESULTS, judged_accuracy
 
 if TYPE_CHECKING:
     from nas.config.experiment import ConfirmSettings
     from nas.db import Store
 
-ALPHA = 0.05  # family-wise error rate of one round's eliminations (Holm)
 CONFIRM_SEED_BASE = 10_000  # confirm seeds differ from search seeds: the search seed helped select the winner
-BEST, TIED, WORSE = "best", "tied", "worse"
-GROUP_ORDER = {BEST: 0, TIED: 1, WORSE: 2}  # `nas export --rank` order: the best, the tied, the worse
+BEST, TIED, WORSE = "best", "not separated", "worse"
+GROUP_ORDER = {BEST: 0, TIED: 1, WORSE: 2}  # `nas export --rank` order: the best, the not separated, the worse
 
 Results = Mapping[str, Mapping[int, "float | None"]]  # arch hash -> seed -> value (None: no accuracy)
 
@@ -49,31 +56,59 @@ def confirm_seeds(n: int) -> list[int]:
     return [CONFIRM_SEED_BASE + i for i in range(n)]
 
 
+def race_looks(settings: ConfirmSettings, archs: int) -> Looks | None:
+    """The looks a race of `archs` plans: every round from MIN_SEEDS seeds (and from
+    `repeats`) to `max_repeats`, or round 1 alone without `until_separated`; None: no test
+    (fewer than 2 architectures, or no round reaches MIN_SEEDS)."""
+    first = max(settings.repeats, MIN_SEEDS)
+    last = settings.max_repeats if settings.until_separated else settings.repeats
+    if archs < 2 or last < first:
+        return None
+    return Looks(arms=archs, seeds=tuple(range(first, last + 1)))
+
+
 # ----------------------------------------------------------------------------- the decisions
 
 
 @dataclass(frozen=True)
 class Group:
-    """Where an architecture ended up: best, tied with the best, or worse."""
+    """Where an architecture ended up: best, not separated from the best, or worse."""
 
-    decision: str  # best | tied | worse
-    p: float  # Holm-adjusted p of its comparison with the leader (nan: best, or too few seeds)
-    round: int  # the round that decided it (the last decided one for best and tied)
+    decision: str  # best | not separated | worse
+    p: float  # its verdict's p over the race (nan: best, or no test)
+    round: int  # the round that decided it (the last decided one for best and not separated)
+    # not separated: the spread of its differences to the best, their seeds, the round's boundary
+    spread: float = math.nan
+    pairs: int = 0
+    boundary: float = math.nan
+
+    @property
+    def detectable(self) -> float:
+        """The difference (fraction) the race finds at 80% power at the observed seed spread;
+        nan unless not separated after a test."""
+        return detectable_difference(self.spread, self.pairs, self.boundary) if self.decision == TIED else math.nan
 
     def text(self) -> str:
-        return decision_text(self.decision, self.p)
+        return decision_text(self.decision, self.p, self.detectable)
 
 
-def decision_text(decision: str, p: float) -> str:
-    """``best``, ``tied (p=0.41)``, ``worse (p=0.003)``; "" for no decision."""
+def decision_text(decision: str, p: float, detectable: float = math.nan) -> str:
+    """``best``, ``not separated (p=0.41; could detect >= 1.9 pts)``, ``worse (p=0.003)``;
+    "" for no decision."""
     if decision in ("", BEST):
         return decision
-    return f"{decision} ({p_text(p)})"
+    return f"{decision} {verdict_detail(decision, p, detectable)}"
+
+
+def verdict_detail(decision: str, p: float, detectable: float = math.nan) -> str:
+    """``(p=0.41; could detect >= 1.9 pts)`` (not separated), ``(p=0.003)`` (worse)."""
+    could = f"; could detect >= {100 * detectable:.1f} pts" if decision == TIED and math.isfinite(detectable) else ""
+    return f"({p_text(p)}{could})"
 
 
 def p_text(p: float) -> str:
-    """``p=0.41``, ``p=0.003``; nan (fewer than 2 paired seeds: no test) says so."""
-    return f"p={p:.2g}" if math.isfinite(p) else "untested: under 2 paired seeds"
+    """``p=0.41``, ``p=0.003``; nan (fewer than MIN_SEEDS paired seeds: no test) says so."""
+    return f"p={p:.2g}" if math.isfinite(p) else f"untested: under {MIN_SEEDS} paired seeds"
 
 
 @dataclass(frozen=True)
@@ -83,12 +118,15 @@ class Round:
     number: int  # from 1
     seeds: tuple[int, ...]  # run by every architecture of the round
     archs: tuple[str, ...]  # the remaining architectures at its start
-    paired: tuple[int, ...]  # the seeds all of them have an accuracy for: the ones compared
+    paired: tuple[int, ...]  # the seeds all of them have an accuracy for: the leader's means
     leader: str
     means: dict[str, float]  # mean accuracy over `paired`
-    difference: dict[str, float]  # mean of (architecture - leader) over `paired`, all but the leader
-    p: dict[str, float]  # Holm-adjusted p of the paired t-test against the leader, all but the leader
-    eliminated: tuple[str, ...]  # significantly worse than the leader
+    difference: dict[str, float]  # mean of (architecture - leader) over their shared seeds, all but the leader
+    spread: dict[str, float]  # sd of those differences over the seeds (nan under 2)
+    pairs: dict[str, int]  # seeds each shares with the leader
+    p: dict[str, float]  # the verdict's p (nas.sequential stagewise), all but the leader; nan: no test
+    eliminated: tuple[str, ...]  # significantly worse than another remaining one
+    boundary: float = math.nan  # the per-pair p at or below which a pair separated this round (nan: no test)
 
 
 @dataclass(frozen=True)
@@ -106,7 +144,7 @@ class Race:
         return self.rounds[-1].leader if self.rounds else None
 
     def groups(self) -> dict[str, Group]:
-        """best / tied / worse per architecture decided so far (none before round 1 is done)."""
+        """best / not separated / worse per architecture decided so far (none before round 1 is done)."""
         if not self.rounds:
             return {}
         out = {h: Group(WORSE, r.p[h], r.number) for r in self.rounds for h in r.eliminated}
@@ -115,7 +153,7 @@ class Race:
             if h == last.leader:
                 out[h] = Group(BEST, math.nan, last.number)
             elif h in last.p:
-                out[h] = Group(TIED, last.p[h], last.number)
+                out[h] = Group(TIED, last.p[h], last.number, last.spread[h], last.pairs[h], last.boundary)
         return out
 
 
@@ -132,6 +170,7 @@ def replay(accuracy: Results, archs: Sequence[str], settings: ConfirmSettings,
         seconds: per architecture and seed, train seconds (for `max_seconds`); None: none spent.
     """
     remaining = tuple(dict.fromkeys(archs))
+    looks = race_looks(settings, len(remaining))
     rounds: list[Round] = []
     number = 1
     while remaining:
@@ -139,7 +178,9 @@ def replay(accuracy: Results, archs: Sequence[str], settings: ConfirmSettings,
         to_run = tuple((h, s) for s in seeds for h in remaining if s not in accuracy.get(h, {}))
         if to_run:
             return Race(tuple(rounds), remaining, number, to_run)
-        decided = decide(number, seeds, remaining, accuracy)
+        # the last round is known before its results are read: its look spends the rest of alpha
+        final = bool(_last_round(settings, len(seeds), _spent(seconds, archs, seeds)))
+        decided = decide(number, seeds, remaining, accuracy, looks, final)
         rounds.append(decided)
         remaining = tuple(h for h in remaining if h not in decided.eliminated)
         stop = _stop(settings, remaining, len(seeds), _spent(seconds, archs, seeds))
@@ -149,33 +190,52 @@ def replay(accuracy: Results, archs: Sequence[str], settings: ConfirmSettings,
     return Race((), (), 1, (), "no architectures")
 
 
-def decide(number: int, seeds: Sequence[int], archs: Sequence[str], accuracy: Results) -> Round:
-    """Round `number`'s decision once every one of `archs` has run `seeds`."""
-    paired = tuple(s for s in seeds if all(_finite(accuracy[h].get(s)) for h in archs))
-    means = {h: (sum(accuracy[h][s] for s in paired) / len(paired) if paired else math.nan) for h in archs}
+def decide(number: int, seeds: Sequence[int], archs: Sequence[str], accuracy: Results,
+           looks: Looks | None, final: bool = False) -> Round:
+    """Round `number`'s decision once every one of `archs` has run `seeds`: under `looks`
+    (None: no test), at the look of len(seeds) seeds if one is planned; `final` spends the
+    rest of alpha there."""
+    values = np.array([[_value(accuracy[h].get(s)) for s in seeds] for h in archs])
+    complete = np.isfinite(values).all(axis=0)
+    paired = tuple(s for s, ok in zip(seeds, complete) if ok)
+    means = {h: (float(values[i, complete].mean()) if paired else math.nan) for i, h in enumerate(archs)}
     # ties broken by hash, so every reader of the same results names the same leader
     leader = min(archs, key=lambda h: (-means[h] if math.isfinite(means[h]) else math.inf, h))
-    others = [h for h in archs if h != leader]
-    diffs = {h: paired_difference([accuracy[h][s] for s in paired], [accuracy[leader][s] for s in paired])
-             for h in others}
-    adjusted = dict(zip(others, holm_adjust([diffs[h].p_value for h in others])))
-    eliminated = tuple(h for h in others if math.isfinite(adjusted[h]) and adjusted[h] < ALPHA
-                       and diffs[h].mean < 0)
-    return Round(number=number, seeds=tuple(seeds), archs=tuple(archs), paired=paired, leader=leader,
-                 means=means, difference={h: diffs[h].mean for h in others}, p=adjusted, eliminated=eliminated)
+    lead = archs.index(leader)
+    tests = pairwise(values)
+    look = looks.index(len(seeds)) if looks is not None else None
+    boundary = looks.boundary(look, final) if look is not None else math.nan
+    p, eliminated = {}, []
+    for i, h in enumerate(archs):
+        if h == leader:
+            continue
+        # its smallest p against one it trails (a pair it leads cannot make it worse)
+        trails = [tests.p[j, i] for j in range(len(archs)) if j != i and tests.mean[j, i] > 0
+                  and math.isfinite(tests.p[j, i])]
+        smallest = min(trails, default=math.nan if look is None or tests.n[lead, i] < MIN_SEEDS else 1.0)
+        p[h] = looks.p_value(look, smallest) if look is not None else math.nan
+        if look is not None and math.isfinite(smallest) and smallest <= boundary:
+            eliminated.append(h)
+    others = [i for i, h in enumerate(archs) if h != leader]
+    return Round(number=number, seeds=tuple(seeds), archs=tuple(archs), paired=paired, leader=leader, means=means,
+                 difference={archs[i]: float(tests.mean[i, lead]) for i in others},
+                 spread={archs[i]: float(tests.sd[i, lead]) for i in others},
+                 pairs={archs[i]: int(tests.n[i, lead]) for i in others},
+                 p=p, eliminated=tuple(eliminated), boundary=boundary)
 
 
 def repeat_groups(accuracy: Results, seeds: Sequence[int]) -> dict[str, Group]:
-    """best / tied / worse among the architectures with a result on every one of `seeds` (a
-    search with seed repeats: each architecture ran the same seeds), decided as one race round
-    is: each against the leader, paired, Holm-adjusted. Empty under 2 architectures or seeds."""
+    """best / not separated / worse among the architectures with a result on every one of
+    `seeds` (a search with seed repeats: each architecture ran the same seeds), decided as
+    the race's one look would be: every pair, one look at len(seeds) spending all of alpha.
+    Empty under 2 architectures; no test (p nan) under MIN_SEEDS seeds."""
     archs = sorted(h for h in accuracy if all(_finite(accuracy[h].get(s)) for s in seeds))
-    if len(archs) < 2 or len(seeds) < 2:
+    if len(archs) < 2 or not seeds:
         return {}
-    decided = decide(1, seeds, archs, accuracy)
-    groups = {h: Group(WORSE if h in decided.eliminated else TIED, decided.p[h], 1) for h in decided.p}
-    groups[decided.leader] = Group(BEST, math.nan, 1)
-    return groups
+    looks = Looks(arms=len(archs), seeds=(len(seeds),)) if len(seeds) >= MIN_SEEDS else None
+    race = Race((decided := decide(1, seeds, archs, accuracy, looks, final=True),), tuple(
+        h for h in archs if h not in decided.eliminated), 2, (), "single round")
+    return race.groups()
 
 
 def _stop(settings: ConfirmSettings, remaining: Sequence[str], seeds: int, spent: float) -> str:
@@ -184,6 +244,13 @@ def _stop(settings: ConfirmSettings, remaining: Sequence[str], seeds: int, spent
         return "single round"
     if len(remaining) <= 1:
         return "separated"
+    return _last_round(settings, seeds, spent)
+
+
+def _last_round(settings: ConfirmSettings, seeds: int, spent: float) -> str:
+    """Why a round with `seeds` seeds is the race's last whatever its results, or ""."""
+    if not settings.until_separated:
+        return "single round"
     if seeds >= settings.max_repeats:
         return "max_repeats"
     if settings.max_seconds is not None and spent >= settings.max_seconds:
@@ -202,6 +269,10 @@ def _spent(seconds: Results | None, archs: Sequence[str], seeds: Sequence[int]) 
 
 def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
+
+
+def _value(value: float | None) -> float:
+    return float(value) if _finite(value) else math.nan
 
 
 # ----------------------------------------------------------------------------- from the store
@@ -263,7 +334,8 @@ STOP_WORDS = {
 
 
 def decision_line(race: Race, names: Mapping[str, str]) -> str:
-    """``confirm decision after 4 seeds (the leader separated): best A; tied: B (p=0.41); worse: C (p=0.003)``."""
+    """``confirm decision after 4 seeds (the leader separated): best A; not separated: B (p=0.41; could
+    detect >= 1.9 pts); worse: C (p=0.003)``."""
     groups = race.groups()
     if not groups:
         return "confirm decision: none yet (round 1 is not complete)"
@@ -272,8 +344,8 @@ def decision_line(race: Race, names: Mapping[str, str]) -> str:
         members = [h for h in groups if groups[h].decision == decision]
         if members:
             label = f"{decision} " if decision == BEST else f"{decision}: "
-            parts.append(label + ", ".join(
-                names.get(h, h) + ("" if decision == BEST else f" ({p_text(groups[h].p)})") for h in members))
+            parts.append(label + ", ".join(names.get(h, h) + ("" if decision == BEST else " " + verdict_detail(
+                decision, groups[h].p, groups[h].detectable)) for h in members))
     seeds = len(race.rounds[-1].seeds)
     why = STOP_WORDS.get(race.stop, race.stop or "stopped")
     return f"confirm decision after {seeds} seeds ({why}): " + "; ".join(parts)
