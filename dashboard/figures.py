@@ -303,7 +303,7 @@ def experiments_figure(table: pd.DataFrame) -> go.Figure:
 
 def ablation_figure(rows: pd.DataFrame) -> go.Figure:
     """Each variant's accuracy change against the reference (percentage points) with the
-    95% CI of the paired difference; variants that matter (Holm p < 0.05) in full colour.
+    95% CI of the paired difference; variants that matter (the study's p < 0.05) in full colour.
 
     Args:
         rows: one row per variant with ``change``, ``short_name``, ``arch_hash``, ``delta``,

@@ -467,7 +467,7 @@ def ablation_references(_store: Store, url: str, experiment: str) -> list[str]:
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def ablation_report(_store: Store, url: str, experiment: str, reference_hash: str):
     """`nas.ablation.report.contributions`: each variant's paired difference to the reference
-    (95% CI, Holm-adjusted p), read from the store; the same table `nas ablate` prints."""
+    (95% CI, the study's p), read from the store; the same table `nas ablate` prints."""
     from nas.ablation.report import contributions
 
     return contributions(_store, experiment, reference_hash)

@@ -240,6 +240,10 @@ class AblationVariant(Base):
     change: Mapped[str] = mapped_column(String(200))  # for people, e.g. "L1.residual 1 -> 0 (off)"
     position: Mapped[int] = mapped_column(Integer)  # order in the plan, from 0
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # the study's planned looks (nas.sequential): tests at first_look..last_look paired seeds;
+    # NULL (before 0008): one look at the seeds a variant has
+    first_look: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_look: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class ExitCurvePoint(Base):

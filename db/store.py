@@ -385,21 +385,14 @@ class Store:
 
     # ---- ablations --------------------------------------------------------------------
 
-    def add_ablation_variant(
-        self,
-        experiment_id: int,
-        reference_hash: str,
-        arch_hash: str,
-        *,
-        key: str,
-        move: str,
-        change: str,
-        position: int,
-    ) -> None:
-        """Link a variant to the reference it ablates; kept unchanged if already linked.
+    def add_ablation_variant(self, experiment_id: int, reference_hash: str, arch_hash: str, *, key: str, move: str,
+                             change: str, position: int, looks: tuple[int, int] | None = None) -> None:
+        """Link a variant to the reference it ablates (kept if already linked; `looks`, the
+        study's planned first and last look in seeds, are the latest plan's).
 
         Both architectures must be stored (`upsert_architecture`).
         """
+        first, last = looks or (None, None)
         with self._write() as session:
             _get(session, Experiment, experiment_id)
             for hash_ in (reference_hash, arch_hash):
@@ -407,8 +400,10 @@ class Store:
             session.execute(
                 self._insert(AblationVariant)
                 .values(experiment_id=experiment_id, reference_hash=reference_hash, arch_hash=arch_hash, key=key,
-                        move=move, change=change, position=position, created_at=utcnow())
-                .on_conflict_do_nothing(index_elements=["experiment_id", "reference_hash", "arch_hash"])
+                        move=move, change=change, position=position, created_at=utcnow(), first_look=first,
+                        last_look=last)
+                .on_conflict_do_update(index_elements=["experiment_id", "reference_hash", "arch_hash"],
+                                       set_={"first_look": first, "last_look": last})
             )
 
     def ablation_variants(

@@ -92,7 +92,11 @@ class Looks:
 
     def p_value(self, look: int, p: float) -> float:
         """The stagewise-ordered p of a smallest pair p `p` seen at `look` (nan stays nan)."""
-        return _null(self).p_value(look, p, _pairs(self)) if math.isfinite(p) else math.nan
+        if not math.isfinite(p):
+            return math.nan
+        # never below the pair's own p: the event contains {this pair's p <= p} (the sample's
+        # error could say otherwise)
+        return max(p, _null(self).p_value(look, p, _pairs(self)))
 
     def separates(self, look: int, p: float, final: bool = False) -> bool:
         """Whether a pair with p-value `p` at `look` is beyond seed noise for the whole plan."""

@@ -21,6 +21,7 @@ from nas.models import ArchConfig, build_model, count_flops, count_params, parse
 from nas.config.experiment import load_experiment
 from nas.config.space import SearchSpace
 from nas.trials.experiment import stored_spec
+from nas.sequential import AGAINST_FIRST, Looks
 from nas.stats import holm_adjust, paired_difference, paired_t_pvalue
 from tests.cifar_fixture import write_cifar
 from tests.helpers import experiment_yaml
@@ -217,6 +218,8 @@ def test_dry_run_prints_the_plan_and_writes_nothing(launched_store):
         (["tiny", "--arch", "not-an-arch"], "--arch 'not-an-arch'"),
         (["tiny", "--arch", "0123456789ab"], "no architecture with this hash"),
         (["tiny", "--until-separated", "--repeats", "4", "--max-repeats", "3"], "--max-repeats must be at least"),
+        (["tiny", "--until-separated", "--repeats", "2", "--max-repeats", "2"], "at least 3 (the first test"),
+        (["tiny", "--repeats", "2"], "2 paired seeds test nothing"),
     ],
 )
 def test_bad_ablate_input_exits_2_and_writes_nothing(launched_store, args, needle):
@@ -232,7 +235,7 @@ def test_bad_ablate_input_exits_2_and_writes_nothing(launched_store, args, needl
 def test_ablate_while_a_search_writes_the_experiment_exits_2_naming_it(launched_store, tmp_path):
     db, _, _ = launched_store
     with Store.open(str(db)) as store, Lease(store, "tiny", "nas launch"):
-        result = runner.invoke(app, ["ablate", "tiny", "--db", str(db), "--repeats", "2",
+        result = runner.invoke(app, ["ablate", "tiny", "--db", str(db), "--repeats", "3",
                                      "--data-root", str(tmp_path / "no-data-here")])
     assert result.exit_code == 2, result.output
     assert "is being written by nas launch" in result.output and f"pid {os.getpid()}" in result.output
@@ -246,7 +249,7 @@ def test_ablate_without_a_store_exits_2_and_creates_none(tmp_path):
     assert result.exit_code == 2 and not db.exists()
 
 
-def test_the_contribution_table_pairs_seeds_adjusts_with_holm_and_sorts_by_effect(launched_store):
+def test_the_contribution_table_pairs_seeds_tests_every_variant_as_one_family_and_sorts_by_effect(launched_store):
     db, _, winner = launched_store
     ref_acc = {10_002: 0.79, 10_003: 0.81}  # 10_000 and 10_001: the confirm results (0.8)
     drops = {  # variant -> its accuracy per seed
@@ -263,30 +266,55 @@ def test_the_contribution_table_pairs_seeds_adjusts_with_holm_and_sorts_by_effec
         for position, (name, accs) in enumerate(drops.items()):
             arch = parse_short_name(name)
             store.add_ablation_variant(exp_id, winner.hash, arch.hash, key="k", move="off",
-                                       change=f"change {position}", position=position)
+                                       change=f"change {position}", position=position, looks=(4, 4))
             for seed, acc in accs.items():
                 _fake_trial(store, exp_id, arch, seed, "ablation", acc, seconds=8.0)
         ref = {s: t.final_val_acc for s, t in store_trials.items()} | ref_acc
         report = contributions(store, "tiny", winner.hash)
     by_name = {row.short_name: row for row in report.rows}
-    expected_p = {}
+    # one planned look at 4 seeds over 3 variants against the reference
+    looks = Looks(arms=4, seeds=(4,), family=AGAINST_FIRST)
     for name, accs in drops.items():
         seeds = sorted(accs)
         row = by_name[name]
         assert row.seeds == tuple(seeds)
         scipy = scipy_stats.ttest_rel([accs[s] for s in seeds], [ref[s] for s in seeds])
         assert row.accuracy.mean == pytest.approx(sum(accs[s] - ref[s] for s in seeds) / len(seeds))
-        if len(seeds) < 3:  # no test under 3 paired seeds
-            assert math.isnan(row.accuracy.p_value) and not row.matters
+        if len(seeds) < 4:  # its seeds never reached the study's look: no test
+            assert math.isnan(row.p) and not row.matters
             continue
         assert row.accuracy.p_value == pytest.approx(scipy.pvalue)
-        expected_p[name] = scipy.pvalue
-    holm = dict(zip(expected_p, holm_adjust(list(expected_p.values()))))
-    assert all(by_name[name].holm_p == pytest.approx(p) for name, p in holm.items())
+        assert row.p == pytest.approx(looks.p_value(0, scipy.pvalue)) and row.p >= scipy.pvalue
+        assert row.matters == (scipy.pvalue <= looks.boundary(0))
     assert [row.short_name for row in report.rows] == ["base w=0.125", "R:L3 w=0.125", "R:L1 w=0.125"]
     assert by_name["R:L3 w=0.125"].matters and not by_name["R:L1 w=0.125"].matters
     assert by_name["R:L3 w=0.125"].params < 0 and by_name["R:L3 w=0.125"].flops < 0
     assert report.reference_accuracy.n == 4
+
+
+def test_a_study_with_until_separated_spends_alpha_over_its_looks(launched_store):
+    """A variant 1 point down with a steady difference: p 0.006 at 3 seeds would pass one test
+    at 3 seeds, but the study planned looks 3..8, and its first look spends only a sliver."""
+    db, _, winner = launched_store
+    seeds = [10_000, 10_001, 10_002]
+    with Store.open(str(db)) as store:
+        exp_id = store.get_experiment("tiny").id
+        _fake_trial(store, exp_id, winner, 10_002, "ablation", 0.8, seconds=12.0)  # confirm gave 0.8, 0.8
+        arch = parse_short_name("R:L3 w=0.125")
+        store.add_ablation_variant(exp_id, winner.hash, arch.hash, key="k", move="off", change="c", position=0,
+                                   looks=(3, 8))
+        for seed, acc in zip(seeds, (0.790, 0.789, 0.7905)):
+            _fake_trial(store, exp_id, arch, seed, "ablation", acc, seconds=8.0)
+        (row,) = contributions(store, "tiny", winner.hash).rows
+        raw = row.accuracy.p_value
+        # its p so far is the raw p (one pair, nothing spent before), but the boundary of look 1
+        # of 6 is 0.05 * (3/8)^10: alpha is kept for the later looks
+        assert raw < 0.01 and not row.matters and row.p == pytest.approx(raw, rel=0.02)
+        # the same results judged as a study of one look at 3 seeds: it matters
+        store.add_ablation_variant(exp_id, winner.hash, arch.hash, key="k", move="off", change="c", position=0,
+                                   looks=(3, 3))
+        (once,) = contributions(store, "tiny", winner.hash).rows
+    assert once.matters and once.p < 0.05
 
 
 # ----------------------------------------------------------------------------- real runs with Ray
@@ -366,7 +394,7 @@ def test_variants_run_on_the_reference_seeds_unpruned_and_linked_to_it(tmp_path,
 
 def test_ablate_has_help_that_reads_like_documentation():
     result = runner.invoke(app, ["ablate", "--help"])
-    assert result.exit_code == 0 and "--until-separated" in result.output and "Holm" in result.output
+    assert result.exit_code == 0 and "--until-separated" in result.output and "study's p" in result.output
 
 
 def test_neighbours_in_a_fine_stepped_range_are_computed_not_enumerated():
@@ -378,3 +406,27 @@ def test_neighbours_in_a_fine_stepped_range_are_computed_not_enumerated():
     assert _neighbours(fine, 0.0)[0] is None and _neighbours(fine, 1.0)[1] is None
     steps = Param(key="L1.extra", kind="int", low=0, high=6, step=2)
     assert _neighbours(steps, 4) == (2, 6) and _neighbours(steps, 0) == (None, 2)
+
+
+def test_the_migration_keeps_an_older_studys_variants_with_no_looks(tmp_path):
+    from sqlalchemy import text
+
+    from nas.db import make_engine
+    from tests.old_store import write_old_store
+
+    url, _ = write_old_store(tmp_path, "0007")  # before the planned looks were stored
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO nas_architectures VALUES ('b1b2c3d4e5f6', '{}', 'R:L1', 1, 2, "
+                                "'2026-01-01 00:00:00')"))
+        connection.execute(text("INSERT INTO nas_ablation_variants (experiment_id, reference_hash, arch_hash, key, "
+                                "move, change, position, created_at) VALUES (1, 'a1b2c3d4e5f6', 'b1b2c3d4e5f6', "
+                                "'L1.residual', 'off', 'L1.residual 1 -> 0', 0, '2026-01-01 00:00:00')"))
+    engine.dispose()
+    with Store.open(url) as store:  # opening upgrades it
+        (link,) = store.ablation_variants(1)
+        assert (link.change, link.first_look, link.last_look) == ("L1.residual 1 -> 0", None, None)
+        store.add_ablation_variant(1, "a1b2c3d4e5f6", "b1b2c3d4e5f6", key="L1.residual", move="off",
+                                   change="L1.residual 1 -> 0", position=0, looks=(3, 6))
+        (link,) = store.ablation_variants(1)
+    assert (link.first_look, link.last_look) == (3, 6)  # the latest plan's looks

@@ -1,6 +1,6 @@
 """Ablations: which components of an architecture matter, from `nas ablate`'s
 leave-one-component-out runs: each variant's accuracy change against the reference,
-paired by seed, with its 95% CI and Holm-adjusted p-value. Until an ablation has run,
+paired by seed, with its 95% CI and the study's p-value (every variant and round counted). Until an ablation has run,
 the page says how to run one."""
 
 import pandas as pd
@@ -33,7 +33,7 @@ st.caption(f"Reference **{report.reference_name}** (`{report.reference_hash}`): 
 rows = pd.DataFrame([{
     "change": r.change, "short_name": r.short_name, "arch_hash": r.arch_hash, "seeds": r.accuracy.n,
     "delta": r.accuracy.mean, "ci_low": r.accuracy.ci_low, "ci_high": r.accuracy.ci_high,
-    "holm_p": r.holm_p, "matters": r.matters, "delta_seconds": r.train_seconds,
+    "study_p": r.p, "matters": r.matters, "delta_seconds": r.train_seconds,
     "delta_params": r.params, "delta_flops": r.flops,
 } for r in report.rows])
 if rows.empty:
@@ -41,20 +41,21 @@ if rows.empty:
     st.stop()
 st.plotly_chart(figures.ablation_figure(rows), key="ablation_chart")
 st.caption("Bars: mean accuracy change of the variant against the reference on the same seeds; "
-           "whiskers: 95% CI of the paired difference. Dark bars matter: Holm-adjusted p < 0.05.")
+           "whiskers: 95% CI of the paired difference. Dark bars matter: the study's p < 0.05 (the chance of "
+           "any false 'matters' over every variant and round held at 0.05).")
 st.dataframe(
     rows.assign(delta=rows["delta"] * 100,
                 ci=[f"{lo * 100:+.2f} to {hi * 100:+.2f}" if pd.notna(lo) else "-"
                     for lo, hi in zip(rows["ci_low"], rows["ci_high"])],
                 delta_params=rows["delta_params"] / 1e6, delta_flops=rows["delta_flops"] / 1e6)[
-        ["change", "short_name", "seeds", "delta", "ci", "holm_p", "matters", "delta_seconds",
+        ["change", "short_name", "seeds", "delta", "ci", "study_p", "matters", "delta_seconds",
          "delta_params", "delta_flops", "arch_hash"]],
     hide_index=True, key="ablation_table",
     column_config={
         "change": "Change", "short_name": "Variant", "seeds": "Paired seeds",
         "delta": st.column_config.NumberColumn("Accuracy change (pp)", format="%+.2f"),
         "ci": "95% CI (pp)",
-        "holm_p": st.column_config.NumberColumn("p (Holm)", format="%.3g"),
+        "study_p": st.column_config.NumberColumn("p (study)", format="%.3g"),
         "matters": st.column_config.CheckboxColumn("Matters"),
         "delta_seconds": st.column_config.NumberColumn("Train time change (s)", format="%+.1f"),
         "delta_params": st.column_config.NumberColumn("Params change (M)", format="%+.3f"),

@@ -2,7 +2,7 @@
 
     reference + the experiment's space -> plan (one change per variant)
         -> Ray Tune trials (phase ablation, unpruned) on the reference's seeds
-        -> paired differences per variant -> Holm across variants -> contribution table
+        -> paired differences per variant -> one test per look over all variants -> contribution table
 
 The plan switches each component of the reference off, one at a time (an extra layer, a
 residual block, a fractal block, a deformable stage, the drop, the pyramid schedule, the
@@ -12,7 +12,7 @@ confirmed with (CONFIRM_SEED_BASE + i), so each variant's result on seed s is co
 with the reference's on seed s: a paired design, which cancels the seed's share of the
 noise. The reference runs in phase ``ablation`` on any seed its confirm phase lacks.
 
-A variant "matters" when its Holm-adjusted paired t-test p-value is below 0.05: its
+A variant "matters" when its paired t-test clears the study's boundary (nas.sequential): its
 difference to the reference is beyond seed noise even after testing every variant.
 """
 

@@ -2,7 +2,7 @@
 
     reference + the experiment's space -> plan (one change per variant)
         -> Ray Tune trials (phase ablation, unpruned) on the reference's seeds
-        -> paired differences per variant -> Holm across variants -> contribution table
+        -> paired differences per variant -> one test per look over all variants -> contribution table
 
 The runs go through `nas.trials` only, never the search controller: an ablation opens no
 Optuna study and leaves the experiment's other trials (a search still running) alone.
@@ -16,7 +16,7 @@ from contextlib import closing
 from dataclasses import replace
 
 from nas.ablation.plan import Variant, ablation_seeds
-from nas.ablation.report import RESULT_PHASES, AblationReport, contributions
+from nas.ablation.report import RESULT_PHASES, AblationReport, contributions, study_looks
 from nas.config.experiment import ExperimentSpec
 from nas.db import Store
 from nas.db.lease import Lease
@@ -28,15 +28,16 @@ from nas.trials.plan import RESULTS, TrialPlan
 
 
 def record_plan(store: Store, experiment_id: int, costs: CostCounter, reference: ArchConfig,
-                variants: list[Variant]) -> None:
-    """Store the architectures and link each variant to the reference (before any run)."""
+                variants: list[Variant], looks: tuple[int, int] | None = None) -> None:
+    """Store the architectures and link each variant to the reference (before any run), with
+    the study's planned looks (first, last; `study_looks`)."""
     for arch in [reference, *(v.arch for v in variants)]:
         params, flops = costs(arch)
         store.upsert_architecture(arch.hash, arch.to_json(), arch.short_name(), params, flops)
     for position, variant in enumerate(variants):
         store.add_ablation_variant(
             experiment_id, reference.hash, variant.arch.hash,
-            key=variant.key, move=variant.move, change=variant.change, position=position,
+            key=variant.key, move=variant.move, change=variant.change, position=position, looks=looks,
         )
 
 
@@ -77,7 +78,9 @@ def run_ablation(
 
     With `until_separated`, rounds follow: each variant that does not matter yet (see
     `Contribution.matters`) gets one more seed, paired with the reference's, until every
-    variant matters or has `max_repeats` seeds.
+    variant matters or has `max_repeats` seeds. The looks (tests at repeats..max_repeats
+    seeds, from 3) are stored with the plan, so the report spends alpha over them
+    (`nas.ablation.report`).
 
     Holds the experiment's lease while it runs (`nas.db.lease`): refused while a search
     (or another ablation) of the experiment runs.
@@ -93,7 +96,8 @@ def _run_ablation(spec: ExperimentSpec, store: Store, experiment_id: int, data_r
     from nas.trials.tune import run_batch  # imports Ray
 
     started = time.perf_counter()
-    record_plan(store, experiment_id, costs, reference, variants)
+    record_plan(store, experiment_id, costs, reference, variants,
+                looks=study_looks(repeats, max_repeats if until_separated else repeats))
     by_hash = {v.arch.hash: v.arch for v in variants}
 
     def finished(plan: TrialPlan, status: str) -> None:

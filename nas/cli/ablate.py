@@ -57,8 +57,9 @@ def ablate(
     reference was confirmed with (phase `ablation` in the store; the reference too, on
     seeds it lacks), with the experiment's recipe and data. Then the contribution table:
     per variant the accuracy difference to the reference with a paired 95% CI, the paired
-    t-test p-value, Holm-adjusted across variants, whether it matters beyond seed noise,
-    and the cost differences. Running it again reuses finished runs.
+    t-test p-value, the study's p (over every variant and round: the chance of any false
+    "matters" held at 0.05, alpha spent over the looks), whether it matters beyond seed
+    noise, and the cost differences. No test under 3 paired seeds. Running it again reuses finished runs.
 
     Example: nas ablate cifar_fast --repeats 3 --dry-run
     """
@@ -69,6 +70,7 @@ def ablate(
 def _ablate_command(experiment, arch_text, repeats, dry_run, until_separated, max_repeats, address, db, data_root) -> None:
     from nas.ablation.plan import ablation_seeds, plan_variants, resolve_reference
     from nas.config.experiment import MAX_SEEDS
+    from nas.stats import MIN_SEEDS
     from nas.db import resolve_db_url
     from nas.trials.experiment import stored_spec
 
@@ -93,8 +95,12 @@ def _ablate_command(experiment, arch_text, repeats, dry_run, until_separated, ma
                 f"experiment {experiment!r} confirms with {repeats} seed; pass --repeats 2 or more "
                 "(a paired CI needs two seeds)."
             )
-        if until_separated and max_repeats < repeats:
-            raise ConfigError(f"--max-repeats must be at least --repeats ({repeats}), but got {max_repeats}.")
+        if until_separated and max_repeats < max(repeats, MIN_SEEDS):
+            raise ConfigError(f"--max-repeats must be at least --repeats ({repeats}) and at least {MIN_SEEDS} "
+                              f"(the first test needs {MIN_SEEDS} paired seeds), but got {max_repeats}.")
+        if not until_separated and repeats < MIN_SEEDS:
+            raise ConfigError(f"{repeats} paired seeds test nothing: a variant is tested from {MIN_SEEDS} seeds on; "
+                              f"pass --repeats {MIN_SEEDS} or more, or --until-separated.")
         if not variants:
             raise ConfigError(
                 f"nothing to ablate: {reference.short_name()} has no component to switch off and the space of "

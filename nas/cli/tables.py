@@ -181,9 +181,10 @@ def print_contributions(report) -> None:
         title=f"{report.experiment}: contributions to {report.reference_name} ({report.reference_hash}), "
               f"accuracy {acc.mean:.2%}{ci} over {acc.n} seeds",
         caption="Δ = variant - reference on the same seeds; 95% CI paired over seeds; p: paired t-test; "
-                "Holm: adjusted over the variants; matters: Holm p < 0.05.",
+                "study p: over every variant and round (the chance of any false 'matters' held at 0.05); "
+                "matters: study p < 0.05.",
     )
-    for column in ("change", "variant", "seeds", "Δ acc (pp)", "95% CI (pp)", "p", "Holm p", "matters",
+    for column in ("change", "variant", "seeds", "Δ acc (pp)", "95% CI (pp)", "p", "study p", "matters",
                    "Δ train s", "Δ params", "Δ MFLOPs"):
         table.add_column(column, justify="left" if column in ("change", "variant", "matters") else "right")
     ref_seconds = report.reference_seconds.mean
@@ -195,7 +196,7 @@ def print_contributions(report) -> None:
             seconds += f" ({row.train_seconds / ref_seconds:+.0%})"
         table.add_row(
             escape(row.change), escape(row.short_name), str(d.n),
-            "-" if math.isnan(d.mean) else f"{d.mean * 100:+.2f}", ci_text, _p(d.p_value), _p(row.holm_p),
+            "-" if math.isnan(d.mean) else f"{d.mean * 100:+.2f}", ci_text, _p(d.p_value), _p(row.p),
             "yes" if row.matters else "", seconds, f"{row.params:+,}", f"{row.flops / 1e6:+.1f}",
         )
     console.print(table)
