@@ -19,8 +19,11 @@ from dataclasses import dataclass, replace
 from nas.db import Architecture, Store, Trial
 from nas.db.schema import Phase, TrialStatus
 from nas.search.race import GROUP_ORDER, Group, decision_text, race_metric, repeat_groups, stored_race
-from nas.stats import SeedSummary, mean_binomial_se, pareto_ranks, summarize
+from nas.stats import SeedSummary, front_share, mean_binomial_se, pareto_ranks, summarize
 from nas.trials.plan import judged_accuracy
+
+
+FRONT_SHARE_MAX = 200  # architectures of a phase up to which the front's bootstrap is drawn (quadratic)
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,9 @@ class ArchResult:
     # trial's binomial SE of its accuracy (nas.stats.binomial_se; nan when unknown)
     eval_images: int | None = None
     eval_se: float = math.nan
+    # how sure its Pareto rank is: the share of seed bootstraps in which it is on the front
+    # (nas.stats.front_share); nan with one seed each, or over FRONT_SHARE_MAX architectures
+    front_share: float = math.nan
 
     @property
     def decision(self) -> str:
@@ -82,7 +88,8 @@ def arch_results(store: Store, experiment_name: str, phase: Phase | str) -> list
     groups = defaultdict(list)
     for trial in store.trials(experiment_id=experiment.id, phase=phase, status=TrialStatus.COMPLETED):
         groups[trial.arch_hash].append(trial)
-    rows = []
+    rows, per_seed = [], []
+    objectives = objectives_of(store, experiment_name)
     for arch_hash, trials in groups.items():
         arch = store.get_architecture(arch_hash)
         accuracy = [judged_accuracy(t.final_val_acc, t.final_test_acc) for t in trials]
@@ -94,12 +101,16 @@ def arch_results(store: Store, experiment_name: str, phase: Phase | str) -> list
             mean_inference_flops=_mean_inference_flops(store, arch, trials),
             **_eval_noise(trials, accuracy),
         ))
+        per_seed.append({t.seed: [_trial_metric(t, acc, rows[-1], metric) for metric, _ in objectives]
+                         for t, acc in zip(trials, accuracy)})
     if not rows:
         return []
-    objectives = objectives_of(store, experiment_name)
+    directions = [direction for _, direction in objectives]
     points = [[_metric(row, metric) for metric, _ in objectives] for row in rows]
-    ranks = pareto_ranks(points, [direction for _, direction in objectives])
-    rows = [replace(row, rank=rank) for row, rank in zip(rows, ranks)]
+    ranks = pareto_ranks(points, directions)
+    shares = front_share(per_seed, directions) if len(rows) <= FRONT_SHARE_MAX and any(
+        row.seeds >= 2 for row in rows) else [math.nan] * len(rows)
+    rows = [replace(row, rank=rank, front_share=share) for row, rank, share in zip(rows, ranks, shares)]
     decided = {Phase.CONFIRM: confirm_groups, Phase.SEARCH: search_groups}.get(Phase(phase))
     groups = decided(store, experiment_name) if decided else {}
     if groups:
@@ -161,6 +172,14 @@ def _eval_noise(trials: list[Trial], accuracy: list[float | None]) -> dict[str, 
     images = [eval_images(t) for t in trials]
     known = [n for n in images if n is not None]
     return {"eval_images": min(known) if known else None, "eval_se": mean_binomial_se(list(zip(accuracy, images)))}
+
+
+def _trial_metric(trial: Trial, accuracy: float | None, row: ArchResult, metric: str) -> float:
+    """One seed's value of an objective (an architecture's constants for params and FLOPs)."""
+    value = {"val_acc": accuracy, "test_acc": trial.final_test_acc, "train_seconds": trial.train_seconds}.get(metric)
+    if metric in ("val_acc", "test_acc", "train_seconds"):
+        return math.nan if value is None else float(value)
+    return _metric(row, metric)
 
 
 def _metric(row: ArchResult, metric: str) -> float:

@@ -11,12 +11,14 @@ one still in the race beats it by more than seed noise. Two things make a plain 
   better with a p at or below the look's boundary. Hsu's comparisons with the best would
   need fewer tests, but its "not the best" includes ties with the best; our `worse` is
   strict, and with K equal architectures any `worse` is an error, so every pair counts.
+  (`nas ablate` uses the family "against the first": each variant against its reference,
+  fixed before the data, two-sided.)
 - **Many looks.** The boundaries spend alpha over the planned looks (Lan & DeMets, Biometrika
-  1983) with the power family alpha(tau) = alpha * tau ** 8 (Kim & DeMets, Biometrics 1987),
-  tau the look's seeds over the last look's. Chosen by simulation (README "The race's
-  error"): a race's looks are late in its information (3 of 6 seeds is tau = 0.5), and the
+  1983) with the power family alpha(tau) = alpha * tau ** 10 (Kim & DeMets, Biometrics 1987),
+  tau the look's seeds over the last look's. Chosen by simulation (README "The confirm
+  race"): a race's looks are late in its information (3 of 6 seeds is tau = 0.5), and the
   O'Brien-Fleming-type function spent so much before the last look that the race kept only
-  0.55-0.85 of one fixed test's power; rho = 8 keeps >= 0.88 on every shipped setting, and
+  0.55-0.85 of one fixed test's power; rho = 10 keeps >= 0.85 on every shipped setting, and
   a clear leader still stops the race early. The race's last actual look spends whatever is
   left (a race stopped by its time budget does not waste alpha; that stop depends on train
   seconds, never on the accuracies).

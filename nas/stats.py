@@ -5,9 +5,11 @@ evaluation noise of one accuracy (its binomial standard error)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from scipy import stats as _scipy_stats
 
 # the fewest paired seeds a test runs on (df 2): at 2, one difference repeated gives p ~ 1e-15,
@@ -105,6 +107,46 @@ def pareto_ranks(points: Sequence[Sequence[float]], directions: Sequence[str]) -
 def pareto_front(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
     """Indices of the non-dominated points, in input order."""
     return [i for i, r in enumerate(pareto_ranks(points, directions)) if r == 0]
+
+
+FRONT_DRAWS = 400  # bootstrap draws of `front_share`: its s.e. is at most 0.025
+
+
+def front_share(values: Sequence[Mapping[int, Sequence[float]]], directions: Sequence[str],
+                draws: int = FRONT_DRAWS, seed: int = 0) -> list[float]:
+    """How sure a Pareto front is: per architecture, the share of seed bootstraps in which its
+    mean objective values are on the front.
+
+    Args:
+        values: per architecture, seed -> its objective values on that seed.
+        directions: "maximize" / "minimize" per objective.
+
+    Each draw resamples the seeds (with replacement, from all the seeds any architecture ran),
+    so architectures that share seeds are resampled in pairs, as they were measured; one with
+    none of the drawn seeds resamples its own. A front member with a share of 0.55 is on it
+    by a seed's luck; one at 1.0 on every resample. Seeded: the same values give the same shares.
+    """
+    rng = random.Random(seed)
+    seeds = sorted({s for v in values for s in v})
+    signs = np.array([-1.0 if d == "maximize" else 1.0 for d in directions])  # compared as minimisation
+    hits = np.zeros(len(values))
+    for _ in range(draws if seeds else 0):
+        drawn = [rng.choice(seeds) for _ in seeds]
+        points = []
+        for own in values:
+            picked = [own[s] for s in drawn if s in own] or [own[rng.choice(list(own))] for _ in own]
+            points.append([sum(column) / len(column) for column in zip(*picked)])
+        hits += _on_front(np.array(points, dtype=float) * signs)
+    return [float(h) / draws if seeds else math.nan for h in hits]
+
+
+def _on_front(costs: np.ndarray) -> np.ndarray:
+    """Which rows of `costs` (points x objectives, minimised; nan the worst) no other row
+    dominates: `dominates` for all pairs at once."""
+    costs = np.where(np.isnan(costs), np.inf, costs)
+    no_worse = (costs[:, None, :] <= costs[None, :, :]).all(axis=2)  # [j, i]: j no worse than i everywhere
+    better = (costs[:, None, :] < costs[None, :, :]).any(axis=2)
+    return ~(no_worse & better).any(axis=0)
 
 
 # ----------------------------------------------------------------------------- paired comparisons

@@ -21,6 +21,7 @@ from streamlit.testing.v1 import AppTest
 from nas.dashboard import queries, serve, ui
 from nas.dashboard.seed import DIMENSIONS, seed_store
 from nas.db import Store
+from nas.results import arch_results
 from nas.stats import pareto_front, summarize
 from tests.helpers import APP, TIMEOUT_S, figures_of, trace
 from tests.postgres_schema import fresh_schema_url
@@ -215,6 +216,11 @@ def test_pareto_lists_each_confirmed_architecture_with_the_confirm_race_decision
     assert table["rank"].tolist() == list(range(1, len(table) + 1))  # listed as `nas export --rank` counts
     ordered = [GROUP_ORDER[groups[h].decision] for h in table["arch_hash"]]
     assert ordered == sorted(ordered)
+    # how sure each one's Pareto rank is, as `nas status` computes it
+    with Store.open(seeded.url, read_only=True) as store:
+        shares = {r.arch_hash: r.front_share for r in arch_results(store, EXPERIMENT, "confirm")}
+    assert dict(zip(table["arch_hash"], table["front_share"])) == pytest.approx(shares)
+    assert all(0.0 <= v <= 1.0 for v in shares.values())
 
 
 def test_pareto_hover_shows_the_short_architecture_form(open_page, seeded):

@@ -4,6 +4,8 @@ checked against fronts worked out by hand."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from nas.stats import dominates, pareto_front, pareto_ranks
 
@@ -80,3 +82,42 @@ def test_a_paired_test_needs_three_seeds():
     assert paired_t_pvalue([0.50, 0.52], [0.49, 0.51]) != paired_t_pvalue([0.50, 0.52], [0.49, 0.51])
     three = paired_difference([0.50, 0.52, 0.53], [0.49, 0.51, 0.515])
     assert 0.0 < three.p_value < 0.05
+
+
+def test_front_share_is_one_for_a_clear_front_and_splits_between_two_within_noise():
+    from nas.stats import front_share
+
+    directions = ["maximize", "minimize"]
+    seeds = range(6)
+    clear = {s: [0.60, 1.0] for s in seeds}  # most accurate and cheapest: on every resample's front
+    dominated = {s: [0.40, 2.0] for s in seeds}  # never
+    # two at the same cost whose accuracies cross seed by seed: each leads about half the resamples
+    a = {s: [0.50 + (0.01 if s % 2 else -0.01), 3.0] for s in seeds}
+    b = {s: [0.50 + (-0.01 if s % 2 else 0.01), 3.0] for s in seeds}
+    shares = front_share([clear, dominated, a, b], directions)
+    assert shares[0] == 1.0 and shares[1] == 0.0
+    # a and b are dominated by `clear` (more accurate and cheaper) on every resample, so 0 too;
+    # without it, they share the front
+    assert shares[2] == shares[3] == 0.0
+    alone = front_share([a, b], directions)
+    assert 0.3 < alone[0] < 0.7 and 0.3 < alone[1] < 0.7 and alone[0] + alone[1] >= 1.0
+    assert front_share([a, b], directions) == alone  # seeded
+
+
+def test_front_share_of_a_single_seed_each_is_the_front_itself():
+    from nas.stats import front_share
+
+    shares = front_share([{0: [0.5, 1.0]}, {0: [0.4, 2.0]}], ["maximize", "minimize"])
+    assert shares == [1.0, 0.0]
+
+
+@given(st.lists(st.tuples(st.sampled_from([0.1, 0.2, 0.3, NAN]), st.sampled_from([1.0, 2.0, 3.0, NAN])),
+                min_size=1, max_size=9))
+def test_the_bootstraps_front_is_the_front_pareto_ranks_computes(points):
+    import numpy as np
+
+    from nas.stats import _on_front
+
+    directions = ["maximize", "minimize"]
+    expected = [rank == 0 for rank in pareto_ranks([list(p) for p in points], directions)]
+    assert _on_front(np.array(points, dtype=float) * np.array([-1.0, 1.0])).tolist() == expected
