@@ -198,6 +198,10 @@ class EpochResult(Base):
     # None when that accuracy was not measured, or in a store written before revision 0006
     val_images: Mapped[int | None] = mapped_column(Integer)
     test_images: Mapped[int | None] = mapped_column(Integer)
+    # which images it got right, one bit each in the split's order (nas.stats.pack_correct);
+    # None when not measured, not kept, or written before revision 0009
+    val_correct: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    test_correct: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     epoch_seconds: Mapped[float] = mapped_column(Float)  # train wall s, excluding eval
     cumulative_seconds: Mapped[float] = mapped_column(Float)  # sum up to this epoch
 

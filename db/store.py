@@ -200,20 +200,12 @@ class Store:
                 _get(session, Architecture, arch_hash)
             return trial_id
 
-    def record_epoch(
-        self,
-        trial_id: int,
-        epoch: int,
-        *,
-        train_loss: float,
-        train_acc: float,
-        val_acc: float | None,
-        test_acc: float | None,
-        epoch_seconds: float,
-        cumulative_seconds: float,
-        val_images: int | None = None,  # images val_acc / test_acc were measured on (None: unknown)
-        test_images: int | None = None,
-    ) -> None:
+    def record_epoch(self, trial_id: int, epoch: int, *, train_loss: float, train_acc: float, val_acc: float | None,
+                     test_acc: float | None, epoch_seconds: float, cumulative_seconds: float,
+                     val_images: int | None = None,  # images val_acc / test_acc were measured on (None: unknown)
+                     test_images: int | None = None,
+                     val_correct: bytes | None = None,  # which of them it got right (nas.stats.pack_correct)
+                     test_correct: bytes | None = None) -> None:
         """Record the metrics of epoch `epoch` (from 0) of a trial.
 
         Sets the trial's ``epochs_done`` to ``epoch + 1`` and ``best_val_acc`` to the
@@ -225,7 +217,8 @@ class Store:
             raise ValueError(f"epoch counts from 0, but got {epoch=}.")
         metrics = dict(train_loss=train_loss, train_acc=train_acc, val_acc=val_acc, test_acc=test_acc,
                        epoch_seconds=epoch_seconds, cumulative_seconds=cumulative_seconds,
-                       val_images=val_images, test_images=test_images)
+                       val_images=val_images, test_images=test_images, val_correct=val_correct,
+                       test_correct=test_correct)
         upsert = (self._insert(EpochResult).values(trial_id=trial_id, epoch=epoch, **metrics)
                   .on_conflict_do_update(index_elements=["trial_id", "epoch"], set_=metrics))
         running_max: dict[str, Any] = {}  # as MAX over the rows: NULL ignored; a NaN, which
@@ -416,6 +409,16 @@ class Store:
         query = query.order_by(AblationVariant.reference_hash, AblationVariant.position)
         with self._read() as session:
             return list(session.scalars(query))
+
+    def correct(self, trial_ids: list[int], split: str = "val") -> dict[int, tuple[bytes, int]]:
+        """Per trial, its last epoch's per-image correctness on `split` (val | test) and its
+        image count; trials without one are left out."""
+        bits, images = (EpochResult.val_correct, EpochResult.val_images) if split == "val" else (
+            EpochResult.test_correct, EpochResult.test_images)
+        query = (select(EpochResult.trial_id, bits, images).where(EpochResult.trial_id.in_(trial_ids), bits.is_not(None))
+                 .order_by(EpochResult.trial_id, EpochResult.epoch))
+        with self._read() as session:
+            return {trial_id: (data, n) for trial_id, data, n in session.execute(query)}  # the last epoch wins
 
     def get_experiment(self, name: str) -> Experiment | None:
         """The experiment called `name`, or None."""

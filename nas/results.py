@@ -15,11 +15,21 @@ import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, replace
+from typing import Any
 
 from nas.db import Architecture, Store, Trial
 from nas.db.schema import Phase, TrialStatus
 from nas.search.race import GROUP_ORDER, Group, decision_text, race_metric, repeat_groups, stored_race
-from nas.stats import SeedSummary, front_share, mean_binomial_se, pareto_ranks, summarize
+from nas.stats import (
+    ImageDifference,
+    SeedSummary,
+    front_share,
+    image_difference,
+    mean_binomial_se,
+    pareto_ranks,
+    summarize,
+    unpack_correct,
+)
 from nas.trials.plan import judged_accuracy
 
 
@@ -161,6 +171,34 @@ def search_groups(store: Store, experiment_name: str) -> dict[str, Group]:
                                                                                    trial.final_test_acc)
         accuracy[trial.arch_hash].setdefault(trial.seed, value)
     return repeat_groups(accuracy, list(range(first, first + repeats)))
+
+
+def image_differences(store: Store, experiment_name: str, rows: list[ArchResult]) -> dict[str, ImageDifference]:
+    """Each of `rows` but the first (the best, as `arch_results` orders a decided phase) against
+    the first, on the seeds both ran and their stored per-image correctness (val, else test:
+    what the race compares): the difference with the image sample's noise beside the seeds'
+    (`nas.stats.image_difference`). Leaves out an architecture with no such pair of seeds
+    (stores from before revision 0009, the simulated trainer)."""
+    experiment = store.get_experiment(experiment_name)
+    if experiment is None or len(rows) < 2:
+        return {}
+    wanted = {row.arch_hash for row in rows}
+    trials = [t for t in store.trials(experiment_id=experiment.id, phase=rows[0].phase, status=TrialStatus.COMPLETED)
+              if t.arch_hash in wanted]
+    split = "test" if accuracy_objective(store, experiment_name) == "test_acc" else "val"
+    bits = store.correct([t.id for t in trials], split)
+    by_seed: dict[str, dict[int, Any]] = defaultdict(dict)
+    for trial in trials:
+        if trial.id in bits:
+            by_seed[trial.arch_hash].setdefault(trial.seed, unpack_correct(*bits[trial.id]))
+    best = by_seed.get(rows[0].arch_hash, {})
+    out = {}
+    for row in rows[1:]:
+        own = by_seed.get(row.arch_hash, {})
+        seeds = sorted(s for s in set(own) & set(best) if len(own[s]) == len(best[s]))
+        if seeds:
+            out[row.arch_hash] = image_difference([own[s] for s in seeds], [best[s] for s in seeds])
+    return out
 
 
 def eval_images(trial: Trial) -> int | None:

@@ -253,3 +253,79 @@ def holm_adjust(p_values: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p))
         adjusted[i] = running
     return adjusted
+
+
+# ----------------------------------------------------------------------------- per image
+
+
+def pack_correct(correct: Sequence[bool] | np.ndarray) -> bytes:
+    """Which images an evaluation got right, one bit each in the split's order (little bit
+    order: image i is bit i % 8 of byte i // 8); 5,000 images are 625 bytes."""
+    return np.packbits(np.asarray(correct, dtype=bool), bitorder="little").tobytes()
+
+
+def unpack_correct(data: bytes, images: int) -> np.ndarray:
+    """The bool per image that `pack_correct` packed (`images` of them)."""
+    if len(data) != (images + 7) // 8:
+        raise ValueError(f"{len(data)} bytes cannot hold the correctness of {images} images "
+                         f"(it takes {(images + 7) // 8}).")
+    return np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=images, bitorder="little").astype(bool)
+
+
+@dataclass(frozen=True)
+class ImageDifference:
+    """A - B over paired seeds and the same images, with the noise of both samples.
+
+    The per-image differences x[s, i] = correct_A[s, i] - correct_B[s, i] (seeds s, images i)
+    follow the two-way random-effects model x = mu + a_s + b_i + e_si: a seed's effect, an
+    image's effect (some images favour A whatever the seed), and the rest. Their mean D
+    estimates mu, the difference on new images from the same distribution, with
+        Var(D) = sigma_a^2 / n + sigma_b^2 / N + sigma_e^2 / (n N)
+               = (MS_seeds + MS_images - MS_residual) / (n N)      (two-way ANOVA mean squares)
+    The paired t over seeds sees only MS_seeds / (n N): the seed noise on these images. The
+    image term is what a verdict needs to hold beyond the particular val set.
+    """
+
+    seeds: int
+    images: int
+    mean: float  # D, a fraction
+    seed_se: float  # sqrt(MS_seeds / (n N)): what a paired t over seeds uses (nan for one seed)
+    se: float  # sqrt(Var(D)), seeds and images
+    df: float  # Satterthwaite's, for the interval
+    ci_low: float
+    ci_high: float
+
+    @property
+    def image_share(self) -> float:
+        """The share of Var(D) that the image sample adds to the seed noise."""
+        if not (math.isfinite(self.se) and self.se > 0 and math.isfinite(self.seed_se)):
+            return math.nan
+        return max(0.0, 1.0 - self.seed_se ** 2 / self.se ** 2)
+
+
+def image_difference(a: Sequence[np.ndarray], b: Sequence[np.ndarray], confidence: float = 0.95) -> ImageDifference:
+    """A - B from per-image correctness on paired seeds (`a[k]`, `b[k]`: seed k's bools over
+    the same images in the same order); see `ImageDifference`. One seed: the image term alone
+    (McNemar's setting: the paired proportions of one run each)."""
+    if len(a) != len(b) or not a:
+        raise ValueError(f"paired seeds must be as many for A as for B and at least one, but got {len(a)} and {len(b)}.")
+    x = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)  # (n, N)
+    n, images = x.shape
+    mean = float(x.mean())
+    seed_means, image_means = x.mean(axis=1), x.mean(axis=0)
+    ms_images = n * float(((image_means - mean) ** 2).sum()) / max(images - 1, 1)
+    if n == 1:
+        var, seed_se, terms = ms_images / images, math.nan, [(ms_images / images, images - 1)]
+    else:
+        ms_seeds = images * float(((seed_means - mean) ** 2).sum()) / (n - 1)
+        residual = x - seed_means[:, None] - image_means[None, :] + mean
+        ms_residual = float((residual ** 2).sum()) / ((n - 1) * (images - 1))
+        var = max((ms_seeds + ms_images - ms_residual) / (n * images), ms_seeds / (n * images))
+        seed_se = math.sqrt(ms_seeds / (n * images))
+        terms = [(ms_seeds / (n * images), n - 1), (ms_images / (n * images), images - 1),
+                 (ms_residual / (n * images), (n - 1) * (images - 1))]
+    se = math.sqrt(var)
+    denominator = sum(v * v / d for v, d in terms if d > 0)
+    df = var * var / denominator if denominator > 0 else math.inf  # Satterthwaite
+    half = _scipy_stats.t.ppf(0.5 + confidence / 2, df=df) * se if se > 0 else 0.0
+    return ImageDifference(n, images, mean, seed_se, se, df, mean - half, mean + half)

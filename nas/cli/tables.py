@@ -52,6 +52,42 @@ def print_front(store, experiment: str) -> None:
             _eval_se(row.eval_se, row.eval_images),
         )
     console.print(table)
+    if decided:
+        print_image_differences(store, experiment, rows)
+
+
+def print_image_differences(store, experiment: str, rows) -> None:
+    """Each decided architecture against the best on new images: the seeds' and the images' noise."""
+    from nas.results import image_differences
+
+    found = image_differences(store, experiment, rows)
+    if not found:
+        return
+    table = Table(title=f"against the best ({escape(rows[0].short_name)}), generalised to new images",
+                  caption="Δ: mean over the paired seeds and the same images; the seeds' 95% CI is the paired "
+                          "t's (these images only); 'new images' adds the image sample's noise (two-way "
+                          "seeds x images, nas.stats.image_difference; its degrees of freedom pool both, "
+                          "Satterthwaite); images: its share of the variance.")
+    for column in ("architecture", "seeds", "images", "Δ acc (pp)", "95% CI, seeds (pp)", "95% CI, new images (pp)",
+                   "images"):
+        table.add_column(column, justify="left" if column == "architecture" else "right")
+    for row in rows[1:]:
+        d = found.get(row.arch_hash)
+        if d is None:
+            continue
+        seeds_half = _t_half(d.seeds - 1, d.seed_se)
+        table.add_row(escape(row.short_name), str(d.seeds), f"{d.images:,}", f"{d.mean * 100:+.2f}",
+                      "-" if math.isnan(seeds_half) else f"[{(d.mean - seeds_half) * 100:+.2f}, "
+                                                          f"{(d.mean + seeds_half) * 100:+.2f}]",
+                      f"[{d.ci_low * 100:+.2f}, {d.ci_high * 100:+.2f}]",
+                      "-" if math.isnan(d.image_share) else f"{d.image_share:.0%}")
+    console.print(table)
+
+
+def _t_half(df: int, se: float) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, df) * se) if df >= 1 and math.isfinite(se) else math.nan
 
 
 def _rank(rank: int, front_share: float) -> str:

@@ -18,13 +18,20 @@ from nas.models.exits import SWEEP_THRESHOLDS, ExitCurve, exit_flops, normalized
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
     """Accuracy of `model` in eval mode (BN running statistics, every block on)."""
+    return evaluate_images(model, x, y, batch_size).sum().item() / max(1, len(y))
+
+
+@torch.no_grad()
+def evaluate_images(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Which images of (x, y) `model` gets right in eval mode: a bool per image, in order
+    (stored packed, `nas.stats.pack_correct`, so two architectures pair image by image)."""
     model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=x.device)
+    parts = []
     for xb, yb in eval_batches(x, y, batch_size):
         with autocast(xb.device):
             logits = model(xb.contiguous(memory_format=torch.channels_last))
-        correct += (logits.argmax(1) == yb).sum()
-    return correct.item() / max(1, len(y))
+        parts.append(logits.argmax(1) == yb)
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool, device=x.device)
 
 
 @torch.no_grad()

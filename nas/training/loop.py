@@ -28,7 +28,8 @@ from nas.malloc import keep_freed_memory
 from nas.models import ArchConfig, build_model
 from nas.models.width_slicing import make_slimmable, set_width
 from nas.provenance import device_name
-from nas.training.evaluate import evaluate, sync
+from nas.stats import pack_correct
+from nas.training.evaluate import evaluate_images, sync
 from nas.training.recipe import Recipe, lr_at
 from nas.training.steps import SandwichStep, make_step
 
@@ -48,6 +49,10 @@ class EpochMetrics:
     # (binomial SE, nas.stats.binomial_se) is known from it
     val_images: int | None = None
     test_images: int | None = None
+    # which of those images it got right, packed one bit each (nas.stats.pack_correct): two
+    # architectures pair image by image, so a difference's image-sampling noise is known
+    val_correct: bytes | None = None
+    test_correct: bytes | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -221,16 +226,20 @@ def end_epoch(result: TrainResult, model: nn.Module, data: CifarSplits, recipe: 
     last = epoch == recipe.epochs - 1
     measure_val = not diverged and has_val
     measure_test = not diverged and (last or recipe.test_every_epoch or not has_val)
+    val = evaluate_images(model, data.val_x, data.val_y, recipe.eval_batch_size).cpu() if measure_val else None
+    test = evaluate_images(model, data.test_x, data.test_y, recipe.eval_batch_size).cpu() if measure_test else None
     result.epochs.append(EpochMetrics(
         epoch=epoch,
         train_loss=train_loss,
         train_acc=train_acc,
-        val_acc=evaluate(model, data.val_x, data.val_y, recipe.eval_batch_size) if measure_val else None,
-        test_acc=evaluate(model, data.test_x, data.test_y, recipe.eval_batch_size) if measure_test else None,
+        val_acc=None if val is None else val.sum().item() / max(1, len(val)),
+        test_acc=None if test is None else test.sum().item() / max(1, len(test)),
         epoch_seconds=epoch_seconds,
         cumulative_seconds=cumulative,
-        val_images=len(data.val_y) if measure_val else None,
-        test_images=len(data.test_y) if measure_test else None,
+        val_images=None if val is None else len(val),
+        test_images=None if test is None else len(test),
+        val_correct=None if val is None else pack_correct(val.numpy()),
+        test_correct=None if test is None else pack_correct(test.numpy()),
     ))
     if diverged:
         result.status = "diverged"

@@ -23,7 +23,8 @@ from nas.provenance import code_version
 from nas.trials.artifacts import ARTIFACTS, Artifact, TrialSetup
 
 EPOCH_FIELDS = ("train_loss", "train_acc", "val_acc", "test_acc", "epoch_seconds", "cumulative_seconds",
-                "val_images", "test_images")  # a result without the sizes (an older worker) records None
+                "val_images", "test_images", "val_correct", "test_correct")  # a result without one
+                # (an older worker, the simulated trainer) records None
 
 
 class TrialRecorder:
