@@ -15,7 +15,7 @@ significantly worse eliminated, until the leader separates or the budget ends.
 The boundaries (`nas.sequential`) keep the chance of any false `worse` over the whole race,
 all rounds and all pairs, at ALPHA: every pair is in the family (the leader is chosen on the
 same seeds, so testing only against it would be biased), and alpha is spent over the planned
-looks (O'Brien-Fleming-type), the last look spending the rest.
+looks (the power family alpha * tau^10), the last look spending the rest.
 
 The race is a function of the results per (architecture, seed) (`replay`), nothing else:
 the driver derives it from the store before each round, so a launch stopped anywhere
