@@ -63,6 +63,7 @@ def test_a_recording_round_trips_every_value_of_the_completed_runs(study, tmp_pa
         assert loaded.val_acc[i, j, epoch] == pytest.approx(val.mean())
         assert loaded.test_acc[i, j, epoch] == pytest.approx(test.mean())
         assert loaded.seconds[i, j, epoch] == 3.0 * (epoch + 1)
+        assert (loaded.train_loss[i, j, epoch], loaded.train_acc[i, j, epoch]) == (1.0, 0.5)
         if epoch == 1:
             assert unpack_correct(loaded.val_correct[i, j].tobytes(), 20).tolist() == val.tolist()
             assert unpack_correct(loaded.test_correct[i, j].tobytes(), 12).tolist() == test.tolist()

@@ -68,13 +68,16 @@ def trial_line(where: str, plan: TrialPlan, status: str, epochs: int) -> str:
 
 
 def launch(spec: ExperimentSpec, *, store: Store, db_url: str, data_root: str,
-           log: Callable[[str], None] = print, trainable: Any = None, write_behind: bool = True) -> Launched:
+           log: Callable[[str], None] = print, trainable: Any = None, write_behind: bool = True,
+           executor: Callable[[TrialBatch, int], None] | None = None) -> Launched:
     """Search, then confirm. Safe to call again on the same experiment: it resumes.
 
     `trainable` is the Ray Tune trainable that runs each trial (None: the real training,
     `nas.trials.tune.TrialTrainable`; `nas.trials.simulated.SimulatedTrainable` for benchmarks).
     The trials' rows and Optuna trials are written in order by a thread of their own
     (`nas.db.write_behind`); `write_behind=False` writes them in the callbacks, as they come.
+    `executor(batch, trials)` runs each batch (None: Ray Tune, `nas.trials.tune.run_batch`;
+    replays of recorded results run them in this process, `nas.trials.inline.run_inline`).
 
     Holds the experiment's lease throughout (`nas.db.lease`): a second writer is refused; a
     killed driver's stale lease is taken over, and its running trials marked interrupted.
@@ -87,13 +90,14 @@ def launch(spec: ExperimentSpec, *, store: Store, db_url: str, data_root: str,
             log(f"took over the lease of {lease.taken_over.describe()}: that driver stopped")
         with WriteBehind(store) if write_behind else nullcontext() as writes:  # written before the lease goes
             return _launch(spec, store=store, db_url=db_url, data_root=data_root, log=log, trainable=trainable,
-                           costs=costs, writes=writes)
+                           costs=costs, writes=writes, executor=executor)
 
 
 def _launch(spec: ExperimentSpec, *, store: Store, db_url: str, data_root: str,
             log: Callable[[str], None], trainable: Any, costs: CostCounter,
-            writes: WriteBehind | None) -> Launched:
-    from nas.trials.tune import run_batch  # imports Ray
+            writes: WriteBehind | None, executor: Callable[[TrialBatch, int], None] | None) -> Launched:
+    if executor is None:
+        from nas.trials.tune import run_batch as executor  # imports Ray
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     experiment_id = open_experiment(store, spec)
@@ -129,7 +133,7 @@ def _launch(spec: ExperimentSpec, *, store: Store, db_url: str, data_root: str,
     )
 
     def run(batch: TrialBatch, trials: int) -> None:
-        run_batch(batch, trials)
+        executor(batch, trials)
         if writes is not None:
             writes.flush()  # what follows reads the store
     if left:

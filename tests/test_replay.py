@@ -1,0 +1,91 @@
+"""Replays: a search and its race run on recorded results, in this process, through the real
+launch path (search controller, pruner, recorder, race); only the training is read from a
+recording (`nas.trials.replay`) and Tune's part is played in order (`nas.trials.inline`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from functools import partial
+
+import numpy as np
+import pytest
+
+from nas.config.experiment import load_experiment
+from nas.db import Store
+from nas.db.schema import Phase
+from nas.search.launch import launch
+from nas.search.race import CONFIRM_SEED_BASE
+from nas.stats import pack_correct, unpack_correct
+from nas.trials.inline import run_inline
+from nas.trials.recorded import Recording
+from nas.trials.replay import ReplayRun, recorded_seed_map
+from tests.helpers import experiment_yaml
+
+EPOCHS, SEEDS, VAL = 3, 12, 40
+
+
+def _recording(spec, finals: list[float]) -> Recording:
+    """Curves rising to `finals[k]` for grid point k, seed noise, per-image bits matching."""
+    archs = [spec.space.arch_from_params(point) for point in spec.space.grid()]
+    rng = np.random.default_rng(0)
+    k = len(archs)
+    val = np.zeros((k, SEEDS, EPOCHS))
+    bits = np.zeros((k, SEEDS, (VAL + 7) // 8), dtype=np.uint8)
+    for i, final in enumerate(finals):
+        for j in range(SEEDS):
+            right = rng.random(VAL) < final
+            val[i, j] = [right.mean() * (e + 1) / EPOCHS for e in range(EPOCHS)]
+            bits[i, j] = np.frombuffer(pack_correct(right), dtype=np.uint8)
+    seconds = np.cumsum(np.full((k, SEEDS, EPOCHS), 2.0), axis=2)
+    return Recording(tuple(a.hash for a in archs), tuple(a.short_name() for a in archs), tuple(range(100, 100 + SEEDS)),
+                     2.0 - val, val.copy(), val, val.copy(), seconds, bits, bits.copy(), VAL, VAL,
+                     np.ones((k, SEEDS), dtype=bool), {})
+
+
+def test_a_search_and_its_race_replay_recorded_results_through_the_real_launch(tmp_path):
+    spec = load_experiment(experiment_yaml(
+        tmp_path / "r.yaml", name="r", recipe={"epochs": EPOCHS},
+        search={"sampler": "grid", "pruner": {"kind": "none"}},
+        confirm={"top_k": 2, "repeats": 3, "until_separated": True, "max_repeats": 5}))
+    recording = _recording(spec, [0.30, 0.50, 0.80, 0.79])
+    # strategy seeds: the search's 0, the confirm seeds 10000..; each played by a recorded seed
+    seeds = recorded_seed_map([0, *range(CONFIRM_SEED_BASE, CONFIRM_SEED_BASE + 5)], list(recording.seeds[:6]))
+    played = Counter()
+
+    def make_run(config):
+        played[(config["arch"], config["seed"])] += 1
+        return ReplayRun(recording, seeds, config)
+
+    db = tmp_path / "r.db"
+    with Store.open(str(db)) as store:
+        launched = launch(spec, store=store, db_url=str(db), data_root=str(tmp_path), log=lambda line: None,
+                          executor=partial(run_inline, make_run=make_run))
+        trials = store.trials(experiment_id=launched.experiment_id)
+        search = [t for t in trials if t.phase == Phase.SEARCH]
+        confirm = [t for t in trials if t.phase == Phase.CONFIRM]
+        bits = store.correct([t.id for t in trials])
+    assert max(played.values()) == 1  # no (architecture, seed) played twice
+    assert len(search) == 4 and all(str(t.status) == "completed" for t in search)
+    # each trial's stored accuracy is the recorded one of the seed that played it
+    for trial in trials:
+        i = recording.arch_hashes.index(trial.arch_hash)
+        j = recording.seeds.index(seeds[trial.seed])
+        assert trial.final_val_acc == pytest.approx(recording.val_acc[i, j, -1])
+        assert unpack_correct(*bits[trial.id]).mean() == pytest.approx(trial.final_val_acc)
+    # the race ran the search's top 2 (0.80 and 0.79) on paired confirm seeds, from 3 to at most 5
+    raced = {t.arch_hash for t in confirm}
+    assert raced == set(recording.arch_hashes[2:])
+    assert {t.seed for t in confirm} <= set(range(CONFIRM_SEED_BASE, CONFIRM_SEED_BASE + 5))
+    assert len({t.seed for t in confirm}) >= 3
+
+
+def test_a_replayed_trial_the_recording_lacks_fails_as_a_trial_does(tmp_path):
+    spec = load_experiment(experiment_yaml(tmp_path / "r.yaml", name="r", recipe={"epochs": EPOCHS}))
+    recording = _recording(spec, [0.3, 0.5, 0.8, 0.7])
+    db = tmp_path / "r.db"
+    with Store.open(str(db)) as store:
+        launched = launch(spec, store=store, db_url=str(db), data_root=str(tmp_path), log=lambda line: None,
+                          executor=partial(run_inline, make_run=lambda c: ReplayRun(recording, {}, c)))
+        statuses = {str(t.status) for t in store.trials(experiment_id=launched.experiment_id)}
+        errors = {t.error for t in store.trials(experiment_id=launched.experiment_id)}
+    assert statuses == {"failed"} and any("has no recorded seed" in (e or "") for e in errors)
