@@ -89,3 +89,23 @@ def test_a_replayed_trial_the_recording_lacks_fails_as_a_trial_does(tmp_path):
         statuses = {str(t.status) for t in store.trials(experiment_id=launched.experiment_id)}
         errors = {t.error for t in store.trials(experiment_id=launched.experiment_id)}
     assert statuses == {"failed"} and any("has no recorded seed" in (e or "") for e in errors)
+
+
+def test_one_replay_judges_the_strategy_brute_force_and_search_only_against_unseen_seeds(tmp_path):
+    from nas.search.replays import replay_once, share_ci, usable_seeds
+
+    spec = load_experiment(experiment_yaml(
+        tmp_path / "r.yaml", name="r", recipe={"epochs": EPOCHS},
+        search={"sampler": "grid", "pruner": {"kind": "none"}},
+        confirm={"top_k": 2, "repeats": 3, "until_separated": True, "max_repeats": 4}))
+    recording = _recording(spec, [0.30, 0.50, 0.90, 0.60])  # one clearly best: every pick finds it
+    assert len(usable_seeds(recording)) == SEEDS
+    with Store.open(str(tmp_path / "replays.db")) as store:
+        outcome = replay_once(recording, spec, store, "replay0", np.random.default_rng(0), brute_seeds=5)
+        confirm = store.trials(experiment_id=store.get_experiment("replay0").id, phase=Phase.CONFIRM)
+    best = recording.arch_hashes[2]
+    assert outcome.winner == outcome.search_winner == outcome.brute_winner == best
+    assert outcome.regret == outcome.brute_regret == 0.0 and not outcome.false_worse
+    # 4 search trials and the race's confirm runs, every epoch; brute force 4 x 5 seeds x 3 epochs
+    assert outcome.epochs == EPOCHS * (4 + len(confirm)) and outcome.brute_epochs == 4 * 5 * EPOCHS
+    assert share_ci(19, 20)[1] < 0.95 < share_ci(19, 20)[2]
