@@ -109,3 +109,37 @@ def test_one_replay_judges_the_strategy_brute_force_and_search_only_against_unse
     # 4 search trials and the race's confirm runs, every epoch; brute force 4 x 5 seeds x 3 epochs
     assert outcome.epochs == EPOCHS * (4 + len(confirm)) and outcome.brute_epochs == 4 * 5 * EPOCHS
     assert share_ci(19, 20)[1] < 0.95 < share_ci(19, 20)[2]
+
+
+def test_a_grid_resumed_after_its_driver_died_mid_trial_reruns_that_trial_on_its_own_seed(tmp_path):
+    """Issue 26 D10: a crash must not change which seeds an architecture runs."""
+    spec = load_experiment(experiment_yaml(tmp_path / "r.yaml", name="r", recipe={"epochs": EPOCHS},
+                                           search={"sampler": "grid", "repeats": 3, "pruner": {"kind": "none"}}))
+    recording = _recording(spec, [0.3, 0.5, 0.8, 0.7])
+    seeds = {s: recording.seeds[s] for s in range(6)}
+    state = {"runs": 0}
+
+    class DiesInItsSecondEpoch(ReplayRun):
+        def next_result(self):
+            if self.epoch == 1:
+                raise KeyboardInterrupt  # the driver is killed while this trial runs
+            return super().next_result()
+
+    def dies_once(config):
+        state["runs"] += 1
+        return (DiesInItsSecondEpoch if state["runs"] == 6 else ReplayRun)(recording, seeds, config)
+
+    db = tmp_path / "r.db"
+    with Store.open(str(db)) as store:
+        with pytest.raises(KeyboardInterrupt):
+            launch(spec, store=store, db_url=str(db), data_root=str(tmp_path), log=lambda line: None,
+                   executor=partial(run_inline, make_run=dies_once))
+        killed = [t for t in store.trials() if str(t.status) == "running"]
+        assert len(killed) == 1
+        launch(spec, store=store, db_url=str(db), data_root=str(tmp_path), log=lambda line: None,
+               executor=partial(run_inline, make_run=partial(ReplayRun, recording, seeds)))
+        ran: dict[str, set[int]] = {}
+        for trial in store.trials():
+            if str(trial.status) == "completed":
+                ran.setdefault(trial.arch_hash, set()).add(trial.seed)
+    assert ran == {h: {0, 1, 2} for h in recording.arch_hashes}  # the killed one again on its own seed

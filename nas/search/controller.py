@@ -120,11 +120,13 @@ class SearchController:
         self.writes: WriteBehind | None = None
         self.used_seeds: dict[str, set[int]] = defaultdict(set)
         self.finished: dict[str, int] = defaultdict(int)  # search trials that need no re-run, by architecture
+        self.finished_seeds: dict[str, set[int]] = defaultdict(set)
         for trial in store.trials(experiment_id=experiment_id, phase=Phase.SEARCH):
             if trial.status != TrialStatus.INTERRUPTED:
                 self.used_seeds[trial.arch_hash].add(trial.seed)
             if trial.status in FINISHED:
                 self.finished[trial.arch_hash] += 1
+                self.finished_seeds[trial.arch_hash].add(trial.seed)
 
     @property
     def prunes(self) -> bool:
@@ -147,16 +149,23 @@ class SearchController:
 
     def enqueue_grid(self) -> None:
         """Put the grid's points in the study as often as they still need to run: `repeats`
-        per point, less the architecture's finished trials in the store."""
+        per point, less the architecture's finished trials in the store, each on a seed of
+        its plan that has not finished (an architecture runs seeds `search.seed`, +1, ...):
+        a trial cut short by a crash runs again on its own seed, so the architectures stay
+        paired seed by seed."""
         if self.spec.search.sampler != "grid":
             return
         points: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for point in self.spec.space.grid():
             points[self.spec.space.suggest(optuna.trial.FixedTrial(point)).hash].append(point)
+        first = self.spec.search.seed
         for arch_hash, same in points.items():  # two points may build one network (one hash)
-            missing = len(same) * self.spec.search.repeats - self.finished[arch_hash]
+            planned = len(same) * self.spec.search.repeats
+            missing = planned - self.finished[arch_hash]
+            unfinished = [s for s in range(first, first + planned) if s not in self.finished_seeds[arch_hash]]
             for i in range(max(0, missing)):
-                self.study.enqueue_trial(same[i % len(same)])
+                seed = {"seed": unfinished[i]} if i < len(unfinished) else None  # else: the next unused
+                self.study.enqueue_trial(same[i % len(same)], user_attrs=seed)
 
     def settle(self, store: Store, experiment_id: int) -> int:
         """Close the search rows a killed driver left `running` although their Optuna trials
