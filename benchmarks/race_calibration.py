@@ -11,7 +11,12 @@ page_post4's cpu_race 3->5) and K architectures, simulated paired results
             the race's most seeds with the same family of comparisons, on the same races
   seeds     seeds per architecture, mean, at 2 sd (the fixed test: always the most)
 
-    python benchmarks/race_calibration.py [--races N] [--archs 2,3,4,8,11]
+    python benchmarks/race_calibration.py [--races N] [--archs 2,3,4,8,11] [--race-file FILE]
+
+`--race-file` measures another version of nas/search/race.py the same way, e.g. the rule
+before `nas.sequential` (each against the leader, Holm, every round at the full 0.05):
+    git show af5bbe0:nas/search/race.py > /tmp/race_af5bbe0.py
+    python benchmarks/race_calibration.py --race-file /tmp/race_af5bbe0.py --archs 2,3,4,8
 
 Ends with `RESULT race_null_error=E [lo, hi] target<=0.05` (the null share pooled over the
 table's cells, with its 95% Monte Carlo interval), `RESULT race_null_error_max=E se=S` (the
@@ -27,6 +32,7 @@ import math
 import time
 
 from nas.config.experiment import ConfirmSettings
+import nas.search.race_calibration as calibration
 from nas.search.race_calibration import fixed_size, simulate
 
 SETTINGS = {
@@ -41,7 +47,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--races", type=int, default=2000, help="simulated races per cell")
     parser.add_argument("--archs", default="2,3,4,8,11", help="comma-separated K")
+    parser.add_argument("--race-file", default=None, help="another race.py to measure in place of nas's")
     args = parser.parse_args()
+    if args.race_file:
+        calibration.replay = _load(args.race_file).replay
     archs = [int(k) for k in args.archs.split(",")]
     started = time.perf_counter()
     worst_null, worst_se, worst_ratio = 0.0, 0.0, math.inf
@@ -71,6 +80,18 @@ def main() -> None:
     print(f"RESULT race_null_error={pooled:.4f} [{pooled - half:.4f}, {pooled + half:.4f}] target<=0.05")
     print(f"RESULT race_null_error_max={worst_null:.3f} se={worst_se:.3f}")
     print(f"RESULT race_power_ratio_min={worst_ratio:.2f} target>=0.85")
+
+
+def _load(path: str):
+    """A race module from a file (an older nas/search/race.py), under a name of its own."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("race_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 if __name__ == "__main__":
