@@ -121,3 +121,19 @@ def test_a_round_under_min_seeds_tests_nothing():
     groups = race.groups()
     assert groups["a"].decision == "best" and groups["b"].decision == "not separated"
     assert math.isnan(groups["b"].p) and f"under {MIN_SEEDS} paired seeds" in groups["b"].text()
+
+
+def test_a_family_too_large_to_simulate_takes_the_union_bound_and_still_holds_alpha(monkeypatch):
+    import nas.sequential as sequential
+
+    assert type(sequential._null(Looks(arms=40, seeds=tuple(range(3, 11))))).__name__ == "_UnionBound"
+    monkeypatch.setattr(sequential, "MAX_SIMULATED", 0)  # every plan through the union bound
+    setting = ConfirmSettings(repeats=3, until_separated=True, max_repeats=6)
+    (null,) = simulate([setting], 4, 0.0, 1000, seed=3)
+    assert null.share <= ALPHA + 3 * null.se  # valid for any dependence: conservative
+    looks = Looks(arms=4, seeds=(3, 4, 5, 6))
+    last = len(looks.seeds) - 1
+    boundary = looks.boundary(last)
+    # worse <=> its p over the race is at most alpha, at the last look as at any
+    assert looks.p_value(last, boundary) == pytest.approx(ALPHA) and looks.separates(last, boundary)
+    assert not looks.separates(last, boundary * 1.01)
