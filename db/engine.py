@@ -50,9 +50,19 @@ def resolve_db_url(cli_url: str | None = None) -> str:
 
 
 def _path_to_url(url: str) -> str:
-    """A bare filesystem path as an absolute sqlite URL; anything else unchanged."""
+    """A bare filesystem path as an absolute sqlite URL; a sqlite URL whose file starts with
+    ``~`` with it expanded (nas's engine and Optuna's storage are built from this one URL, and
+    only nas's would expand it: issue 26 D8); anything else unchanged."""
     if "://" not in url:
         return "sqlite:///" + Path(url).expanduser().resolve().as_posix()
+    if url.startswith("sqlite") and "~" in url:
+        try:
+            parsed = make_url(url)
+        except (ArgumentError, ValueError):
+            return url  # make_engine names the problem
+        if parsed.database and parsed.database.startswith("~"):
+            expanded = Path(parsed.database).expanduser().resolve().as_posix()
+            return parsed.set(database=expanded).render_as_string(hide_password=False)
     return url
 
 

@@ -143,3 +143,31 @@ def test_a_grid_resumed_after_its_driver_died_mid_trial_reruns_that_trial_on_its
             if str(trial.status) == "completed":
                 ran.setdefault(trial.arch_hash, set()).add(trial.seed)
     assert ran == {h: {0, 1, 2} for h in recording.arch_hashes}  # the killed one again on its own seed
+
+
+def test_launch_and_train_both_take_a_sqlite_url_under_the_home_folder(tmp_path, monkeypatch):
+    """Issue 26 D8: `--db sqlite:///~/x.db` — nas's engine expanded the ~, Optuna's storage did
+    not, so `nas launch` failed where `nas train` worked. Both now get the one resolved URL."""
+    from typer.testing import CliRunner
+
+    from nas.cli import app
+    from nas.db import resolve_db_url
+    from tests.cifar_fixture import write_cifar
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    url = resolve_db_url("sqlite:///~/runs/nas.db")
+    assert url == f"sqlite:///{tmp_path / 'runs' / 'nas.db'}"
+    spec = load_experiment(experiment_yaml(tmp_path / "r.yaml", name="r", recipe={"epochs": EPOCHS}))
+    recording = _recording(spec, [0.3, 0.5, 0.8, 0.7])
+    with Store.open(url) as store:
+        launch(spec, store=store, db_url="sqlite:///~/runs/nas.db", data_root=str(tmp_path), log=lambda line: None,
+               executor=partial(run_inline, make_run=partial(ReplayRun, recording, {0: 100})))
+    data = write_cifar(tmp_path / "data", n_train_per_class=20, n_test_per_class=5)
+    result = CliRunner().invoke(app, ["train", "--arch", "R:L1", "--width", "0.125", "--epochs", "1", "--batch-size",
+                                      "32", "--val-size", "50", "--db", "sqlite:///~/runs/nas.db",
+                                      "--data-root", str(data)])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "~").exists()  # nothing went to a folder literally named ~
+    with Store.open(url, read_only=True) as store:
+        phases = sorted({str(t.phase) for t in store.trials()})
+    assert phases == ["search", "train"]  # one file: the launch's search and the trained trial
