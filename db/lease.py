@@ -21,6 +21,7 @@ assumed to agree within a fraction of `stale_after_s` (NTP).
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -38,6 +39,7 @@ from nas.db.schema import ExperimentLease, utcnow
 from nas.db.store import Store
 from nas.errors import ExperimentBusy, LeaseLost, StoreError
 
+_log = logging.getLogger(__name__)
 HEARTBEAT_S = 5.0  # seconds between renewals
 STALE_AFTER_S = 60.0  # a lease not renewed for this long is free: 12 missed heartbeats
 _clock = time.monotonic  # how long since our last renewal (also runs while the process is stopped)
@@ -212,7 +214,8 @@ class Lease:
                 self.renew()
             except LeaseLost:
                 return  # the next write raises it in the writing thread
-            except Exception:  # noqa: BLE001 - a database hiccup: the next beat tries again
+            except Exception as error:  # noqa: BLE001 - a database hiccup: the next beat tries again
+                _log.warning("lease heartbeat of %r failed (the next beat tries again): %r", self.experiment, error)
                 continue
 
 

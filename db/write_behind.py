@@ -31,12 +31,15 @@ as one, so no one sees the order change.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 
 from nas.db.store import Store
+
+_log = logging.getLogger(__name__)
 
 
 class WriteBehind:
@@ -121,9 +124,13 @@ class WriteBehind:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         try:
             self.close()  # a failing block's queued writes are written all the same
-        except Exception:
+        except Exception as writer_error:
             if exc is None:
-                raise  # else the block's own error stands (a writer's error led to it, or not)
+                raise
+            # The block's own error stands (a writer's error led to it, or not), and carries the
+            # writer's: dropped, a failed write would leave no trace (issue 26 D1)
+            _log.error("the store's queued writes failed while the driver stopped on %r", exc, exc_info=writer_error)
+            exc.add_note(f"the store's queued writes failed too: {writer_error!r}")
 
     def _raise(self) -> None:
         if self._error is not None:

@@ -200,3 +200,26 @@ def test_an_error_wrapping_a_lost_lease_ends_the_block_as_lease_lost(db_url, sto
                 store.ensure_experiment("exp")
             except LeaseLost as lost:  # as Ray Tune does with an error in a callback
                 raise RuntimeError(f"TuneError: {lost}") from None
+
+
+def test_a_failing_heartbeat_says_so_in_the_log_and_keeps_beating(store, caplog, monkeypatch):
+    """Issue 26 D6: a heartbeat error was swallowed without a line."""
+    import logging
+
+    calls = []
+
+    def flaky(self):
+        calls.append(1)
+        raise OSError("database hiccup")
+
+    with caplog.at_level(logging.WARNING, logger="nas.db.lease"):
+        lease = Lease(store, "exp", "nas launch", heartbeat_s=0.02, stale_after_s=30)
+        with lease:
+            monkeypatch.setattr(Lease, "renew", flaky)
+            deadline = time.monotonic() + 10
+            while len(calls) < 3 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            monkeypatch.undo()
+    assert len(calls) >= 3  # it kept trying
+    assert any("heartbeat of 'exp' failed" in r.getMessage() and "database hiccup" in r.getMessage()
+               for r in caplog.records)

@@ -252,3 +252,21 @@ def test_after_a_sigkill_the_store_holds_a_prefix_of_the_queued_writes(db_url, a
         epochs = store.epochs(last.id)
         assert [e.epoch for e in epochs] == list(range(last.epochs_done))
         assert last.status == (TrialStatus.COMPLETED if last.epochs_done == 8 else TrialStatus.RUNNING)
+
+
+def test_a_writers_error_is_kept_when_the_driver_stops_on_another(tmp_path, caplog):
+    """Issue 26 D1: a failed queued write, then the driver raising something else (Ctrl-C, a
+    Tune error) before its next submit: the writer's error was dropped without a trace."""
+    import logging
+
+    with Store.open(f"sqlite:///{tmp_path / 'nas.db'}") as store, caplog.at_level(logging.ERROR):
+        with pytest.raises(KeyboardInterrupt) as stopped:
+            with WriteBehind(store) as writes:
+                writes.submit(lambda: (_ for _ in ()).throw(KeyError("no nas_trials row with key 7")))
+                deadline = time.monotonic() + 10
+                while writes.pending and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                raise KeyboardInterrupt
+    assert any("queued writes failed too" in note and "no nas_trials row" in note
+               for note in getattr(stopped.value, "__notes__", []))
+    assert any("queued writes failed" in r.getMessage() and r.exc_info for r in caplog.records)
