@@ -171,3 +171,24 @@ def test_launch_and_train_both_take_a_sqlite_url_under_the_home_folder(tmp_path,
     with Store.open(url, read_only=True) as store:
         phases = sorted({str(t.phase) for t in store.trials()})
     assert phases == ["search", "train"]  # one file: the launch's search and the trained trial
+
+
+def test_a_batch_keeps_no_finished_trials_plan(tmp_path):
+    """Issue 26 D9: every trial's plan (its recorder and last result) stayed in the batch."""
+    from nas.search.launch import launch as real_launch
+
+    spec = load_experiment(experiment_yaml(tmp_path / "r.yaml", name="r", recipe={"epochs": EPOCHS},
+                                           search={"sampler": "grid", "repeats": 2, "pruner": {"kind": "none"}}))
+    recording = _recording(spec, [0.3, 0.5, 0.8, 0.7])
+    batches = []
+
+    def keeping(batch, trials):
+        batches.append(batch)
+        run_inline(batch, trials, make_run=partial(ReplayRun, recording, {0: 100, 1: 101}))
+
+    db = tmp_path / "r.db"
+    with Store.open(str(db)) as store:
+        real_launch(spec, store=store, db_url=str(db), data_root=str(tmp_path), log=lambda line: None,
+                    executor=keeping)
+        assert len(store.trials()) == 8
+    assert batches and all(batch.plans == {} for batch in batches)

@@ -86,7 +86,9 @@ class TrialBatch:
         return True
 
     def complete(self, trial_id: str) -> None:
-        plan = self.plans[trial_id]
+        # A finished trial's plan (its recorder, its last result) is dropped: Tune reports
+        # nothing after a trial's end, and kept, 10,000 of them grew the driver (issue 26 D9)
+        plan = self.plans.pop(trial_id)
         if plan.pruned:
             status = TrialStatus.PRUNED
         elif plan.last.get("diverged"):
@@ -100,7 +102,7 @@ class TrialBatch:
         recorder.finish(status, train_seconds=plan.last.get("cumulative_seconds"))
 
     def error(self, trial_id: str, error: str) -> None:
-        plan = self.plans[trial_id]
+        plan = self.plans.pop(trial_id)
         recorder = self._recorder(plan)
         self.on_finished(plan, TrialStatus.FAILED)
         recorder.finish(TrialStatus.FAILED, error=error)
