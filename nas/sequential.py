@@ -112,14 +112,19 @@ class Looks:
 def detectable_difference(sd: float, n: int, boundary: float, power: float = POWER) -> float:
     """The true mean difference a pair test at per-pair level `boundary` (two-sided) on `n`
     paired seeds with difference spread `sd` finds with probability `power` (noncentral t,
-    the far tail ignored). Nan when there is no test (n < 2, or sd unknown)."""
+    the far tail ignored). Nan when there is no test (n < 2, or sd unknown); inf when the
+    boundary is beyond the numerics (no difference reaches it)."""
     if n < 2 or not math.isfinite(sd) or not 0.0 < boundary < 1.0:
         return math.nan
     if sd == 0.0:
         return 0.0
     df = n - 1
     critical = special.stdtrit(df, 1.0 - boundary / 2)  # the t quantile
-    noncentrality = optimize.brentq(lambda nc: special.nctdtr(df, nc, critical) - (1.0 - power), 0.0, 10.0 * critical + 20.0)
+    try:
+        noncentrality = optimize.brentq(lambda nc: special.nctdtr(df, nc, critical) - (1.0 - power), 0.0,
+                                        10.0 * critical + 20.0)
+    except ValueError:  # a boundary so small (an early look, a union bound) that no difference reaches it
+        return math.inf
     return noncentrality * sd / math.sqrt(n)
 
 

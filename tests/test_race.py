@@ -364,3 +364,13 @@ def test_run_race_stops_instead_of_rerunning_runs_that_ended_without_a_result(tm
         calls, lines = [], []
         run_race(top, spec, store, exp_id, lambda plans: calls.append(len(plans)), log=lines.append)
     assert calls == [4] and "confirm stopped in round 1: 4 run(s) ended without a result" in lines[1]
+
+
+def test_a_boundary_no_difference_can_reach_reads_as_no_detectable_difference():
+    from nas.search.race import TIED, Group
+    from nas.sequential import detectable_difference
+
+    # an early look of a large race under the union bound: p must be below ~1e-33
+    assert detectable_difference(0.01, 3, 5.9e-33) == math.inf
+    group = Group(TIED, 0.4, 1, spread=0.01, pairs=3, boundary=5.9e-33)
+    assert group.detectable == math.inf and group.text() == "not separated (p=0.4)"
