@@ -134,7 +134,7 @@ def test_ablate_joins_a_ray_start_head_with_its_token(token_head, launched_on_he
     address, env = token_head
     launch, db, data = launched_on_head
     assert launch.returncode == 0, launch.stdout + launch.stderr
-    result = _nas(env, "ablate", "onhead", "--repeats", "2", "--address", address, "--db", str(db),
+    result = _nas(env, "ablate", "onhead", "--repeats", "3", "--address", address, "--db", str(db),
                   "--data-root", str(data))
     assert result.returncode == 0, result.stdout + result.stderr
     with Store.open(str(db), read_only=True) as store:
