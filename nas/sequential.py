@@ -172,7 +172,6 @@ class _NullSample:
     draws: int
     alive: tuple[np.ndarray, ...]  # per look: sorted smallest p of the races not stopped before it
     stopped: tuple[int, ...]  # per look: races stopped at an earlier look (planned boundaries)
-    planned: tuple[float, ...]  # the planned boundary of each look
 
     def boundary(self, look: int, spent: float) -> float:
         return _boundary(self.alive[look], self.stopped[look], self.draws, spent)
@@ -220,14 +219,14 @@ def _null_sample(arms: int, seeds: tuple[int, ...], family: str, alpha: float) -
     draws = _draws(looks)
     smallest = _smallest_p(arms, seeds, family, draws)  # (draws, looks)
     alive_mask = np.ones(draws, dtype=bool)
-    alive, stopped, planned = [], [], []
+    alive, stopped = [], []
     for look in range(len(seeds)):
         at = np.sort(smallest[alive_mask, look])
         alive.append(at)
         stopped.append(draws - int(alive_mask.sum()))
-        planned.append(_boundary(at, stopped[-1], draws, looks.spent(look)))
-        alive_mask &= ~(smallest[:, look] <= planned[-1])
-    return _NullSample(draws, tuple(alive), tuple(stopped), tuple(planned))
+        planned = _boundary(at, stopped[-1], draws, looks.spent(look))
+        alive_mask &= ~(smallest[:, look] <= planned)
+    return _NullSample(draws, tuple(alive), tuple(stopped))
 
 
 def _boundary(alive: np.ndarray, stopped: int, draws: int, spent: float) -> float:

@@ -1,6 +1,8 @@
-"""Statistics over seeds and objectives: summaries with confidence intervals, Pareto sets,
-paired comparisons of two architectures on the same seeds (paired t, Holm), and the
-evaluation noise of one accuracy (its binomial standard error)."""
+"""Statistics over seeds and objectives: summaries with confidence intervals, Pareto sets and
+how sure a front is (seed bootstraps), paired comparisons of two architectures on the same
+seeds (paired t; the race's multiplicity and looks are nas.sequential's), the evaluation noise
+of one accuracy (its binomial standard error), and per-image correctness: its packed form and
+a difference's image-sampling noise beside the seeds'."""
 
 from __future__ import annotations
 
@@ -236,25 +238,6 @@ def paired_t_pvalue(variant: Sequence[float], reference: Sequence[float]) -> flo
     return float(2 * _scipy_stats.t.sf(abs(t), df=n - 1))
 
 
-def holm_adjust(p_values: Sequence[float]) -> list[float]:
-    """Holm's step-down adjusted p-values (Holm, Scand. J. Statistics, 1979).
-
-    With the m finite p-values sorted ascending, p_(1) <= ... <= p_(m), the adjusted
-    value of p_(i) is max over j <= i of min(1, (m - j + 1) * p_(j)). Rejecting where the
-    adjusted value is below alpha controls the family-wise error rate at alpha. Nan
-    p-values (too few seeds) stay nan and do not count towards m. The result is in the
-    input order.
-    """
-    order = sorted((p, i) for i, p in enumerate(p_values) if p is not None and math.isfinite(p))
-    m = len(order)
-    adjusted = [float("nan")] * len(p_values)
-    running = 0.0
-    for rank, (p, i) in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p))
-        adjusted[i] = running
-    return adjusted
-
-
 # ----------------------------------------------------------------------------- per image
 
 
@@ -294,6 +277,13 @@ class ImageDifference:
     df: float  # Satterthwaite's, for the interval
     ci_low: float
     ci_high: float
+
+    def seed_interval(self, confidence: float = 0.95) -> tuple[float, float]:
+        """The paired t's interval over the seeds alone (these images only); nan for one seed."""
+        if self.seeds < 2 or not math.isfinite(self.seed_se):
+            return math.nan, math.nan
+        half = _scipy_stats.t.ppf(0.5 + confidence / 2, df=self.seeds - 1) * self.seed_se
+        return self.mean - half, self.mean + half
 
     @property
     def image_share(self) -> float:

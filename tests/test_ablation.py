@@ -22,7 +22,7 @@ from nas.config.experiment import load_experiment
 from nas.config.space import SearchSpace
 from nas.trials.experiment import stored_spec
 from nas.sequential import AGAINST_FIRST, Looks
-from nas.stats import holm_adjust, paired_difference, paired_t_pvalue
+from nas.stats import paired_difference, paired_t_pvalue
 from tests.cifar_fixture import write_cifar
 from tests.helpers import experiment_yaml
 
@@ -63,15 +63,6 @@ def test_fewer_than_two_pairs_give_a_mean_but_no_ci_or_p_value():
     one = paired_difference([0.9, None], [0.8, 0.7])
     assert one.n == 1 and one.mean == pytest.approx(0.1)
     assert math.isnan(one.ci_low) and math.isnan(one.p_value)
-
-
-def test_holm_matches_a_hand_computation():
-    # sorted: 0.005 x 4 = 0.02; 0.01 x 3 = 0.03; 0.03 x 2 = 0.06; 0.04 x 1 = 0.04 -> max(0.06, 0.04)
-    assert holm_adjust([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
-    # capped at 1; nan stays nan and does not count towards m
-    assert holm_adjust([0.6, 0.7]) == [1.0, 1.0]
-    adjusted = holm_adjust([0.2, float("nan"), 0.5])
-    assert adjusted[0] == pytest.approx(0.4) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.5)
 
 
 # ----------------------------------------------------------------------------- the plan

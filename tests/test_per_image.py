@@ -54,6 +54,8 @@ def test_a_difference_gets_its_image_noise_on_a_hand_worked_example():
     assert d.seed_se == pytest.approx(0.25) and d.se == pytest.approx(0.75)
     assert d.df == pytest.approx(0.5625 ** 2 / (2 * 0.0625 ** 2 + 0.5625 ** 2))
     assert d.image_share == pytest.approx(1 - 0.0625 / 0.5625)
+    seeds_half = scipy_stats.t.ppf(0.975, 1) * 0.25  # the paired t over the 2 seeds alone
+    assert d.seed_interval() == pytest.approx((0.25 - seeds_half, 0.25 + seeds_half))
     half = scipy_stats.t.ppf(0.975, d.df) * 0.75  # under one df: no claim at all
     assert (d.ci_low, d.ci_high) == pytest.approx((0.25 - half, 0.25 + half)) and half > 9
 

@@ -14,6 +14,7 @@ from nas.trials.plan import judged_accuracy
 
 def print_front(store, experiment: str) -> None:
     from nas.results import arch_results, objectives_of
+    from nas.stats import FRONT_DRAWS
 
     rows = arch_results(store, experiment, Phase.CONFIRM) or arch_results(store, experiment, Phase.SEARCH)
     if not rows:
@@ -32,7 +33,7 @@ def print_front(store, experiment: str) -> None:
         "decision: every pair on the same seeds (paired t), the chance of any false 'worse' over all "
         "pairs and rounds held at 0.05; worse: p < 0.05; not separated: with the difference the seeds "
         "could detect at 80% power."
-        + (" rank (0.93): on the Pareto front in 93% of 400 seed bootstraps." if sure else "")
+        + (f" rank (0.93): on the Pareto front in 93% of {FRONT_DRAWS} seed bootstraps." if sure else "")
         + (" #: nas export --rank." if phase == Phase.CONFIRM else "") if decided else None))
     columns = (("#", "decision") if decided else ()) + (
         "rank", "architecture", "hash", "seeds", "accuracy (mean ± 95% CI)", "train s", "params", "MFLOPs")
@@ -75,19 +76,12 @@ def print_image_differences(store, experiment: str, rows) -> None:
         d = found.get(row.arch_hash)
         if d is None:
             continue
-        seeds_half = _t_half(d.seeds - 1, d.seed_se)
+        seeds_low, seeds_high = d.seed_interval()
         table.add_row(escape(row.short_name), str(d.seeds), f"{d.images:,}", f"{d.mean * 100:+.2f}",
-                      "-" if math.isnan(seeds_half) else f"[{(d.mean - seeds_half) * 100:+.2f}, "
-                                                          f"{(d.mean + seeds_half) * 100:+.2f}]",
+                      "-" if math.isnan(seeds_low) else f"[{seeds_low * 100:+.2f}, {seeds_high * 100:+.2f}]",
                       f"[{d.ci_low * 100:+.2f}, {d.ci_high * 100:+.2f}]",
                       "-" if math.isnan(d.image_share) else f"{d.image_share:.0%}")
     console.print(table)
-
-
-def _t_half(df: int, se: float) -> float:
-    from scipy import stats
-
-    return float(stats.t.ppf(0.975, df) * se) if df >= 1 and math.isfinite(se) else math.nan
 
 
 def _rank(rank: int, front_share: float) -> str:
