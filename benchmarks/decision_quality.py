@@ -20,6 +20,10 @@ realised false-`worse` rate (a `worse` whose truth is not below the race's best'
 compute share (epochs trained, pruning included, over brute force's). Targets, fixed before
 the run (issue 25): the strategy's P(within 0.5 pt) at least brute force's, at <= 0.40 of its
 epochs; realised false-`worse` <= 0.05.
+
+What pruning buys: on the same split, the strategy is replayed again without its pruner (and
+so without its pilot); the share of that run's epochs the pruned strategy trains and what it
+costs in P(within 0.5 pt) (paired over the replays) end the output.
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from nas.config.experiment import load_experiment
+from nas.config.pruner import PrunerSpec
 from nas.db import Store
 from nas.search.replays import mean_ci, replay_once, share_ci, usable_seeds
 from nas.trials.recorded import Recording
@@ -53,6 +59,7 @@ def main() -> None:
     parser.add_argument("--replays", type=int, default=1000)
     parser.add_argument("--budget", default="cpu_race", help="page_post4's budget that is the strategy")
     parser.add_argument("--seed", type=int, default=0, help="of the seed splits")
+    parser.add_argument("--no-unpruned", action="store_true", help="skip the unpruned replays (half the time)")
     args = parser.parse_args()
     if not Path(args.recording).exists():
         print(f"no recording at {args.recording}: record it first with "
@@ -62,12 +69,17 @@ def main() -> None:
     spec = load_experiment(PAGE, budget=args.budget)
     print(f"recording: {len(recording.arch_hashes)} architectures x {len(usable_seeds(recording))} complete seeds "
           f"({Path(args.recording).stat().st_size:,} bytes; {recording.meta.get('command', '')})")
+    unpruned_spec = replace(spec, search=replace(spec.search, pruner=PrunerSpec("none")))
     rng = np.random.default_rng(args.seed)
-    outcomes = []
+    outcomes, unpruned = [], []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp, Store.open(f"sqlite:///{Path(tmp) / 'replays.db'}") as store:
         for r in range(args.replays):
-            outcomes.append(replay_once(recording, spec, store, f"replay{r:05d}", rng))
+            split = int(rng.integers(2**63))  # the same split for the strategy with and without its pruner
+            outcomes.append(replay_once(recording, spec, store, f"replay{r:05d}", np.random.default_rng(split)))
+            if not args.no_unpruned:
+                unpruned.append(replay_once(recording, unpruned_spec, store, f"unpruned{r:05d}",
+                                            np.random.default_rng(split)))
             if (r + 1) % 100 == 0:
                 print(f"  {r + 1} replays, {time.perf_counter() - started:.0f} s", flush=True)
     n = len(outcomes)
@@ -90,6 +102,13 @@ def main() -> None:
     print(f"RESULT strategy_compute_share={fmt(share)} target<=0.40")
     print(f"RESULT strategy_false_worse={fmt(false_worse)} target<=0.05")
     print(f"RESULT strategy_mean_regret_pt={fmt(regret['strategy'], 2)}")
+    if unpruned:  # what pruning (with its pilot) saves, and what it costs, paired replay by replay
+        saved = mean_ci([o.epochs / u.epochs for o, u in zip(outcomes, unpruned)])
+        cost = mean_ci([float(u.regret <= WITHIN) - float(o.regret <= WITHIN) for o, u in zip(outcomes, unpruned)])
+        print(f"without its pruner: P(within 0.5 pt) {fmt(share_ci(sum(u.regret <= WITHIN for u in unpruned), n))}, "
+              f"compute share {fmt(mean_ci([u.epochs / u.brute_epochs for u in unpruned]))}")
+        print(f"RESULT pruning_epoch_share={fmt(saved)} (the pruned strategy's epochs / the unpruned one's)")
+        print(f"RESULT pruning_p_within_cost={fmt(cost)} (P(within 0.5 pt) unpruned - pruned, paired)")
 
 
 if __name__ == "__main__":

@@ -303,7 +303,7 @@ def trial_columns() -> list:
         _T.c.id, _T.c.arch_hash, _A.c.short_name, _T.c.seed, _T.c.phase, _T.c.status,
         _T.c.epochs_done, _T.c.epochs_planned, TRIAL_ACCURACY.label("accuracy"), _EVAL_IMAGES.label("eval_images"),
         _T.c.final_test_acc.label("test_accuracy"), _T.c.best_val_acc, _T.c.train_seconds,
-        _T.c.device, _T.c.started_at, _T.c.finished_at, _T.c.code_version, _T.c.error,
+        _T.c.device, _T.c.started_at, _T.c.finished_at, _T.c.code_version, _T.c.error, _T.c.prune_reason,
     ]
 
 

@@ -108,14 +108,14 @@ def _accuracy_objective(url: str, experiment: str) -> int:
 
 @st.cache_data(ttl=IMPORTANCE_TTL_S, show_spinner=False)
 def curve_rank_correlation(_store: Store, url: str, experiment: str) -> pd.DataFrame:
-    """`nas.search.pruning.curve_rank_correlation` (what `nas status` prints): per epoch,
+    """`nas.search.curve_ranks.curve_rank_correlation` (what `nas status` prints): per epoch,
     Spearman's rho of the pruned metric with the final accuracy and its bootstrap 95% CI.
     Reads every completed search trial's curve (seconds at 60,000 of them): recomputed at
     most every `IMPORTANCE_TTL_S`."""
     from dataclasses import asdict
 
     from nas.results import accuracy_objective
-    from nas.search.pruning import curve_rank_correlation as correlations
+    from nas.search.curve_ranks import curve_rank_correlation as correlations
 
     found = _store.get_experiment(experiment)
     rows = correlations(_store, found.id, accuracy_objective(_store, experiment)) if found is not None else []

@@ -29,6 +29,7 @@ from nas.db import Store
 
 from nas.models.arch import STAGES, ArchConfig, StageConfig
 from nas.search.confirm import CONFIRM_SEED_BASE
+from nas.search.pruning import PruneReason
 
 SEARCH_SEED_BASE = 0  # the search phase's seeds, as the driver derives them
 DEVICE = "NVIDIA H100 80GB HBM3 (synthetic)"
@@ -259,7 +260,12 @@ def _write_trial(store: Store, experiment_id: int, arch: ArchConfig, seed: int, 
         error = "RuntimeError: CUDA out of memory (synthetic)" if status == "failed" else None
         if status == "diverged":
             error = "train loss became inf"
-        store.finish_trial(trial_id, status, error=error)
+        reason = None
+        if status == "pruned":  # what the pruning rule (nas.search.pruning) stores: synthetic numbers
+            last = rows[-1]["val_acc"]
+            reason = PruneReason("margin", len(rows) - 1, last, last + 0.05, 50.0, 6, 2.0, 0.01, 3, 0.033, 0.8, 0.3,
+                                 6, "PercentilePruner").to_json()
+        store.finish_trial(trial_id, status, error=error, prune_reason=reason)
     return trial_id
 
 

@@ -177,6 +177,8 @@ class Trial(Base):
     recipe_json: Mapped[str] = mapped_column(Text)  # training recipe + data config
     code_version: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)  # why it failed/diverged
+    # why it was pruned: nas.search.pruning.PruneReason as JSON (the rule's numbers at that epoch)
+    prune_reason: Mapped[str | None] = mapped_column(Text, deferred=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

@@ -264,6 +264,7 @@ class Store:
         *,
         train_seconds: float | None = None,
         error: str | None = None,
+        prune_reason: str | None = None,
     ) -> None:
         """Set a trial's final status, copying the last epoch's metrics to final_*.
 
@@ -273,6 +274,7 @@ class Store:
             train_seconds: training wall seconds, excluding evaluation; by default the
                 last recorded epoch's ``cumulative_seconds``.
             error: why it failed or diverged, e.g. the exception's message.
+            prune_reason: why it was pruned (nas.search.pruning.PruneReason's JSON).
         """
         status = _member(TrialStatus, status)
         if status is TrialStatus.RUNNING:
@@ -288,7 +290,7 @@ class Store:
                   for name in ("train_loss", "train_acc", "val_acc", "test_acc", "val_images", "test_images")}
         with self._write() as session:  # one statement
             if not session.execute(update(Trial).where(Trial.id == trial_id).values(
-                    status=status.value, error=error, finished_at=utcnow(), **finals,
+                    status=status.value, error=error, prune_reason=prune_reason, finished_at=utcnow(), **finals,
                     train_seconds=last(EpochResult.cumulative_seconds) if train_seconds is None else train_seconds,
             )).rowcount:
                 raise KeyError(f"no nas_trials row with key {trial_id!r}.")

@@ -201,6 +201,32 @@ def image_differences(store: Store, experiment_name: str, rows: list[ArchResult]
     return out
 
 
+@dataclass(frozen=True)
+class PrunedTrial:
+    """A pruned search trial and why (`nas.search.pruning.PruneReason`; None: stored without one)."""
+
+    trial_id: int
+    short_name: str
+    seed: int
+    epochs_done: int
+    reason: Any
+
+
+def pruned_trials(store: Store, experiment_id: int) -> list[PrunedTrial]:
+    """The experiment's pruned search trials, in the order they ran, with the stored reason."""
+    from sqlalchemy import select
+
+    from nas.search.pruning import PruneReason
+
+    query = (select(Trial.id, Architecture.short_name, Trial.seed, Trial.epochs_done, Trial.prune_reason)
+             .join(Architecture, Architecture.hash == Trial.arch_hash)
+             .where(Trial.experiment_id == experiment_id, Trial.phase == Phase.SEARCH,
+                    Trial.status == TrialStatus.PRUNED).order_by(Trial.id))
+    with store.engine.connect() as connection:
+        return [PrunedTrial(i, name, seed, done, PruneReason.from_json(reason))
+                for i, name, seed, done, reason in connection.execute(query)]
+
+
 def eval_images(trial: Trial) -> int | None:
     """The images a trial's judged accuracy (val, else test) was measured on; None if unknown."""
     return trial.final_val_images if trial.final_val_acc is not None else trial.final_test_images

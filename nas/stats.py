@@ -151,6 +151,24 @@ def _on_front(costs: np.ndarray) -> np.ndarray:
     return ~(no_worse & better).any(axis=0)
 
 
+# ----------------------------------------------------------------------------- rank correlation
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman's rho (ties get average ranks); nan with < 3 pairs or a constant side."""
+    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return math.nan
+    return float(_scipy_stats.spearmanr(x, y).statistic)
+
+
+def fisher_interval(rho: float, n: int) -> tuple[float, float]:
+    """The 95% interval of Spearman's rho over `n` pairs by Fisher's z, with the SE
+    sqrt(1.06 / (n - 3)) of Fieller, Hartley & Pearson (1957); n > 3."""
+    centre = math.atanh(min(max(rho, -1 + 1e-9), 1 - 1e-9))
+    half = 1.96 * math.sqrt(1.06 / (n - 3))
+    return math.tanh(centre - half), math.tanh(centre + half)
+
+
 # ----------------------------------------------------------------------------- paired comparisons
 
 

@@ -355,6 +355,9 @@ def test_trials_page_filters_by_status_phase_and_space_key(open_page, seeded):
     at = open_page("trials", exp=EXPERIMENT)
     at.multiselect(key="trials_status").select("pruned").run()
     assert sorted(at.dataframe[0].value["id"]) == sorted(seeded.pruned_ids)
+    # each pruned trial says why: its epoch, value, the threshold and the seed-noise gap
+    assert all(why.startswith(f"epoch {epochs}: ") and "seed sd 1.0 pts, 3 dof" in why
+               for why, epochs in zip(at.dataframe[0].value["why_pruned"], at.dataframe[0].value["epochs"].str[0]))
     at.multiselect(key="trials_status").unselect("pruned").run()
     at.multiselect(key="trials_phase").select("confirm").run()
     assert sorted(at.dataframe[0].value["id"]) == sorted(seeded.confirm_ids)
@@ -425,7 +428,7 @@ def test_insight_reports_the_share_of_epochs_pruning_saved(open_page, seeded):
 
 
 def test_insight_shows_from_which_epoch_the_curves_rank_the_final_accuracy(open_page, seeded):
-    from nas.search.pruning import curve_rank_correlation
+    from nas.search.curve_ranks import curve_rank_correlation
 
     at = open_page("insight", exp=EXPERIMENT)
     shown = next(df.value for df in at.dataframe if "rho" in df.value.columns)

@@ -18,7 +18,7 @@ from nas.dashboard import figures, trial_queries, ui
 from nas.dashboard.seed import seed_store
 from nas.db import Store
 from nas.models.arch import ArchConfig
-from nas.search.pruning import curve_rank_correlation, rank_correlations
+from nas.search.curve_ranks import curve_rank_correlation, rank_correlations
 from nas.trials.plan import judged_accuracy
 from tests.helpers import APP, TIMEOUT_S
 

@@ -58,7 +58,7 @@ def test_the_indexed_pruner_decides_as_optunas_percentile_pruner_then_the_noise_
     direction = rng.choice(["maximize", "minimize"])
     options = dict(percentile=rng.choice([25.0, 50.0, 75.0]), n_startup_trials=rng.randint(0, 6),
                    n_warmup_steps=rng.randint(0, 2), interval_steps=rng.randint(1, 2), n_min_trials=rng.randint(1, 4))
-    margin = rng.choice([None, NoiseMargin(options["percentile"], rng.choice([0.5, 2.0]), 500)])
+    margin = rng.choice([None, NoiseMargin(options["percentile"], rng.choice([0.5, 2.0]))])
     completed = _random_completed(rng, rng.randint(0, 60), steps=5, archs=rng.randint(1, 12))
     optuna_rule = optuna.pruners.PercentilePruner(**options)
     ours = IndexedPercentilePruner(**options, margin=margin)
@@ -77,11 +77,12 @@ def test_the_indexed_pruner_decides_as_optunas_percentile_pruner_then_the_noise_
                 done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 expected = margin.prunes(done, frozen.last_step, best, direction == "maximize")
         assert ours.prune(study, frozen) == expected
+        assert (trial.number in ours.reasons) == expected  # every stop says why
         study.tell(trial, state=TrialState.FAIL)
 
 
 def test_median_and_percentile_pruners_are_indexed_also_inside_a_patient_pruner():
-    margin = NoiseMargin(50.0, 2.0, 1000)
+    margin = NoiseMargin(50.0, 2.0)
     median = indexed(optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2), margin)
     assert isinstance(median, IndexedPercentilePruner) and median._percentile == 50.0 and median.margin is margin
     assert median._n_startup_trials == 3 and median._n_warmup_steps == 2

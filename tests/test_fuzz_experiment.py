@@ -122,7 +122,7 @@ def _assert_usable(spec: ExperimentSpec) -> None:
     """What happens to a spec after `load_experiment` works: it is stored as JSON and read
     back, its data folder is looked at, its sampler and pruner are built, the pruner decides,
     architectures are sampled."""
-    from nas.search.pruning import NoiseMargin, pruning_gate, with_warmup
+    from nas.search.pruning import NoiseMargin, pilot_size, pruning_gate, with_warmup
 
     stored = json.loads(json.dumps(spec.resolved(), allow_nan=False))
     again = ExperimentSpec.from_resolved(stored, source="stored")
@@ -131,7 +131,8 @@ def _assert_usable(spec: ExperimentSpec) -> None:
         Path(spec.dataset.root).exists()  # the data check opens it: ValueError on a NUL byte, ...
     spec.search.build_sampler()
     pruning_gate(spec.search.pruner, spec.recipe)
-    NoiseMargin.of(spec.search.pruner, spec.dataset.val_size or 10_000)
+    NoiseMargin.of(spec.search.pruner)
+    pilot_size(spec.search.pruner, spec.search.repeats)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0),
                                 pruner=with_warmup(spec.search.pruner, spec.recipe).build())
     for number in range(4):

@@ -18,16 +18,15 @@ from nas.db.schema import Phase
 from nas.errors import ConfigError
 from nas.models import parse_short_name
 from nas.search.controller import SearchController
+from nas.search.curve_ranks import BOOTSTRAP_MAX_TRIALS, rank_correlations
 from nas.search.pruning import (
-    BOOTSTRAP_MAX_TRIALS,
     NoiseMargin,
+    PruneReason,
     first_prunable_epoch,
-    fisher_interval,
     pruning_gate,
-    rank_correlations,
-    spearman,
     with_warmup,
 )
+from nas.stats import fisher_interval, spearman
 from nas.training.recipe import Recipe
 from nas.trials.experiment import open_experiment
 
@@ -75,15 +74,16 @@ def _controller(tmp_path, pruner: dict, finals=None, curve=lambda final: final) 
     store = Store.open(f"sqlite:///{tmp_path / 'nas.db'}")
     controller = SearchController(spec, store, open_experiment(store, spec), f"sqlite:///{tmp_path / 'nas.db'}",
                                   costs=lambda arch: (1, 1))
-    for final in finals:  # finished trials far above anything the new trial reports
+    for i, final in enumerate(finals):  # finished trials far above anything the new trial reports
         controller.study.add_trial(optuna.trial.create_trial(
-            value=final, params={"L1.residual": 1},
+            value=final, params={"L1.residual": 1}, user_attrs={"arch_hash": f"a{i // 4}"},  # 4 seeds each
             distributions={"L1.residual": optuna.distributions.CategoricalDistribution([0, 1])},
             intermediate_values={e: curve(final) for e in range(10)}))
     return controller
 
 
-# 8 finished trials around 0.9 whose every epoch ranks their finals (nas's rank gate opens)
+# 8 finished trials around 0.9 (2 architectures x 4 seeds) whose every epoch ranks their finals
+# (nas's rank gate opens)
 RANKED = tuple(0.895 + 0.002 * i for i in range(8))
 
 
@@ -201,24 +201,67 @@ def test_the_margin_is_nas_s_own_pruner_option_and_optuna_never_sees_it(tmp_path
         load_experiment(path)
 
 
-def test_the_noise_is_pooled_seed_spread_plus_binomial_evaluation_noise():
-    rule = NoiseMargin(percentile=50.0, margin=1.0, eval_images=1000)
-    # three architectures with two seeds each (3 dof: trusted), worked by hand:
-    # a: 0.40, 0.44 -> var 0.0008; b: 0.30, 0.32 -> var 0.0002; d: 0.50, 0.52 -> var 0.0002; pooled 0.0004
-    by_arch = {"a": [0.40, 0.44], "b": [0.30, 0.32], "d": [0.50, 0.52], "c": [0.5]}
-    others = [v for values in by_arch.values() for v in values]
-    assert rule.noise(0.4, others, by_arch) == pytest.approx(math.sqrt(0.0004 + 0.4 * 0.6 / 1000))
+def _done(by_arch: dict[str, list[float]], finals=None) -> list[optuna.trial.FrozenTrial]:
+    """Completed trials with one value at epoch 0, grouped into architectures (their seeds)."""
+    trials = []
+    for arch, values in by_arch.items():
+        for value in values:
+            final = value if finals is None else finals[len(trials)]
+            trials.append(optuna.trial.create_trial(value=final, intermediate_values={0: value},
+                                                    user_attrs={"arch_hash": arch}))
+    return trials
 
 
-def test_without_enough_repeats_the_spread_across_trials_bounds_the_seed_noise():
-    rule = NoiseMargin(percentile=50.0, margin=1.0, eval_images=1000)
-    others = [0.40, 0.42, 0.44]  # no repeats: variance across trials 0.0004 stands in for the seed noise
-    assert rule.noise(0.4, others, {}) == pytest.approx(math.sqrt(0.0004 + 0.24 / 1000))
-    # 2 dof of repeats (untrusted): the larger of the two
-    by_arch = {"a": [0.40, 0.44], "b": [0.30, 0.32]}  # pooled 0.0005
-    assert rule.noise(0.4, others, by_arch) == pytest.approx(math.sqrt(0.0005 + 0.24 / 1000))
-    assert rule.noise(0.4, [0.1, 0.5], by_arch) == pytest.approx(math.sqrt(0.08 + 0.24 / 1000))
-    assert rule.noise(0.4, [0.5], {}) == pytest.approx(math.sqrt(0.24 / 1000))  # one value: evaluation only
+def test_the_noise_is_the_seeds_pooled_spread_alone_with_a_t_quantile_for_its_dof():
+    rule = NoiseMargin(percentile=50.0, margin=2.0, rank_gate=False)
+    # three architectures with two seeds each (3 dof), worked by hand:
+    # a: 0.40, 0.44 -> m2 0.0008; b: 0.30, 0.32 -> 0.0002; d: 0.50, 0.52 -> 0.0002; pooled var 0.0012 / 3
+    by_arch = {"a": [0.40, 0.44], "b": [0.30, 0.32], "d": [0.50, 0.52], "c": [0.45]}
+    reason = rule.decide(_done(by_arch), 0, 0.10, maximize=True)
+    assert reason.seed_dof == 3 and reason.seed_sd == pytest.approx(0.02)
+    # t with 3 dof at Phi(2) = 0.97725 is 3.3068 (a z of 2 would be a 7% tail, not 2.3%); no binomial term
+    assert reason.gap == pytest.approx(3.3068 * 0.02, rel=1e-4)
+    assert reason.threshold == pytest.approx(0.44)  # the median of the seven values
+    assert rule.decide(_done(by_arch), 0, 0.44 - 3.3068 * 0.02 + 1e-4, maximize=True) is None  # just within
+    assert rule.decide(_done(by_arch), 0, 0.44 - 3.3068 * 0.02 - 1e-4, maximize=True) is not None  # just beyond
+
+
+def test_without_enough_seed_repeats_the_noise_is_unknown_and_nothing_is_pruned():
+    rule = NoiseMargin(percentile=50.0, margin=2.0, rank_gate=False)
+    assert rule.decide(_done({"a": [0.40], "b": [0.42], "c": [0.44]}), 0, 0.0, maximize=True) is None
+    two_dof = {"a": [0.40, 0.44], "b": [0.30, 0.32], "c": [0.5]}  # under MIN_SEED_DOF = 3
+    assert rule.decide(_done(two_dof), 0, 0.0, maximize=True) is None
+
+
+def test_the_margin_s_one_sided_error_holds_in_simulation_where_a_z_margin_s_did_not():
+    """A trial whose true value is the threshold, seed noise sigma, the spread known from a
+    pilot (3 architectures x 2 seeds): stopped in Phi(-2) = 2.3% of draws, through
+    `NoiseMargin.decide`; 2 sd-hat (the old rule) stops 7.0% (a t with 3 dof)."""
+    rng = np.random.default_rng(5)
+    rule = NoiseMargin(percentile=50.0, margin=2.0, rank_gate=False)
+    draws, stopped, z_stopped = 4000, 0, 0
+    for _ in range(draws):
+        means = rng.normal(0.5, 0.05, 9)  # 9 architectures, 3 of them on 2 seeds
+        by_arch = {f"a{i}": list(m + 0.01 * rng.standard_normal(2 if i < 3 else 1)) for i, m in enumerate(means)}
+        threshold = float(np.median([v for values in by_arch.values() for v in values]))
+        value = threshold + 0.01 * rng.standard_normal()
+        reason = rule.decide(_done(by_arch), 0, value, maximize=True)
+        stopped += reason is not None
+        sd = math.sqrt(sum((v[0] - v[1]) ** 2 / 2 for v in list(by_arch.values())[:3]) / 3)
+        z_stopped += value < threshold - 2 * sd
+    se = math.sqrt(0.02275 * (1 - 0.02275) / draws)
+    assert abs(stopped / draws - 0.02275) < 3 * se
+    assert z_stopped / draws > 0.05  # what the margin as 2 sd-hat would have done
+
+
+def test_a_prune_reason_round_trips_as_json_and_reads_as_a_sentence():
+    reason = PruneReason("margin", 2, 0.412, 0.479, 50.0, 9, 2.0, 0.009, 3, 0.0298, 0.71, 0.21, 9, "PercentilePruner")
+    assert PruneReason.from_json(reason.to_json()) == reason
+    assert PruneReason.from_json("not json") is None and PruneReason.from_json(None) is None
+    text = reason.text()
+    assert text.startswith("epoch 3: 41.2% < median 47.9% - 3.0 pts") and "3 dof" in text and "rho 0.71" in text
+    bare = PruneReason("optuna", 0, 0.1, pruner="HyperbandPruner")
+    assert PruneReason.from_json(bare.to_json()) == bare and "HyperbandPruner" in bare.text()
 
 
 def test_curve_ranks_finals_on_hand_worked_examples():
@@ -241,30 +284,25 @@ def test_the_search_never_prunes_at_an_epoch_whose_curve_does_not_rank_the_finis
     # says nothing yet; Optuna alone, margin 0, would prune it
     backwards = _controller(tmp_path / "b", pruner, curve=lambda final: 1.8 - final)
     assert _pruned_at(backwards) is None
-    too_few = _controller(tmp_path / "f", pruner, finals=RANKED[:5])  # 5 finished: the gate stays shut
+    too_few = _controller(tmp_path / "f", pruner, finals=RANKED[:5])  # 5 finished (3 seed dof): the gate stays shut
     assert _pruned_at(too_few) is None
     assert _pruned_at(_controller(tmp_path / "r", pruner)) == 0  # ranked: pruned at once
     optuna_rule = _controller(tmp_path / "o", {**pruner, "margin": 0}, curve=lambda final: 1.8 - final)
     assert _pruned_at(optuna_rule) == 0
 
 
-def test_a_trial_within_the_margin_of_the_threshold_is_not_pruned():
-    rule = NoiseMargin(percentile=50.0, margin=1.0, eval_images=1000)
-    others = [0.40, 0.42, 0.44]  # median 0.42; noise sqrt(0.0004 + p(1-p)/1000) ~ 0.025 at p 0.40
-    assert not rule.clearly_worse(0.41, others, {}, maximize=True)  # 1 point below: within the noise
-    assert not rule.clearly_worse(0.40, others, {}, maximize=True)  # 2 points below: still within it
-    assert rule.clearly_worse(0.38, others, {}, maximize=True)  # 4 points below: beyond it
-    assert not NoiseMargin(50.0, 3.0, 1000).clearly_worse(0.38, others, {}, maximize=True)  # a wider margin keeps it
-    assert rule.clearly_worse(0.50, [0.40, 0.42, 0.44], {}, maximize=False)  # minimising: clearly above
-
-
 def test_the_search_keeps_a_trial_optuna_would_prune_when_it_is_within_the_noise(tmp_path):
     controller = _controller(tmp_path, {"kind": "median", "n_startup_trials": 0, "n_warmup_steps": 0})
     plan = controller.ask()
-    # val_size 5000, no repeats: noise at 0.897 is sqrt(var of the finished ~ 0.0049^2 + 0.897*0.103/5000)
-    # ~ 0.0066: 0.897 is below the median 0.902 (Optuna prunes it) but within 2 of those
-    assert not controller.should_prune(plan, {"epoch": 0, "val_acc": 0.897})
+    # the finished trials are 2 architectures x 4 seeds 0.002 apart: seed sd 0.00258 (6 dof), gap
+    # 2.5165 x 0.00258 = 0.0065 below the median 0.902: 0.899 is below it (Optuna prunes) but within
+    assert not controller.should_prune(plan, {"epoch": 0, "val_acc": 0.899})
     plan = controller.ask()
     assert controller.should_prune(plan, {"epoch": 0, "val_acc": 0.80})
+    reason = PruneReason.from_json(plan.prune_reason)
+    assert reason.rule == "margin" and reason.seed_dof == 6
+    assert reason.gap == pytest.approx(2.5165 * 0.0025820, rel=1e-3)
     exact = _controller(tmp_path / "m0", {"kind": "median", "n_startup_trials": 0, "n_warmup_steps": 0, "margin": 0})
-    assert exact.margin is None and exact.should_prune(exact.ask(), {"epoch": 0, "val_acc": 0.897})
+    plan = exact.ask()
+    assert exact.should_prune(plan, {"epoch": 0, "val_acc": 0.899})
+    assert PruneReason.from_json(plan.prune_reason).rule == "optuna"

@@ -5,6 +5,7 @@ matching trials' learning curves overlaid with pruned trials marked where they s
 import streamlit as st
 from nas.dashboard import figures, queries, trial_queries, ui
 
+from nas.search.pruning import PruneReason
 from nas.stats import binomial_se
 
 st.title("Trials")
@@ -46,10 +47,12 @@ display = shown.assign(
     # evaluation noise: one trial's binomial SE on the images its accuracy was measured on
     eval_se=[binomial_se(a, n) * 100 for a, n in zip(shown["accuracy"], shown["eval_images"])],
     epochs=shown["epochs_done"].astype(str) + " / " + shown["epochs_planned"].astype(str),
+    # why the pruning rule stopped it (nas.search.pruning): the threshold, the seed noise, the rank gate
+    why_pruned=[reason.text() if (reason := PruneReason.from_json(text)) else "" for text in shown["prune_reason"]],
 )
 event = st.dataframe(
     display[["id", "short_name", "arch_hash", "seed", "phase", "status", "epochs", "accuracy", "eval_se",
-             "eval_images", "train_seconds", *keys, "device", "started_at", "error"]],
+             "eval_images", "train_seconds", *keys, "device", "started_at", "why_pruned", "error"]],
     hide_index=True, key="trials_table", on_select="rerun", selection_mode="single-row",
     column_config={
         "id": "Trial", "short_name": "Architecture", "arch_hash": "Hash", "seed": "Seed",
@@ -62,6 +65,9 @@ event = st.dataframe(
         "train_seconds": st.column_config.NumberColumn("Train time (s)", format="%.1f"),
         "device": "Device",
         "started_at": st.column_config.DatetimeColumn("Started (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+        "why_pruned": st.column_config.TextColumn(
+            "Why pruned", help="the epoch, its value, the pruner's threshold, the seed noise and the gap it had to "
+                               "exceed, the rank gate's state"),
         "error": "Error",
     },
 )

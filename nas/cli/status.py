@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 
 from nas.cli.common import DbOption, console, exit_on_user_error
-from nas.cli.tables import print_experiments, print_front, print_rank_correlation
+from nas.cli.tables import print_experiments, print_front, print_pruned, print_rank_correlation
 
 
 def status(
@@ -43,6 +43,7 @@ def status(
             for (phase, state), n in sorted(counts.items()):
                 console.print(f"  {phase:<8} {state:<11} {n}")
             print_front(store, experiment)
+            print_pruned(store, found.id)
             print_rank_correlation(store, experiment, found.id)
 
 

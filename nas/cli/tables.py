@@ -246,11 +246,33 @@ def _p(value: float) -> str:
     return f"{value:.3f}" if value >= 0.001 else f"{value:.1e}"
 
 
+PRUNED_SHOWN = 10  # the latest pruned trials `nas status` explains
+
+
+def print_pruned(store, experiment_id: int) -> None:
+    """The latest pruned search trials and why the rule stopped each (nas.search.pruning)."""
+    from nas.results import pruned_trials
+
+    pruned = pruned_trials(store, experiment_id)
+    if not pruned:
+        return
+    shown = pruned[-PRUNED_SHOWN:]
+    table = Table(title=f"why pruned ({len(shown)} latest of {len(pruned)} pruned search trials)",
+                  caption="stopped only when below the pruner's threshold by more than t x the seeds' pooled "
+                          "spread (its one-sided tail: Phi(-margin)), at an epoch whose curve ranks the finished trials")
+    for column, justify in (("trial", "right"), ("architecture", "left"), ("seed", "right"), ("why", "left")):
+        table.add_column(column, justify=justify)
+    for row in shown:
+        why = row.reason.text() if row.reason is not None else "(stored before reasons were kept)"
+        table.add_row(str(row.trial_id), escape(row.short_name), str(row.seed), escape(why))
+    console.print(table)
+
+
 def print_rank_correlation(store, experiment: str, experiment_id: int) -> None:
     """Per epoch, how the pruned metric ranks the completed search trials' final accuracy:
     from which epoch pruning stops on signal rather than noise."""
     from nas.results import accuracy_objective
-    from nas.search.pruning import curve_rank_correlation
+    from nas.search.curve_ranks import curve_rank_correlation
 
     metric = accuracy_objective(store, experiment)
     rows = curve_rank_correlation(store, experiment_id, metric)

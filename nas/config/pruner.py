@@ -34,10 +34,14 @@ PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
     "hyperband": optuna.pruners.HyperbandPruner,
     "patient": optuna.pruners.PatientPruner,  # wraps another pruner, given as `wrapped`
 }
-# Options of nas's own on top of Optuna's: `margin`, in standard errors of the noise at the
-# epoch, by which a trial must fall below the threshold to be pruned (nas.search.pruning).
-NAS_PRUNER_OPTIONS = {"median": ("margin",), "percentile": ("margin",)}
-_NAS_OPTION = inspect.Parameter("margin", inspect.Parameter.KEYWORD_ONLY, default=2.0, annotation="float")
+# Options of nas's own on top of Optuna's (nas.search.pruning): `margin`, in standard errors of
+# the seed noise at the epoch, by which a trial must fall below the threshold to be pruned;
+# `pilot`, the architectures that also run a second seed so that the noise is known.
+NAS_PRUNER_OPTIONS = {"median": ("margin", "pilot"), "percentile": ("margin", "pilot")}
+_NAS_OPTIONS = {
+    "margin": inspect.Parameter("margin", inspect.Parameter.KEYWORD_ONLY, default=2.0, annotation="float"),
+    "pilot": inspect.Parameter("pilot", inspect.Parameter.KEYWORD_ONLY, default=3, annotation="int"),
+}
 _PRUNER_EXAMPLES = {"percentile": "percentile: 25", "patience": "patience: 2"}  # required options
 
 
@@ -73,7 +77,7 @@ class PrunerSpec:
 
     def build(self) -> optuna.pruners.BasePruner:
         cls = PRUNERS[self.kind]
-        # nas's own options (the noise margin) are applied by the search controller, not Optuna
+        # nas's own options (the noise margin, the pilot) are applied by the search, not Optuna
         options = {k: v for k, v in self.options if k not in NAS_PRUNER_OPTIONS.get(self.kind, ())}
         with warnings.catch_warnings():  # PatientPruner is experimental; its options are checked here
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -110,7 +114,7 @@ def parse_pruner(src: Source, path: tuple, value: Any) -> PrunerSpec:
         for name, p in inspect.signature(cls).parameters.items()
         if name != "wrapped_pruner" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     }
-    params.update({name: _NAS_OPTION for name in NAS_PRUNER_OPTIONS.get(kind, ())})
+    params.update({name: _NAS_OPTIONS[name] for name in NAS_PRUNER_OPTIONS.get(kind, ())})
     for key, option in data.items():
         if key not in params:
             raise src.error(
@@ -133,6 +137,8 @@ def parse_pruner(src: Source, path: tuple, value: Any) -> PrunerSpec:
             raise src.error(path + (name,), f"missing; the {kind} pruner needs it, e.g. {example}.")
     if "margin" in data and not data["margin"] >= 0:
         raise src.error(path + ("margin",), f"must be >= 0 (standard errors of the noise), but got {shown(data['margin'])}.")
+    if "pilot" in data and not data["pilot"] >= 0:
+        raise src.error(path + ("pilot",), f"must be >= 0 (architectures run on a second seed), but got {shown(data['pilot'])}.")
     if kind == "percentile" and not 0 <= data["percentile"] <= 100:
         raise src.error(
             path + ("percentile",), f"must be between 0 and 100 inclusive, but got {shown(data['percentile'])}."

@@ -22,14 +22,13 @@ import optuna
 from optuna.trial import TrialState
 
 from nas.config.experiment import ExperimentSpec, Objective, SearchSettings
-from nas.data.config import TEST_IMAGES
 from nas.db import Store
 from nas.db.schema import Phase, TrialStatus
 from nas.db.write_behind import WriteBehind
 from nas.models.arch import ArchConfig
 from nas.search.curves import IndexedPercentilePruner, indexed
 from nas.search.history import BoundedHistory
-from nas.search.pruning import NoiseMargin, pruning_gate, with_warmup
+from nas.search.pruning import NoiseMargin, PruneReason, pilot_size, pruning_gate, with_warmup
 from nas.search.studies import MirroredStudy, record
 from nas.trials.plan import FINISHED, TrialPlan
 
@@ -92,9 +91,7 @@ class SearchController:
         self.prune_metric = prune_objective(search)
         # Never inside the LR warm-up, unless the YAML says from when (nas.search.pruning).
         self.prune_from = pruning_gate(search.pruner, spec.recipe)
-        # the pruned metric's evaluation set: the val split, else the 10,000 test images
-        eval_images = spec.dataset.val_size or TEST_IMAGES
-        self.margin = NoiseMargin.of(search.pruner, eval_images)
+        margin = NoiseMargin.of(search.pruner)
         pruner = with_warmup(search.pruner, spec.recipe)
         storage = optuna_storage(db_url)
         # In memory, each finished trial written to the database study (nas.search.studies); TPE
@@ -104,18 +101,16 @@ class SearchController:
         if isinstance(sampler, optuna.samplers.TPESampler):
             sampler = BoundedHistory(sampler)
         self.main = MirroredStudy(spec.name, storage, search.directions, sampler=sampler,
-                                  pruner=indexed(pruner.build(), self.margin if len(search.objectives) == 1 else None),
+                                  pruner=indexed(pruner.build(), margin if len(search.objectives) == 1 else None),
                                   metric_names=[o.metric for o in search.objectives])
         self.study = self.main.study
         self.pruning: MirroredStudy | None = None
         self.prune_study: optuna.Study | None = None
         if len(search.objectives) > 1 and self.prune_metric is not None and search.pruner.kind != "none":
             self.pruning = MirroredStudy(f"{spec.name}:pruning", storage, [self.prune_metric.direction],
-                                         pruner=indexed(pruner.build(), self.margin),
+                                         pruner=indexed(pruner.build(), margin),
                                          metric_names=[self.prune_metric.metric])
             self.prune_study = self.pruning.study
-        if isinstance((self.prune_study or self.study).pruner, IndexedPercentilePruner):
-            self.margin = None  # the indexed pruner applies it
         # the launch's queued writes (nas.db.write_behind), in order with the trials' rows; None: at once
         self.writes: WriteBehind | None = None
         self.used_seeds: dict[str, set[int]] = defaultdict(set)
@@ -127,6 +122,12 @@ class SearchController:
             if trial.status in FINISHED:
                 self.finished[trial.arch_hash] += 1
                 self.finished_seeds[trial.arch_hash].add(trial.seed)
+        # the pilot (nas.search.pruning): the first architectures also run a second seed, so the
+        # pruner's margin knows the seed noise; those a killed driver already ran count
+        self.pilot = pilot_size(search.pruner, search.repeats) if self.prunes else 0
+        if search.sampler == "grid":  # a grid has as many architectures as it has
+            self.pilot = min(self.pilot, len(self._grid_points()))
+        self.piloted = {arch for arch, seeds in self.used_seeds.items() if len(seeds) > 1}
 
     @property
     def prunes(self) -> bool:
@@ -144,28 +145,34 @@ class SearchController:
         """Search trials the experiment runs in all (grid: every point x repeats)."""
         search = self.spec.search
         if search.sampler == "grid":
-            return len(self.spec.space.grid()) * search.repeats
-        return search.n_trials * search.repeats
+            return len(self.spec.space.grid()) * search.repeats + self.pilot
+        return search.n_trials * search.repeats + self.pilot
 
     def enqueue_grid(self) -> None:
         """Put the grid's points in the study as often as they still need to run: `repeats`
         per point, less the architecture's finished trials in the store, each on a seed of
         its plan that has not finished (an architecture runs seeds `search.seed`, +1, ...):
         a trial cut short by a crash runs again on its own seed, so the architectures stay
-        paired seed by seed."""
+        paired seed by seed. The pilot's architectures (the grid's first) run one seed more,
+        right after their first."""
         if self.spec.search.sampler != "grid":
             return
-        points: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for point in self.spec.space.grid():
-            points[self.spec.space.suggest(optuna.trial.FixedTrial(point)).hash].append(point)
+        points = self._grid_points()
         first = self.spec.search.seed
-        for arch_hash, same in points.items():  # two points may build one network (one hash)
-            planned = len(same) * self.spec.search.repeats
+        for k, (arch_hash, same) in enumerate(points.items()):  # two points may build one network (one hash)
+            planned = len(same) * self.spec.search.repeats + (1 if k < self.pilot else 0)
             missing = planned - self.finished[arch_hash]
             unfinished = [s for s in range(first, first + planned) if s not in self.finished_seeds[arch_hash]]
             for i in range(max(0, missing)):
                 seed = {"seed": unfinished[i]} if i < len(unfinished) else None  # else: the next unused
                 self.study.enqueue_trial(same[i % len(same)], user_attrs=seed)
+
+    def _grid_points(self) -> dict[str, list[dict[str, Any]]]:
+        """The grid's points by the architecture they build, in the grid's order."""
+        points: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for point in self.spec.space.grid():
+            points[self.spec.space.suggest(optuna.trial.FixedTrial(point)).hash].append(point)
+        return points
 
     def settle(self, store: Store, experiment_id: int) -> int:
         """Close the search rows a killed driver left `running` although their Optuna trials
@@ -192,6 +199,11 @@ class SearchController:
         if seed is None:
             seed = self._next_seed(arch)
         self.used_seeds[arch.hash].add(seed)
+        if self.spec.search.sampler != "grid" and len(self.piloted) < self.pilot and arch.hash not in self.piloted:
+            self.piloted.add(arch.hash)  # its second seed, asked next
+            twin = self._next_seed(arch)
+            self.used_seeds[arch.hash].add(twin)
+            self.study.enqueue_trial(trial.params, user_attrs={"seed": twin})
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("arch_hash", arch.hash)
         prune_trial = trial if len(self.spec.search.objectives) == 1 else None
@@ -231,16 +243,15 @@ class SearchController:
             return False  # reported (other trials' thresholds need it), but not decided on
         if not plan.prune_trial.should_prune():
             return False
-        if self.margin is None:
-            return True
-        # A pruner kind without the index (e.g. a patient pruner's own rule): the margin from
-        # the completed trials themselves; stop only if clearly below, beyond the noise, at an
-        # epoch whose curve ranks the finished trials
-        study = self.prune_study or self.study
+        # why (nas.search.pruning): the indexed median/percentile pruner says; another kind's own rule
+        pruner = (self.prune_study or self.study).pruner
+        reasons = pruner.reasons if isinstance(pruner, IndexedPercentilePruner) else {}
         maximize = self.prune_metric.direction == "maximize"
         best = max(plan.curve.values()) if maximize else min(plan.curve.values())  # Optuna's too
-        return self.margin.prunes(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), step, best,
-                                  maximize)
+        reason = reasons.pop(plan.prune_trial.number, None) or PruneReason("optuna", step, best,
+                                                                            pruner=type(pruner).__name__)
+        plan.prune_reason = reason.to_json()
+        return True
 
     def tell(self, plan: TrialPlan, status: TrialStatus) -> None:
         """Close the plan's Optuna trial(s) with the state its store row gets, in memory and in

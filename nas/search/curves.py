@@ -1,20 +1,21 @@
 """The median/percentile pruner with nas's noise margin, at a cost that does not grow with the
 search: the finished trials' curves are indexed per epoch as they finish.
 
-Optuna's `PercentilePruner` walks every completed trial at every report, and nas's noise margin
-(`nas.search.pruning.NoiseMargin`) walked them again, with a Spearman fit, whenever Optuna
-said stop: a few ms per epoch at 10,000 trials, per trial the most of the driver's time after
-sampling. `IndexedPercentilePruner` decides exactly as `PercentilePruner` followed by
-`NoiseMargin.prunes` (tests/test_driver_scale.py checks it against both on random studies),
+Optuna's `PercentilePruner` walks every completed trial at every report, and nas's rule
+(`nas.search.pruning.NoiseMargin.decide`) would walk them again whenever Optuna said stop: a
+few ms per epoch at 10,000 trials, per trial the most of the driver's time after sampling.
+`IndexedPercentilePruner` decides exactly as `PercentilePruner` followed by
+`NoiseMargin.decide` (tests/test_driver_scale.py checks it against both on random studies),
 from an index it keeps up to date itself: at each decision it looks only at the trials that
 are new since the last one or were not finished then (Optuna's own `_CachedStorage` reads the
 same way), so its cost does not grow with the finished trials:
 
 - per epoch, the completed values sorted (the percentile threshold: two lookups);
-- per epoch, running sums for the spread of all values and, per architecture, of its seeds
-  (the noise: O(1));
-- per epoch, the rank gate's verdict, recomputed when the trials at that epoch have grown by a
-  tenth since the last fit (Spearman over n trials costs O(n log n); amortised, O(1)).
+- per epoch and architecture, running sums of its seeds' spread (the seed noise: O(1));
+- per epoch, the (value, final) pairs the rank gate fits, fitted only for a trial the
+  threshold and the gap already stop (O(n log n), for the few that get that far).
+
+Each stop's `PruneReason` waits in `reasons`, by trial number, for the controller to store.
 """
 
 from __future__ import annotations
@@ -29,10 +30,7 @@ from optuna.pruners._percentile import _get_best_intermediate_result_over_steps,
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.search.pruning import MIN_RANK_TRIALS, NoiseMargin, curve_ranks_finals
-
-REFIT_GROWTH = 1.1  # refit an epoch's rank gate once its trials have grown by this factor
-
+from nas.search.pruning import NoiseMargin, PruneReason, percentile
 
 @dataclass
 class _Spread:
@@ -58,17 +56,13 @@ class _Epoch:
     """The completed trials' values at one epoch."""
 
     sorted_values: list[float] = field(default_factory=list)  # finite, ascending
-    spread: _Spread = field(default_factory=_Spread)  # of all of them
     by_arch: dict[str, _Spread] = field(default_factory=dict)  # of each architecture's seeds
     seed_m2: float = 0.0  # sum over architectures of their seeds' m2
     seed_dof: int = 0  # sum over architectures of (seeds - 1)
     pairs: list[tuple[float, float]] = field(default_factory=list)  # (value here, final value)
-    gate_n: int = 0  # pairs when the rank gate was last fitted
-    gate: bool = False
 
     def add(self, value: float, arch: str, final: float | None) -> None:
         bisect.insort(self.sorted_values, value)
-        self.spread.add(value)
         seeds = self.by_arch.setdefault(arch, _Spread())
         old_m2, old_n = seeds.m2, seeds.n
         seeds.add(value)
@@ -77,22 +71,8 @@ class _Epoch:
         if final is not None and math.isfinite(final):
             self.pairs.append((value, final))
 
-    def percentile(self, q: float) -> float:
-        """As `np.percentile(values, q)` (linear interpolation), in O(1)."""
-        values = self.sorted_values
-        position = (len(values) - 1) * q / 100.0
-        low = math.floor(position)
-        high = min(low + 1, len(values) - 1)
-        return values[low] + (values[high] - values[low]) * (position - low)
-
-    def ranks_finals(self) -> bool:
-        n = len(self.pairs)
-        if n < MIN_RANK_TRIALS:
-            return False
-        if n >= self.gate_n * REFIT_GROWTH or self.gate_n < MIN_RANK_TRIALS:
-            self.gate = curve_ranks_finals([v for v, _ in self.pairs], [f for _, f in self.pairs])
-            self.gate_n = n
-        return self.gate
+    def ranks(self) -> tuple[list[float], list[float]]:
+        return [v for v, _ in self.pairs], [f for _, f in self.pairs]
 
 
 class IndexedPercentilePruner(PercentilePruner):
@@ -112,6 +92,7 @@ class IndexedPercentilePruner(PercentilePruner):
         self._completed = 0
         self._upto = 0  # trial numbers below this have been looked at...
         self._unfinished: set[int] = set()  # ...and these were not finished then
+        self.reasons: dict[int, PruneReason] = {}  # why each trial it stopped was stopped, by number
 
     def _sync(self, study: optuna.Study) -> None:
         """Index the trials completed since the last decision (one pruner serves one study)."""
@@ -147,23 +128,25 @@ class IndexedPercentilePruner(PercentilePruner):
         direction = study.direction
         best = float(_get_best_intermediate_result_over_steps(trial, direction))
         if math.isnan(best):
+            self.reasons[trial.number] = PruneReason("optuna", step, best, pruner="PercentilePruner")
             return True
         epoch = self._epochs.get(step)
         if epoch is None or len(epoch.sorted_values) < max(1, self._n_min_trials):
             return False
         maximize = direction == StudyDirection.MAXIMIZE
-        threshold = epoch.percentile(100 - self._percentile if maximize else self._percentile)
+        threshold = percentile(epoch.sorted_values, 100 - self._percentile if maximize else self._percentile)
         if not (best < threshold if maximize else best > threshold):
             return False
         if self.margin is None:
+            self.reasons[trial.number] = PruneReason("optuna", step, best, threshold, self._percentile,
+                                                     len(epoch.sorted_values), pruner="PercentilePruner")
             return True
-        # nas's rule (NoiseMargin.prunes): at an epoch whose curve ranks the finished trials,
-        # and beyond the threshold by more than `margin` standard errors of the noise
-        if self.margin.rank_gate and not epoch.ranks_finals():
+        reason = self.margin.judge(step, best, epoch.sorted_values, epoch.seed_m2, epoch.seed_dof, epoch.ranks,
+                                   maximize)
+        if reason is None:
             return False
-        noise = self.margin.noise_of(best, epoch.seed_m2, epoch.seed_dof, epoch.spread.var, epoch.spread.n)
-        gap = self.margin.margin * noise
-        return best < threshold - gap if maximize else best > threshold + gap
+        self.reasons[trial.number] = reason
+        return True
 
 
 def indexed(pruner: optuna.pruners.BasePruner, margin: NoiseMargin | None) -> optuna.pruners.BasePruner:

@@ -1,53 +1,60 @@
-"""Pruning that respects the recipe and says when it is safe.
+"""The pruning rule, in one home: when nas stops a search trial, and why.
 
 - **Never inside the LR warm-up.** While the learning rate still ramps up, every net is near
   chance and early curves do not rank architectures. Unless the YAML sets `n_warmup_steps`,
   the first epoch a pruner may decide on is the first one that ends after the warm-up
   (`first_prunable_epoch`), for every pruner kind.
-- **Only clearly below the threshold.** A median or percentile pruner stops a trial only when
-  its value is below the threshold by more than `margin` standard errors of the noise at that
-  epoch (`NoiseMargin`): seed noise pooled over the study's repeated architectures (until
-  there are enough repeats, the spread across all trials, its upper bound) plus the binomial
-  noise of evaluating on `eval_images` images. `margin: 0` is Optuna's own rule; the default is 2.
+- **Only clearly below the threshold.** Once Optuna's median or percentile rule says stop, nas
+  stops the trial only when its best value so far lies below the threshold (the percentile of
+  the completed trials at that epoch) by more than the seed noise allows: the gap is
+  t(dof, 1 - tail) x s, where s is the seeds' spread at that epoch pooled over the
+  architectures that ran several seeds (a search's repeats, or its pilot: `pilot_size`), dof
+  its degrees of freedom, and tail = Phi(-margin) (`margin: 2`, the default: a one-sided 2.3%
+  tail). So an architecture whose true value at the epoch is at the threshold is stopped with
+  probability at most `tail` (Gaussian seed noise, the threshold taken as given). On a fixed
+  val split the seed spread already holds the evaluation noise, so nothing is added for it
+  (noise counted once). Under MIN_SEED_DOF degrees of freedom the noise is not known, and
+  nas's rule keeps the trial. `margin: 0` is Optuna's own rule.
 - **Only where the curve predicts.** With a margin, a trial is also never stopped at an epoch
   whose values do not yet rank the finished trials' final accuracies beyond chance
   (`curve_ranks_finals`: Spearman's rho over at least 6 of them, the lower end of its 95%
   interval above 0), so a late starter is not stopped on a curve that says nothing yet.
-- **How early curves rank the finished ones.** Per epoch, Spearman's rank correlation between
-  the pruned metric at that epoch and the final accuracy, over the completed search trials,
-  with a bootstrap 95% CI (`curve_rank_correlation`; Fisher's z above 500 trials): where it
-  is high and its CI narrow, stopping on the curve loses little; where it straddles 0, pruning
-  acts on noise.
+- **The pilot.** A search with one seed per architecture cannot tell seed noise from the
+  architectures' differences, so its first `pilot` architectures also run a second seed
+  (default PILOT for median/percentile pruners with a margin and `repeats: 1`; `pilot: 0`
+  turns it off; a grid runs them first, a sampler as it meets them): from then on the rule
+  knows the noise.
+- **Why.** Every stop comes with a `PruneReason` (the epoch, the value, the threshold, the
+  noise, the gap, the rank gate's state), stored with the trial and shown by `nas status` and
+  the dashboard.
+
+`NoiseMargin.decide` states the rule over the completed trials; `nas.search.curves` decides
+the same from an index, at a cost that does not grow with the search.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 
-import numpy as np
 from scipy import stats as scipy_stats
-from sqlalchemy import select
 
 from nas.config.pruner import PrunerSpec
-from nas.db import Store
-from nas.db.schema import EpochResult, Phase, Trial, TrialStatus
+from nas.stats import fisher_interval, spearman
 from nas.training.recipe import Recipe
-from nas.trials.plan import judged_accuracy
 
 WARMUP_KINDS = ("median", "percentile")  # Optuna pruners with an n_warmup_steps option
 MARGIN_KINDS = ("median", "percentile")  # pruners with a threshold a margin can be measured from
-DEFAULT_MARGIN = 2.0  # standard errors: the smallest that kept the best trial in 98% of replays (benchmarks/pruning_margin.py)
-# pooled seed-spread degrees of freedom below which it is not trusted alone (its relative SE,
-# sqrt(2 / dof), is still above 80%): the spread across trials bounds it from above instead
+# standard errors, read as a one-sided normal tail (2: 2.3%); chosen on the pruning_curves
+# recording (benchmarks/pruning_margin.py), reported on page_post4's (benchmarks/decision_quality.py)
+DEFAULT_MARGIN = 2.0
+# pooled seed-spread degrees of freedom from which the rule prunes (the pilot gives PILOT)
 MIN_SEED_DOF = 3
+PILOT = 3  # architectures a search with one seed each also runs on a second seed (dof 3)
 # finished trials an epoch's curve must rank (`curve_ranks_finals`) before nas's rule prunes at it
 MIN_RANK_TRIALS = 6
-BOOTSTRAP_SAMPLES = 1000  # resamples of the trials for each epoch's CI
-# pairs above which an epoch's CI is Fisher's z interval, not the bootstrap: from a few hundred
-# pairs on the two agree to ~0.01 (tests/test_pruning.py), while resampling 60,000 trials
-# 1,000 times takes a minute an epoch, and the dashboard reads it live
-BOOTSTRAP_MAX_TRIALS = 500
 
 
 def first_prunable_epoch(recipe: Recipe) -> int:
@@ -78,26 +85,101 @@ def with_warmup(pruner: PrunerSpec, recipe: Recipe) -> PrunerSpec:
     return replace(pruner, options=tuple(sorted(options.items())), wrapped=wrapped)
 
 
-# ----------------------------------------------------------------------------- the noise margin
+def pilot_size(pruner: PrunerSpec, repeats: int) -> int:
+    """Architectures of the search that run a second seed so the margin knows the seed noise:
+    the pruner's `pilot` when set, else PILOT where the rule needs it (a median/percentile
+    pruner with a margin) and nothing else gives it (one seed per architecture)."""
+    options = dict(pruner.options)
+    needs = pruner.kind in MARGIN_KINDS and float(options.get("margin", DEFAULT_MARGIN)) > 0
+    if not needs:
+        return 0
+    return int(options.get("pilot", PILOT if repeats == 1 else 0))
+
+
+# ----------------------------------------------------------------------------- the rule
+
+
+@dataclass(frozen=True)
+class PruneReason:
+    """Why a trial was stopped: what the rule saw at that epoch."""
+
+    rule: str  # "margin" (Optuna's threshold, the seed-noise gap, the rank gate) | "optuna" (its rule alone)
+    epoch: int  # from 0
+    value: float  # the trial's best value so far (what Optuna's rule compares)
+    threshold: float = math.nan  # the percentile of the completed trials' values at the epoch
+    percentile: float = math.nan  # of the threshold (median: 50)
+    completed: int = 0  # completed trials with a value at the epoch
+    margin: float = math.nan  # standard errors (a one-sided normal tail of Phi(-margin))
+    seed_sd: float = math.nan  # the pooled seed spread at the epoch
+    seed_dof: int = 0  # its degrees of freedom
+    gap: float = math.nan  # t(seed_dof, 1 - tail) x seed_sd: how far below the threshold it had to be
+    rank_rho: float = math.nan  # Spearman's rho of the epoch's values with the finals (the rank gate)
+    rank_low: float = math.nan  # the lower end of its 95% interval (> 0: the gate is open)
+    rank_trials: int = 0  # finished trials it was measured over
+    pruner: str = ""  # the Optuna pruner's class
+
+    def to_json(self) -> str:
+        return json.dumps({k: v for k, v in asdict(self).items()
+                           if not (isinstance(v, float) and math.isnan(v))}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> PruneReason | None:
+        """The stored reason (None for a trial stored without one, or one not readable)."""
+        try:
+            data = json.loads(text or "")
+            known = {f.name for f in fields(cls)}
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except (TypeError, ValueError):
+            return None
+
+    def text(self) -> str:
+        """One line for a reader, e.g. `epoch 3: 41.2% < median 47.9% - 3.2 pts (seed sd 0.9
+        pts, 3 dof, margin 2); curve ranks finals (rho 0.71, CI low 0.21, 9 trials)`."""
+        where = f"epoch {self.epoch + 1}: {_pct(self.value)}"
+        if math.isnan(self.threshold):
+            return f"{where} ({self.pruner or 'the pruner'}'s own rule)"
+        bar = "median" if self.percentile == 50 else f"{self.percentile:g}th percentile"
+        if self.rule != "margin":
+            return f"{where} below the {bar} {_pct(self.threshold)} of {self.completed} trials (Optuna's rule, no margin)"
+        return (f"{where} < {bar} {_pct(self.threshold)} - {100 * self.gap:.1f} pts (seed sd "
+                f"{100 * self.seed_sd:.1f} pts, {self.seed_dof} dof, margin {self.margin:g}); curve ranks "
+                f"finals (rho {self.rank_rho:.2f}, CI low {self.rank_low:.2f}, {self.rank_trials} trials)")
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+@functools.lru_cache(maxsize=1024)
+def _t_quantile(margin: float, dof: int) -> float:
+    return float(scipy_stats.t.ppf(scipy_stats.norm.cdf(margin), dof))
+
+
+def seed_gap(margin: float, seed_m2: float, seed_dof: int) -> tuple[float, float]:
+    """(the pooled seed sd, the gap t(dof, Phi(margin)) x sd) from the seeds' pooled sum of
+    squared deviations; the gap is inf under MIN_SEED_DOF (the noise is not known)."""
+    if seed_dof < MIN_SEED_DOF:
+        return (math.sqrt(seed_m2 / seed_dof) if seed_dof else math.nan), math.inf
+    sd = math.sqrt(seed_m2 / seed_dof)
+    return sd, _t_quantile(margin, seed_dof) * sd
 
 
 @dataclass(frozen=True)
 class NoiseMargin:
-    """The rule on top of a median/percentile pruner's: prune only when clearly below.
+    """nas's rule on top of a median/percentile pruner's: prune only when clearly below.
 
     Args:
         percentile: the pruner's (median: 50); of the other trials' values at the epoch.
-        margin: standard errors of the noise by which the trial must be below it.
-        eval_images: the size of the set the pruned metric is measured on.
+        margin: standard errors of the seed noise, read as a one-sided normal tail.
+        rank_gate: also wait until the epoch's curve ranks the finished trials.
     """
 
     percentile: float
     margin: float
-    eval_images: int
-    rank_gate: bool = True  # also wait until the epoch's curve ranks the finished trials (`curve_ranks_finals`)
+    rank_gate: bool = True
 
     @classmethod
-    def of(cls, pruner: PrunerSpec, eval_images: int) -> NoiseMargin | None:
+    def of(cls, pruner: PrunerSpec) -> NoiseMargin | None:
         """The margin rule of `pruner` (None for kinds without a threshold, or margin 0)."""
         if pruner.kind not in MARGIN_KINDS:
             return None
@@ -105,51 +187,63 @@ class NoiseMargin:
         margin = float(options.get("margin", DEFAULT_MARGIN))
         if margin == 0:
             return None
-        return cls(float(options.get("percentile", 50.0)), margin, eval_images)
+        return cls(float(options.get("percentile", 50.0)), margin)
+
+    @property
+    def tail(self) -> float:
+        """The one-sided error the gap allows: P(stopped) for a trial at the threshold."""
+        return float(scipy_stats.norm.sf(self.margin))
+
+    def threshold_of(self, sorted_values: list[float], maximize: bool) -> float:
+        """As Optuna's PercentilePruner: for a maximised value the top `percentile` survive."""
+        return percentile(sorted_values, 100 - self.percentile if maximize else self.percentile)
+
+    def judge(self, step: int, value: float, sorted_values: list[float], seed_m2: float, seed_dof: int,
+              ranks, maximize: bool) -> PruneReason | None:
+        """The rule from an epoch's summary: the completed trials' values there (ascending),
+        their seeds' pooled squared deviations and dof, and `ranks()` -> (values, finals) for
+        the rank gate (called only when the rest says stop). A reason to stop, or None."""
+        if not sorted_values:
+            return None
+        threshold = self.threshold_of(sorted_values, maximize)
+        sd, gap = seed_gap(self.margin, seed_m2, seed_dof)
+        if not (value < threshold - gap if maximize else value > threshold + gap):
+            return None
+        rho = low = math.nan
+        n = 0
+        if self.rank_gate:
+            values, finals = ranks()
+            n = len(values)
+            if not curve_ranks_finals(values, finals):
+                return None
+            rho = spearman(values, finals)
+            low = fisher_interval(rho, n)[0]
+        return PruneReason("margin", step, value, threshold, self.percentile, len(sorted_values), self.margin,
+                           sd, seed_dof, gap, rho, low, n)
+
+    def decide(self, completed, step: int, value: float, maximize: bool) -> PruneReason | None:
+        """The rule, once Optuna's pruner says stop, walked over the study's completed trials
+        (their intermediate values, architecture and final value): a reason to stop a trial
+        whose best value so far is `value` at epoch `step`, or None to keep it."""
+        values, by_arch = values_at(completed, step)
+        m2 = dof = 0
+        for seeds in by_arch.values():
+            if len(seeds) > 1:
+                mean = sum(seeds) / len(seeds)
+                m2 += sum((v - mean) ** 2 for v in seeds)
+                dof += len(seeds) - 1
+        return self.judge(step, value, sorted(values), m2, dof, lambda: curve_vs_final(completed, step), maximize)
 
     def prunes(self, completed, step: int, value: float, maximize: bool) -> bool:
-        """The rule, once Optuna's pruner says stop: whether a trial whose best value so far is
-        `value` at epoch `step` is stopped, given the study's completed trials (their
-        intermediate values and final value)."""
-        others, by_arch = values_at(completed, step)
-        if self.rank_gate and not curve_ranks_finals(*curve_vs_final(completed, step)):
-            return False
-        return self.clearly_worse(value, others, by_arch, maximize)
+        return self.decide(completed, step, value, maximize) is not None
 
-    def threshold(self, values: list[float], maximize: bool) -> float:
-        # as Optuna's PercentilePruner: for a maximised value the top `percentile` survive
-        return float(np.percentile(values, 100 - self.percentile if maximize else self.percentile))
 
-    def noise(self, value: float, others: list[float], by_arch: dict[str, list[float]]) -> float:
-        """The standard deviation of one trial's value at an epoch: seed noise plus the binomial
-        evaluation noise. The seed noise is the seeds' spread pooled over the architectures with
-        several trials there, once that has MIN_SEED_DOF degrees of freedom; before (a search
-        with few or no repeats cannot tell seed noise from architecture differences) it is at
-        least the spread of all the completed trials' values there, an upper bound, so that the
-        pruner does not stop trials on what may be seed noise."""
-        dof = sum(len(v) - 1 for v in by_arch.values() if len(v) > 1)
-        seed_m2 = sum(float(np.var(v, ddof=1)) * (len(v) - 1) for v in by_arch.values() if len(v) > 1)
-        spread_var = float(np.var(others, ddof=1)) if len(others) > 1 else 0.0
-        return self.noise_of(value, seed_m2, dof, spread_var, len(others))
-
-    def noise_of(self, value: float, seed_m2: float, seed_dof: int, spread_var: float, n_others: int) -> float:
-        """`noise` from running sums: the seeds' sum of squared deviations and degrees of freedom
-        pooled over architectures, and the variance of all `n_others` values (what
-        `nas.search.curves` keeps per epoch)."""
-        seed_var = seed_m2 / seed_dof if seed_dof else 0.0
-        if seed_dof < MIN_SEED_DOF and n_others > 1:
-            seed_var = max(seed_var, spread_var)
-        p = min(max(value, 0.0), 1.0)
-        return math.sqrt(seed_var + p * (1 - p) / max(1, self.eval_images))
-
-    def clearly_worse(self, value: float, others: list[float], by_arch: dict[str, list[float]],
-                      maximize: bool) -> bool:
-        """Whether `value` is beyond the threshold of `others` by more than the margin."""
-        if not others:
-            return False
-        threshold = self.threshold(others, maximize)
-        gap = self.margin * self.noise(value, others, by_arch)
-        return value < threshold - gap if maximize else value > threshold + gap
+def percentile(sorted_values: list[float], q: float) -> float:
+    """As `np.percentile(values, q)` (linear interpolation) of ascending values, in O(1)."""
+    position = (len(sorted_values) - 1) * q / 100.0
+    low = math.floor(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
 
 
 def values_at(study_trials, step: int) -> tuple[list[float], dict[str, list[float]]]:
@@ -184,103 +278,3 @@ def curve_ranks_finals(values: list[float], finals: list[float]) -> bool:
     if math.isnan(rho):
         return False
     return fisher_interval(rho, n)[0] > 0
-
-
-def fisher_interval(rho: float, n: int) -> tuple[float, float]:
-    """The 95% interval of Spearman's rho over `n` pairs by Fisher's z, with the SE
-    sqrt(1.06 / (n - 3)) of Fieller, Hartley & Pearson (1957); n > 3."""
-    centre = math.atanh(min(max(rho, -1 + 1e-9), 1 - 1e-9))
-    half = 1.96 * math.sqrt(1.06 / (n - 3))
-    return math.tanh(centre - half), math.tanh(centre + half)
-
-
-# ----------------------------------------------------------------------------- is pruning safe?
-
-
-@dataclass(frozen=True)
-class EpochCorrelation:
-    """How one epoch's curve value ranks the trials' final accuracy."""
-
-    epoch: int  # from 0
-    trials: int  # completed search trials with a value at this epoch
-    rho: float  # Spearman's rank correlation; nan with fewer than 3 trials or no spread
-    ci_low: float  # 95% bootstrap percentile interval (Fisher z above BOOTSTRAP_MAX_TRIALS); nan when rho is
-    ci_high: float
-
-
-def spearman(x: list[float], y: list[float]) -> float:
-    """Spearman's rho (ties get average ranks); nan with < 3 pairs or a constant side."""
-    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
-        return math.nan
-    return float(scipy_stats.spearmanr(x, y).statistic)
-
-
-def rank_correlations(curves: list[list[float | None]], finals: list[float], *,
-                      samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> list[EpochCorrelation]:
-    """Per epoch, rho between `curves[i][epoch]` and `finals[i]` with a bootstrap CI
-    (`fisher_interval` over more than `BOOTSTRAP_MAX_TRIALS` pairs).
-
-    Args:
-        curves: per trial, its metric at each epoch (None where not measured).
-        finals: per trial, its final accuracy.
-        samples: bootstrap resamples of the trials (with replacement).
-        seed: of the resampling, so the same store gives the same CI.
-    """
-    rng = np.random.default_rng(seed)
-    epochs = max((len(c) for c in curves), default=0)
-    out = []
-    for epoch in range(epochs):
-        pairs = [(c[epoch], f) for c, f in zip(curves, finals)
-                 if epoch < len(c) and c[epoch] is not None and f is not None]
-        x, y = [p[0] for p in pairs], [p[1] for p in pairs]
-        rho = spearman(x, y)
-        low = high = math.nan
-        if not math.isnan(rho):
-            low, high = (fisher_interval(rho, len(pairs)) if len(pairs) > BOOTSTRAP_MAX_TRIALS else
-                         _bootstrap_interval(np.asarray(x, dtype=float), np.asarray(y, dtype=float), samples, rng))
-        out.append(EpochCorrelation(epoch, len(pairs), rho, low, high))
-    return out
-
-
-def _bootstrap_interval(x: np.ndarray, y: np.ndarray, samples: int, rng: np.random.Generator) -> tuple[float, float]:
-    """The 95% percentile interval of Spearman's rho over `samples` resamples of the pairs;
-    resamples with a constant side (no rho) are left out. Resamples are ranked in blocks
-    (Pearson's r of average ranks is Spearman's rho); the same draws, and so the same
-    interval, as resampling one at a time, 10-100x faster."""
-    n, draws = len(x), []
-    block = max(1, 1_000_000 // n)
-    for start in range(0, samples, block):
-        pick = rng.integers(0, n, (min(block, samples - start), n))
-        rx, ry = scipy_stats.rankdata(x[pick], axis=1), scipy_stats.rankdata(y[pick], axis=1)
-        rx -= rx.mean(axis=1, keepdims=True)
-        ry -= ry.mean(axis=1, keepdims=True)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            r = (rx * ry).sum(axis=1) / np.sqrt((rx * rx).sum(axis=1) * (ry * ry).sum(axis=1))
-        draws.append(r[np.isfinite(r)])
-    kept = np.concatenate(draws)
-    if not len(kept):
-        return math.nan, math.nan
-    low, high = np.percentile(kept, [2.5, 97.5])
-    return float(low), float(high)
-
-
-def curve_rank_correlation(store: Store, experiment_id: int, metric: str = "val_acc") -> list[EpochCorrelation]:
-    """`rank_correlations` over an experiment's completed search trials, from the store (one
-    query for every curve: 60,000 trials' epochs in about a second)."""
-    trial, epoch = Trial.__table__, EpochResult.__table__
-    query = (
-        select(epoch.c.trial_id, epoch.c[metric], trial.c.final_val_acc, trial.c.final_test_acc)
-        .select_from(epoch.join(trial, trial.c.id == epoch.c.trial_id))
-        .where(trial.c.experiment_id == experiment_id, trial.c.phase == Phase.SEARCH,
-               trial.c.status == TrialStatus.COMPLETED)
-        .order_by(epoch.c.trial_id, epoch.c.epoch)
-    )
-    curves: dict[int, list[float | None]] = {}
-    finals: dict[int, float] = {}
-    with store.engine.connect() as connection:
-        for trial_id, value, val_acc, test_acc in connection.execute(query).fetchall():  # all at once: 2x faster
-            final = judged_accuracy(val_acc, test_acc)
-            if final is not None:
-                curves.setdefault(trial_id, []).append(value)
-                finals[trial_id] = final
-    return rank_correlations(list(curves.values()), [finals[i] for i in curves])

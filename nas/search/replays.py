@@ -24,6 +24,7 @@ from nas.db import Store
 from nas.db.schema import Phase, TrialStatus
 from nas.results import confirm_groups
 from nas.search.launch import launch
+from nas.search.pruning import pilot_size
 from nas.search.race import BEST, CONFIRM_SEED_BASE, WORSE
 from nas.trials.inline import run_inline
 from nas.trials.recorded import Recording
@@ -57,7 +58,8 @@ def replay_once(recording: Recording, spec: ExperimentSpec, store: Store, name: 
     half = len(seeds) // 2
     strategy_half, truth_half = seeds[:half], seeds[half:]
     confirm = spec.confirm.max_repeats if spec.confirm.until_separated else spec.confirm.repeats
-    played = [*range(spec.search.seed, spec.search.seed + spec.search.repeats),
+    pilot = 1 if pilot_size(spec.search.pruner, spec.search.repeats) else 0  # the pilot's second seed
+    played = [*range(spec.search.seed, spec.search.seed + spec.search.repeats + pilot),
               *range(CONFIRM_SEED_BASE, CONFIRM_SEED_BASE + (confirm if spec.confirm.top_k else 0))]
     seed_map = recorded_seed_map(played, [int(s) for s in strategy_half])
     columns = [recording.seeds.index(s) for s in truth_half]

@@ -99,7 +99,8 @@ class TrialBatch:
         # `running` row whose Optuna trial is told, which a resume settles (SearchController.settle)
         recorder = self._recorder(plan)
         self.on_finished(plan, status)
-        recorder.finish(status, train_seconds=plan.last.get("cumulative_seconds"))
+        recorder.finish(status, train_seconds=plan.last.get("cumulative_seconds"),
+                        prune_reason=plan.prune_reason if plan.pruned else None)
 
     def error(self, trial_id: str, error: str) -> None:
         plan = self.plans.pop(trial_id)

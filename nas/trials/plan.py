@@ -29,6 +29,7 @@ class TrialPlan:
     # -- filled in while it runs --
     recorder: TrialRecorder | None = None  # from its first result (or its end, if none came)
     pruned: bool = False  # the scheduler stopped it
+    prune_reason: str | None = None  # why, as nas.search.pruning.PruneReason's JSON (stored with the row)
     last: dict[str, Any] = field(default_factory=dict)  # the newest result
 
     @property

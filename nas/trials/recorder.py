@@ -75,9 +75,10 @@ class TrialRecorder:
                 self._write(partial(self._save, artifact, values[artifact.name]))
 
     def finish(self, status: TrialStatus | str, *, train_seconds: float | None = None,
-               error: str | None = None) -> None:
+               error: str | None = None, prune_reason: str | None = None) -> None:
         """The trial's final status; its final metrics are its last recorded epoch's."""
-        self._write(lambda: self.store.finish_trial(self.trial_id, status, train_seconds=train_seconds, error=error))
+        self._write(lambda: self.store.finish_trial(self.trial_id, status, train_seconds=train_seconds, error=error,
+                                                    prune_reason=prune_reason))
 
     def _save(self, artifact: Artifact, value: Any) -> None:
         artifact.save(self.store, self.trial_id, value)
