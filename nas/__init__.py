@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from nas._version import __version__
@@ -12,7 +13,7 @@ if TYPE_CHECKING:
 __all__ = ["__version__", "open"]
 
 
-def open(url: str | None = None) -> Results:  # noqa: A001 - nas.open, as the issue names it
+def open(url: str | os.PathLike[str] | None = None) -> Results:  # noqa: A001 - nas.open, as the issue names it
     """The results in the store at `url`, read-only: ``nas.open("sqlite:///nas.db")``.
 
     `url` is an SQLAlchemy URL or a SQLite file path (default: $NAS_DB, else ./nas.db). Kept

@@ -18,6 +18,7 @@ The columns and dtypes of each frame are `nas.frames.COLUMNS`; the statistics ar
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import pandas as pd
@@ -27,13 +28,13 @@ from nas.frames import ablation_frame, architectures_frame, epochs_frame, experi
 from nas.trials.experiment import require_experiment
 
 
-def open_results(url: str | None = None) -> Results:
+def open_results(url: str | os.PathLike[str] | None = None) -> Results:
     """The store at `url` (SQLAlchemy URL or SQLite path; default $NAS_DB, else ./nas.db), read-only.
 
     Raises:
         StoreError: no nas store there (a missing SQLite file is not created), or unreadable.
     """
-    return Results(Store.open(resolve_db_url(url), read_only=True))
+    return Results(Store.open(resolve_db_url(None if url is None else os.fspath(url)), read_only=True))
 
 
 class Results:
