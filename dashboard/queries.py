@@ -233,13 +233,14 @@ def seed_summary(_engine: Engine, url: str, experiment: str, phase: str) -> pd.D
 def decisions(_store: Store, url: str, experiment: str, phase: str = Phase.CONFIRM) -> pd.DataFrame:
     """Per architecture of a phase, as `nas status` shows it: its decision (the confirm race's;
     a search with seed repeats: best / not separated / worse on the shared seeds) and its place (confirm:
-    the export --rank), and how sure its Pareto rank is (the share of seed bootstraps with it on
-    the front, `nas.stats.front_share`)."""
+    the export --rank), its Pareto front numbered from 1 (1 = the front) and how sure that is (the
+    share of seed bootstraps with it on the front, `nas.stats.front_share`)."""
     from nas.results import arch_results
 
     rows = arch_results(_store, experiment, phase)
     return pd.DataFrame({"arch_hash": [r.arch_hash for r in rows], "decision": [r.decision or "-" for r in rows],
-                         "rank": range(1, len(rows) + 1), "front_share": [r.front_share for r in rows]})
+                         "rank": range(1, len(rows) + 1), "pareto_front": [r.pareto_front for r in rows],
+                         "front_share": [r.front_share for r in rows]})
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)

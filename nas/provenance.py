@@ -10,7 +10,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-import nas
+from nas._version import __version__
 from nas.errors import ConfigError, shown
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 def code_version() -> str:
     """``0.1.0+g1a2b3c4`` (``-dirty`` with uncommitted changes), or the bare version
     when nas is not running from a git checkout."""
-    version = nas.__version__
+    version = __version__
     repo = Path(__file__).resolve().parent.parent
     if not (repo / ".git").exists():
         return version

@@ -47,7 +47,7 @@ class ArchResult:
     train_seconds: SeedSummary
     params: int
     flops: int
-    rank: int = -1  # Pareto rank among this phase's architectures (0 = front)
+    rank: int = -1  # Pareto rank among this phase's architectures (0 = front, as nas.stats.pareto_ranks)
     # mean over seeds of the FLOPs per image with early exits at the arch's exit threshold
     # (the trials' exit curves); the full forward FLOPs for a net without early exits
     mean_inference_flops: float = math.nan
@@ -65,6 +65,12 @@ class ArchResult:
     # how sure its Pareto rank is: the share of seed bootstraps in which it is on the front
     # (nas.stats.front_share); nan with one seed each, or over FRONT_SHARE_MAX architectures
     front_share: float = math.nan
+
+    @property
+    def pareto_front(self) -> int:
+        """The Pareto front it is on, numbered from 1 (1 = the front, 2 = the front without it,
+        ...): how tables, frames and the dashboard show `rank` to people."""
+        return self.rank + 1
 
     @property
     def decision(self) -> str:

@@ -216,10 +216,13 @@ def test_pareto_lists_each_confirmed_architecture_with_the_confirm_race_decision
     assert table["rank"].tolist() == list(range(1, len(table) + 1))  # listed as `nas export --rank` counts
     ordered = [GROUP_ORDER[groups[h].decision] for h in table["arch_hash"]]
     assert ordered == sorted(ordered)
-    # how sure each one's Pareto rank is, as `nas status` computes it
+    # each one's Pareto front, numbered from 1 as in `nas status`, and how sure it is
     with Store.open(seeded.url, read_only=True) as store:
-        shares = {r.arch_hash: r.front_share for r in arch_results(store, EXPERIMENT, "confirm")}
+        results = arch_results(store, EXPERIMENT, "confirm")
+    shares = {r.arch_hash: r.front_share for r in results}
     assert dict(zip(table["arch_hash"], table["front_share"])) == pytest.approx(shares)
+    assert dict(zip(table["arch_hash"], table["pareto_front"])) == {r.arch_hash: r.rank + 1 for r in results}
+    assert min(table["pareto_front"]) == 1  # the first front is 1, not 0
     assert all(0.0 <= v <= 1.0 for v in shares.values())
 
 

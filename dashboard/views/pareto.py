@@ -71,7 +71,7 @@ if not decided.empty:
             decision=table["decision"].fillna("-"),
         ).sort_values(["rank", "accuracy"], ascending=[True, False], na_position="last")[
             ["rank", "decision", "short_name", "arch_hash", "seeds", "accuracy", "accuracy_std", "accuracy_ci",
-             "train_seconds", "front_share"]],
+             "train_seconds", "pareto_front", "front_share"]],
         hide_index=True, key="pareto_confirmed_table",
         column_config={
             "rank": st.column_config.NumberColumn("#", help="nas export --rank" if decided_phase == "confirm"
@@ -85,6 +85,8 @@ if not decided.empty:
             "accuracy_std": st.column_config.NumberColumn("Std (pp)", format="%.2f"),
             "accuracy_ci": "95% CI",
             "train_seconds": st.column_config.NumberColumn("Train time mean (s)", format="%.1f"),
+            "pareto_front": st.column_config.NumberColumn(
+                "Pareto front", help="Numbered from 1: 1 is the front, 2 the front without it, ... (as nas status)"),
             "front_share": st.column_config.NumberColumn(
                 "On the front", format="%.2f", help="Share of 400 seed bootstraps in which it is on the Pareto "
                                                    "front: how sure its place there is"),

@@ -33,7 +33,8 @@ def print_front(store, experiment: str) -> None:
         "decision: every pair on the same seeds (paired t), the chance of any false 'worse' over all "
         "pairs and rounds held at 0.05; worse: p < 0.05; not separated: with the difference the seeds "
         "could detect at 80% power."
-        + (f" rank (0.93): on the Pareto front in 93% of {FRONT_DRAWS} seed bootstraps." if sure else "")
+        + (f" rank: the Pareto front, 1 the first; 1 (0.93): on the first in 93% of {FRONT_DRAWS} seed "
+           "bootstraps." if sure else "")
         + (" #: nas export --rank." if phase == Phase.CONFIRM else "") if decided else None))
     columns = (("#", "decision") if decided else ()) + (
         "rank", "architecture", "hash", "seeds", "accuracy (mean ± 95% CI)", "train s", "params", "MFLOPs")
@@ -47,7 +48,7 @@ def print_front(store, experiment: str) -> None:
         ci = "" if acc.n < 2 else f" ± {acc.half_width:.2%}"
         table.add_row(
             *((str(position), row.decision or "-") if decided else ()),
-            _rank(row.rank, row.front_share), escape(row.short_name), row.arch_hash, str(row.seeds),
+            _rank(row.pareto_front, row.front_share), escape(row.short_name), row.arch_hash, str(row.seeds),
             f"{acc.mean:.2%}{ci}", f"{row.train_seconds.mean:.1f}", f"{row.params / 1e6:.2f}M", f"{row.flops / 1e6:.1f}",
             *((f"{row.mean_inference_flops / 1e6:.2f}",) if exits else ()),
             _eval_se(row.eval_se, row.eval_images),
@@ -84,10 +85,37 @@ def print_image_differences(store, experiment: str, rows) -> None:
     console.print(table)
 
 
-def _rank(rank: int, front_share: float) -> str:
-    """``front``, ``1``, ...; with the share of seed bootstraps on the front: ``front (0.93)``."""
-    text = "front" if rank == 0 else str(rank)
-    return f"{text} ({front_share:.2f})" if math.isfinite(front_share) else text
+def _rank(front: int, front_share: float) -> str:
+    """The Pareto front, from 1 (``1`` the front, ``2`` the next, ...; "front" for the first and
+    "1" for the second read alike); with the share of seed bootstraps on the front: ``1 (0.93)``."""
+    return f"{front} ({front_share:.2f})" if math.isfinite(front_share) else str(front)
+
+
+def print_frame(frame, title: str) -> None:
+    """Any results frame (`nas.frames`) as a table: its columns, missing values as ``-``."""
+    import pandas as pd
+
+    table = Table(title=escape(title))
+    for column in frame.columns:
+        numeric = pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(frame[column])
+        table.add_column(escape(str(column)), justify="right" if numeric else "left")
+    for row in frame.itertuples(index=False):
+        table.add_row(*(escape(_cell(value)) for value in row))
+    console.print(table)
+    if frame.empty:
+        console.print("no rows yet")
+
+
+def _cell(value) -> str:
+    import pandas as pd
+
+    if value is None or (not isinstance(value, (str, bool)) and pd.isna(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, pd.Timestamp):
+        return f"{value:%Y-%m-%d %H:%M:%S}"
+    return str(value)
 
 
 def print_experiments(store) -> None:
