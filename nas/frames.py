@@ -98,6 +98,7 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         ("device", "str", "what it trained on, e.g. NVIDIA H100 80GB HBM3"),
         ("code_version", "str", "nas version that ran it"),
         ("error", "str", "why it failed or diverged"),
+        ("why_pruned", "str", "why the pruning rule stopped it (nas.search.pruning.PruneReason.text)"),
         ("started_at", UTC_TIME, "when it started"),
         ("finished_at", UTC_TIME, "when it ended; NaT while running"),
     ),
@@ -194,9 +195,12 @@ def experiments_frame(store: Store) -> pd.DataFrame:
 
 def trials_frame(store: Store, experiment: Experiment) -> pd.DataFrame:
     """One row per trial of `experiment`, in the order they started."""
+    from nas.results import pruned_trials
+
     trials = store.trials(experiment_id=experiment.id)
     archs = _architectures(store, {t.arch_hash for t in trials})
     dims = dimensions(experiment, archs.values())
+    why = {p.trial_id: p.reason.text() for p in pruned_trials(store, experiment.id) if p.reason is not None}
     rows = [{
         "experiment": experiment.name, "trial_id": t.id, "phase": t.phase, "status": t.status,
         **_arch_cells(archs[t.arch_hash], dims), "seed": t.seed,
@@ -205,7 +209,7 @@ def trials_frame(store: Store, experiment: Experiment) -> pd.DataFrame:
             "final_train_loss", "final_train_acc", "final_val_acc", "final_val_images", "final_test_acc",
             "final_test_images", "best_val_acc", "train_seconds", "epochs_done", "epochs_planned",
             "device", "code_version", "error", "started_at", "finished_at")},
-        "params": archs[t.arch_hash].params, "flops": archs[t.arch_hash].flops,
+        "why_pruned": why.get(t.id), "params": archs[t.arch_hash].params, "flops": archs[t.arch_hash].flops,
     } for t in trials]
     return _frame("trials", rows, dims)
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from nas.db import Store
 from nas.models.arch import ArchConfig, StageConfig
+from nas.search.pruning import PruneReason
 from nas.search.race import CONFIRM_SEED_BASE
 
 EXPERIMENT = "known"
@@ -64,6 +65,9 @@ def known_store(path) -> Known:
     return Known(url, ids)
 
 
+PRUNE_REASON = PruneReason("margin", 0, 0.30, 0.40, 50.0, 6, 2.0, 0.01, 3, 0.033, 0.8, 0.3, 6, "PercentilePruner")
+
+
 def _trial(store, exp, arch, seed, phase, epochs, status) -> int:
     trial = store.start_trial(exp, arch.hash, seed, phase, epochs_planned=2, recipe_json="{}", device=DEVICE,
                               code_version=CODE)
@@ -71,5 +75,7 @@ def _trial(store, exp, arch, seed, phase, epochs, status) -> int:
         store.record_epoch(trial, epoch, train_loss=loss, train_acc=train_acc, val_acc=val, test_acc=test,
                            epoch_seconds=2.0, cumulative_seconds=2.0 * (epoch + 1), val_images=VAL_IMAGES,
                            test_images=TEST_IMAGES)
-    store.finish_trial(trial, status)
+    # a pruned trial stores why (nas.search.pruning): the numbers are the example's own
+    reason = PRUNE_REASON.to_json() if status == "pruned" else None
+    store.finish_trial(trial, status, prune_reason=reason)
     return trial

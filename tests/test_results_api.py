@@ -28,6 +28,7 @@ from tests.results_store import (
     DEVICE,
     EXPERIMENT,
     FLOPS,
+    PRUNE_REASON,
     PARAMS,
     TEST_IMAGES,
     VAL_IMAGES,
@@ -87,6 +88,7 @@ def test_trials_has_a_row_per_trial_with_the_searched_dimension_as_a_column(exp,
     assert pd.isna(a.error) and a.finished_at >= a.started_at
     pruned = frame.set_index("trial_id").loc[known.trial_ids["search", B.hash, 0]]
     assert (pruned.status, pruned.epochs_done, pruned.epochs_planned, pruned.accuracy) == ("pruned", 1, 2, 0.30)
+    assert pruned.why_pruned == PRUNE_REASON.text() and frame["why_pruned"].isna().sum() == len(frame) - 1
 
 
 def test_epochs_has_a_row_per_trial_and_epoch(exp, known):
