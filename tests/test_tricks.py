@@ -298,3 +298,40 @@ def test_apply_tricks_changes_nothing_when_every_trick_is_off():
     before = [type(m) for m in model.modules()]
     apply_tricks(model, TricksConfig())
     assert [type(m) for m in model.modules()] == before
+
+
+# ----------------------------------------------------------------------------- search and ablation
+
+
+def test_a_yaml_space_searches_tricks_like_any_architecture_key(tmp_path):
+    from nas.config.experiment import load_experiment
+    from tests.helpers import experiment_yaml
+
+    space = {"width": {"fixed": 0.125}, "L1.residual": {"fixed": 1}, "tricks.activation": {"choice": ["relu", "celu"]},
+             "tricks.ema_decay": {"choice": [0.0, 0.99]}, "tricks.tta": {"fixed": "flip"}}
+    spec = load_experiment(experiment_yaml(tmp_path / "exp.yaml", space=space))
+    archs = [spec.space.arch_from_params(point) for point in spec.space.grid()]
+    assert len(archs) == 4 and len({a.hash for a in archs}) == 4
+    assert {(a.tricks.activation, a.tricks.ema_decay, a.tricks.tta) for a in archs} == {
+        ("relu", 0.0, "flip"), ("celu", 0.0, "flip"), ("relu", 0.99, "flip"), ("celu", 0.99, "flip")}
+
+
+def test_a_space_whose_ghost_batch_does_not_divide_the_batch_is_refused_at_load(tmp_path):
+    from nas.config.experiment import load_experiment
+    from tests.helpers import experiment_yaml
+
+    space = {"width": {"fixed": 0.125}, "tricks.ghost_batch": {"choice": [0, 10, 16]}}
+    with pytest.raises(ConfigError, match="ghost batch 16 does not divide recipe.batch_size=50"):
+        load_experiment(experiment_yaml(tmp_path / "exp.yaml", space=space))
+
+
+def test_nas_ablate_switches_each_trick_that_is_on_off():
+    from nas.ablation.plan import plan_variants
+    from nas.config.space import parse_space
+    from nas.config.validate import Source
+
+    reference = arch_with(activation="celu", ema_decay=0.99, whiten=True, tta="flip")
+    variants = plan_variants(reference, parse_space(Source(), {"width": {"fixed": 0.125}}))
+    off = {v.key: v.after for v in variants if v.move == "off" and v.key.startswith("tricks.")}
+    assert off == {"tricks.activation": "relu", "tricks.whiten": False, "tricks.ema_decay": 0.0, "tricks.tta": "none"}
+    assert all(v.arch.tricks != reference.tricks for v in variants if v.key.startswith("tricks."))
