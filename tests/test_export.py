@@ -52,7 +52,12 @@ EVERY_KIND = [
     "R:L1+L3 C3:L2 w=0.125",
     "R:L2 F2:L2 C4:L2 Dm:L2 pyr w=0.125",
     "R:L1+L3 E:L1+L2 ew=0.3 et=0.6 w=0.125",
+    # the training tricks that change the network (nas.models.tricks)
+    "R:L1+L3 w=0.125 t.activation=celu t.pool_before_bn=true t.freeze_bn_scale=true t.whiten=true t.tta=flip",
+    "R:L2 E:L1 w=0.125 t.activation=gelu t.ghost_batch=16 t.tta=flip_translate",
 ]
+EVERY_TRICK = ("t.activation=celu t.celu_alpha=0.3 t.pool_before_bn=true t.ghost_batch=10 t.freeze_bn_scale=true "
+               "t.whiten=true t.ema_decay=0.9 t.lookahead=0.8 t.bias_lr=8 t.alternating_flip=true t.tta=flip_translate")
 HOSTILE = 'x"""; import os; os.system("echo pwned") #'
 
 
@@ -374,6 +379,51 @@ def test_model_py_of_every_kind_of_block_reproduces_nas_logits_in_a_fresh_interp
         assert len(got) == len(expected[i]), short_name
         for ours, theirs in zip(got, expected[i]):
             assert (ours - theirs).abs().max().item() <= 1e-5, short_name
+
+
+def test_a_network_trained_with_every_trick_exports_the_logits_it_was_measured_with(data_root, tmp_path):
+    """Fresh interpreter, torch only: model.py's forward and forward_tta give the trained
+    (averaged) network's logits, plain and under the test-time augmentation it was measured
+    with; config.yaml names the same architecture for `nas train --arch`."""
+    from nas.cli.train import read_arch_spec
+    from nas.training.tta import tta_logits
+
+    arch = parse_short_name(f"R:L1+L3 w=0.125 {EVERY_TRICK}")
+    data_cfg = DataConfig(root=str(data_root), val_size=100)
+    result = train(arch, Recipe(epochs=2, batch_size=50), load_data(data_cfg), data_cfg, seed=0)
+    model = result.model.cpu().eval()
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    source = ExportSource(experiment="tricks", arch=arch, weights=weights, weights_trial=None,
+                          config={"recipe": {"epochs": 2, "batch_size": 50}}, code_version="test", metrics={})
+    out = tmp_path / "out"
+    export(source, out, ("py", "pt", "yaml"))
+    x = _images()
+    torch.save(x, tmp_path / "x.pt")
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.append({str(Path(torch.__file__).resolve().parent.parent)!r})  # torch's folder, nothing else
+        sys.path.insert(0, {str(out)!r})
+        import torch
+        import model
+        net = model.load()
+        x = torch.load({str(tmp_path / "x.pt")!r}, weights_only=True)
+        with torch.no_grad():
+            torch.save([net(x), net.forward_tta(x)], {str(tmp_path / "y.pt")!r})
+        print(model.TTA, sorted(name for name in sys.modules if name == "nas" or name.startswith("nas.")))
+    """))
+    done = subprocess.run([sys.executable, "-I", "-S", str(script)], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PATH": os.environ.get("PATH", "")}, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == "flip_translate []"
+    plain, augmented = torch.load(tmp_path / "y.pt", weights_only=True)
+    with torch.no_grad():
+        assert (plain - model(x)).abs().max().item() <= 1e-5
+        assert (augmented - tta_logits(model, x, "flip_translate")).abs().max().item() <= 1e-5
+    assert torch.equal(weights["whiten.weight"], torch.load(out / "weights.pt")["whiten.weight"])
+    spec = read_arch_spec(str(out / "config.yaml"))
+    assert spec.arch == arch and spec.recipe == {"epochs": 2, "batch_size": 50}
+    assert "forward_tta" in load_module((out / "model.py").read_text()).PROVENANCE["tricks"]
 
 
 def test_standalone_py_imports_with_torch_alone(tmp_path):

@@ -307,6 +307,7 @@ def _from_data(
     space = parse_space(src, data["space"])
     search = _parse_search(src, data.get("search"), space)
     check_space(space, src, every_point=search.sampler == "grid", slimmable=recipe.slimmable is not None)
+    _check_ghost_batch(src, space, recipe.batch_size)
     confirm = build(ConfirmSettings, data.get("confirm"), src, ("confirm",))
     resources = build(Resources, data.get("resources"), src, ("resources",))
     return ExperimentSpec(
@@ -373,6 +374,16 @@ def _merge(base: dict[str, Any], override: dict[str, Any], path: tuple = ()) -> 
         else:
             out[key] = value
     return out
+
+
+def _check_ghost_batch(src: Source, space: SearchSpace, batch_size: int) -> None:
+    """Every ghost batch norm size the space can give divides the recipe's batch (Page post 6)."""
+    for param in space.params:
+        if param.key == "tricks.ghost_batch" and param.is_enumerable() and param.count() <= 100_000:
+            bad = [v for v in param.values() if isinstance(v, int) and v and batch_size % v]
+            if bad:
+                raise src.error(("space", param.key), f"ghost batch {bad[0]} does not divide recipe.batch_size="
+                                f"{batch_size}; give virtual batch sizes that divide it (or 0, off).")
 
 
 def _parse_dataset(src: Source, value: Any, base: Path | None) -> tuple[str, DataConfig]:

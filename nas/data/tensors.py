@@ -162,8 +162,12 @@ def _random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> t
 
 def _random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Mirrors each image left-right with probability 0.5."""
-    flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
-    return torch.where(flip[:, None, None, None], x.flip(3), x)
+    return _flip(x, torch.rand(len(x), generator=generator) < 0.5)
+
+
+def _flip(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Mirrors the images where `flip` (a bool per image) is true."""
+    return torch.where(flip.to(x.device)[:, None, None, None], x.flip(3), x)
 
 
 def _cutout(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -183,7 +187,8 @@ def _cutout(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Ten
     return x.masked_fill(square, 0.0)
 
 
-def augment(x: torch.Tensor, cfg: DataConfig, generator: torch.Generator) -> torch.Tensor:
+def augment(x: torch.Tensor, cfg: DataConfig, generator: torch.Generator,
+            flips: torch.Tensor | None = None) -> torch.Tensor:
     """Random crop, horizontal flip and cutout, batched, as `cfg` sets them.
 
     Args:
@@ -191,6 +196,7 @@ def augment(x: torch.Tensor, cfg: DataConfig, generator: torch.Generator) -> tor
         cfg: `crop_padding`, `flip` and `cutout` are used.
         generator: a CPU generator; every random draw comes from it, so the same seed gives
             the same result on any device.
+        flips: which images to mirror (a bool each), when `cfg.flip`; None: at random.
 
     Returns:
         Augmented images, same shape, dtype and device; `x` itself when all are off.
@@ -200,7 +206,7 @@ def augment(x: torch.Tensor, cfg: DataConfig, generator: torch.Generator) -> tor
     if cfg.crop_padding > 0:
         x = _random_crop(x, cfg.crop_padding, generator)
     if cfg.flip:
-        x = _random_flip(x, generator)
+        x = _random_flip(x, generator) if flips is None else _flip(x, flips)
     if cfg.cutout > 0:
         x = _cutout(x, cfg.cutout, generator)
     return x
@@ -215,7 +221,8 @@ def _check_batch_size(batch_size: int) -> None:
 
 
 def train_batches(
-    splits: CifarSplits, batch_size: int, cfg: DataConfig, generator: torch.Generator
+    splits: CifarSplits, batch_size: int, cfg: DataConfig, generator: torch.Generator,
+    flips: torch.Tensor | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of augmented training batches in a random order.
 
@@ -227,6 +234,8 @@ def train_batches(
         batch_size: images per batch.
         cfg: the augmentation settings.
         generator: a CPU generator for the order and the augmentation.
+        flips: per training image, whether it is mirrored this epoch (alternating flip,
+            `nas.training.loop`); None: each at random.
 
     Yields:
         (images, labels) on the device of `splits`.
@@ -236,7 +245,8 @@ def train_batches(
     perm = torch.randperm(n, generator=generator).to(splits.train_x.device)
     for i in range(max(1, n // batch_size) if n else 0):
         idx = perm[i * batch_size : (i + 1) * batch_size]
-        yield augment(splits.train_x[idx], cfg, generator), splits.train_y[idx]
+        flip = None if flips is None else flips[idx]
+        yield augment(splits.train_x[idx], cfg, generator, flip), splits.train_y[idx]
 
 
 def eval_batches(

@@ -18,10 +18,19 @@ dropout's trainable 1x1 shortcuts stay, being part of the trained network. With 
 (BranchyNet), `model(x)` is the final exit, `model.forward_exits(x)` gives every exit's
 logits and `model.forward_early_exit(x)` lets each image leave at the first confident exit.
 
+The training tricks the network was trained with (ARCH["tricks"]) are built in as measured:
+the activation (CELU, GELU), the pool before BN-act, the fixed 3x3 patch whitening before
+prep (its filters are in the weights) and frozen BN scales (fixed at 1, not trainable here
+either). Ghost batch norm acts in training only (evaluation uses the running statistics),
+and a weight EMA or lookahead is already in the weights. Test-time augmentation is
+`model.forward_tta(x)`: the logits averaged over the flips (and shifts) of TTA, the
+augmentation the accuracy was measured with; `model(x)` is the plain forward.
+
 The blocks: Page, "How to train your ResNet" (2018); PyramidNet's zero-padded shortcuts
 (Han et al., CVPR 2017); FractalNet (Larsson et al., ICLR 2017); CliqueNet (Yang et al.,
 CVPR 2018); deformable convs v1 and v2 (Dai et al., ICCV 2017; Zhu et al., CVPR 2019);
-depth dropout (Guo & Gould, DICTA 2016); BranchyNet (Teerapittayanon et al., ICPR 2016).
+depth dropout (Guo & Gould, DICTA 2016); BranchyNet (Teerapittayanon et al., ICPR 2016);
+the tricks: Page's posts 5-8 (2018) and Jordan's airbench94 (2024).
 """
 
 from __future__ import annotations
@@ -56,6 +65,9 @@ STAGES = ("L1", "L2", "L3")
 DROP_KINDS = ("none", "stochastic_depth", "depth_dropout", "drop_path", "width_dropout")
 DEFAULT_EXIT_THRESHOLD = 0.5  # normalized entropy below which an image leaves a side exit
 EXIT_THRESHOLD = ARCH.get("exits", {}).get("threshold", DEFAULT_EXIT_THRESHOLD)
+# test-time augmentation the accuracy was measured with: none | flip | flip_translate
+TTA = ARCH.get("tricks", {}).get("tta", "none")
+WHITENED_CHANNELS = 27  # the patch whitening's outputs: one per dimension of a 3x3x3 patch
 
 # ----------------------------------------------------------------------------- convs
 
@@ -222,11 +234,13 @@ class CliqueBlock(nn.Module):
 
 
 class Stage(nn.Module):
-    """conv -> 2x2 max-pool -> extra layers -> residual blocks -> fractal block -> clique block."""
+    """conv -> 2x2 max-pool -> extra layers -> residual blocks -> fractal block -> clique block;
+    with `pool_before_bn` the pool comes between the conv and its BN-act (Page post 5)."""
 
-    def __init__(self, conv: nn.Module, extra=(), residual=(), fractal=(), clique=()) -> None:
+    def __init__(self, conv: nn.Module, extra=(), residual=(), fractal=(), clique=(), pool_before_bn=False) -> None:
         super().__init__()
         self.conv = conv
+        self.pool_before_bn = pool_before_bn
         self.pool = nn.MaxPool2d(2)
         # Empty Sequentials have no keys: the names match nas's whichever blocks there are.
         self.extra = nn.Sequential(*extra)
@@ -235,7 +249,54 @@ class Stage(nn.Module):
         self.clique = nn.Sequential(*clique)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.clique(self.fractal(self.residual(self.extra(self.pool(self.conv(x))))))
+        if self.pool_before_bn:
+            x = self.conv.act(self.conv.bn(self.pool(self.conv.conv(x))))
+        else:
+            x = self.pool(self.conv(x))
+        return self.clique(self.fractal(self.residual(self.extra(x))))
+
+
+class PatchWhitening(nn.Module):
+    """A fixed 3x3 conv, 3 -> 27 channels, padding 1: the eigenvectors of the training images'
+    patch covariance over sqrt(eigenvalue + eps) (Page post 7), fitted before training."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(WHITENED_CHANNELS, 3, 3, 3), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight.to(x.dtype), padding=1)
+
+
+def activation(tricks: dict) -> nn.Module:
+    """The network's activation: ReLU, CELU(alpha) (Page post 6) or GELU (airbench94)."""
+    name = tricks.get("activation", "relu")
+    if name == "celu":
+        return nn.CELU(tricks.get("celu_alpha", 0.075), inplace=True)
+    if name == "gelu":
+        return nn.GELU()
+    if name != "relu":
+        raise ValueError(f"activation {name!r} is not one of relu, celu, gelu.")
+    return nn.ReLU(inplace=True)
+
+
+def tta_logits(model: nn.Module, x: torch.Tensor, level: str) -> torch.Tensor:
+    """Logits averaged over test-time augmentations: none; flip (the image and its mirror);
+    flip_translate (half that, half its mean over the image shifted one pixel up-left and
+    down-right with reflect padding, as airbench94)."""
+    def mirror(inputs: torch.Tensor) -> torch.Tensor:
+        return model(torch.cat([inputs, inputs.flip(3)])).view(2, len(inputs), -1).mean(0)
+
+    if level == "none":
+        return model(x)
+    if level == "flip":
+        return mirror(x)
+    if level != "flip_translate":
+        raise ValueError(f"tta {level!r} is not one of none, flip, flip_translate.")
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    h, w = x.shape[-2:]
+    translate = mirror(torch.cat([padded[:, :, :h, :w], padded[:, :, 2:, 2:]])).view(2, len(x), -1).mean(0)
+    return 0.5 * mirror(x) + 0.5 * translate
 
 
 class ExitHead(nn.Module):
@@ -279,7 +340,14 @@ class Net(nn.Module):
             raise ValueError(f"drop kind {kind!r} is not one of {', '.join(DROP_KINDS)}.")
         exits = arch.get("exits", {})
         self.exit_threshold = exits.get("threshold", DEFAULT_EXIT_THRESHOLD)
-        self.prep = ConvBN(3, plan["prep"][0])
+        tricks = arch.get("tricks", {})
+        self.tta = tricks.get("tta", "none")
+        if tricks.get("whiten", False):  # fixed patch whitening, then a 1x1 conv-BN-act as prep
+            self.whiten = PatchWhitening()
+            self.prep = ConvBN(WHITENED_CHANNELS, plan["prep"][0], conv1x1)
+        else:
+            self.whiten = nn.Identity()
+            self.prep = ConvBN(3, plan["prep"][0])
         previous = plan["prep"][0]
         for name in STAGES:
             stage = arch.get(name, {})
@@ -305,14 +373,24 @@ class Net(nn.Module):
             if sizes[3]:
                 previous, c = c, next(unit)
                 clique.append(CliqueBlock(previous, c, sizes[3], conv_layer))
-            setattr(self, name.lower(), Stage(conv, extra, residual, fractal, clique))
+            setattr(self, name.lower(), Stage(conv, extra, residual, fractal, clique,
+                                              tricks.get("pool_before_bn", False)))
             previous = c
         self.pool = nn.AdaptiveMaxPool2d(1)
         self.head = nn.Linear(previous, num_classes, bias=False)
         # BranchyNet side exits, keyed by stage as in nas's network; empty without exits.
         self.exits = nn.ModuleDict({name: ExitHead(plan[name][-1], num_classes) for name in exits.get("stages", [])})
+        for parent in list(self.modules()):  # the activation of every block, as trained
+            for child_name, child in parent.named_children():
+                if type(child) is nn.ReLU:
+                    setattr(parent, child_name, activation(tricks))
+        if tricks.get("freeze_bn_scale", False):  # BN scales fixed at 1 (Page post 6, airbench94)
+            for module in self.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.weight.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.whiten(x)
         x = self.prep(x)
         x = self.l1(x)
         x = self.l2(x)
@@ -323,13 +401,17 @@ class Net(nn.Module):
     def forward_exits(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Logits of every exit: the side exits in network order, then the final one."""
         logits = []
-        x = self.prep(x)
+        x = self.prep(self.whiten(x))
         for name, stage in (("L1", self.l1), ("L2", self.l2), ("L3", self.l3)):
             x = stage(x)
             if name in self.exits:
                 logits.append(self.exits[name](x))
         logits.append(self.head(self.pool(x).flatten(1)) * LOGIT_SCALE)
         return logits
+
+    def forward_tta(self, x: torch.Tensor, level: str | None = None) -> torch.Tensor:
+        """Logits under test-time augmentation `level` (default: the one measured, TTA)."""
+        return tta_logits(self, x, self.tta if level is None else level)
 
     @torch.no_grad()
     def forward_early_exit(self, x: torch.Tensor,
@@ -343,7 +425,7 @@ class Net(nn.Module):
         rows = torch.arange(n, device=x.device)  # which input each remaining image is
         taken = torch.full((n,), len(self.exits), dtype=torch.long, device=x.device)
         out, k = None, 0
-        h = self.prep(x)
+        h = self.prep(self.whiten(x))
         for name, stage in (("L1", self.l1), ("L2", self.l2), ("L3", self.l3)):
             h = stage(h)
             if name not in self.exits:

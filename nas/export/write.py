@@ -26,7 +26,7 @@ import json
 import math
 import os
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,9 @@ import yaml
 from nas.db import Store
 from nas.errors import ConfigError
 from nas.export import standalone
+from nas.export.notes import exits_note, training_note, tricks_note
 from nas.models import STAGES, ArchConfig, build_model, unit_channels
+from nas.models.tricks import TricksConfig
 
 FORMATS = {"py": "model.py", "pt": "weights.pt", "onnx": "model.onnx", "yaml": "config.yaml"}
 CHECK_TOLERANCE = 1e-5  # max |logit difference| between the generated network and nas's
@@ -46,10 +48,11 @@ SUPPORTED_FIELDS = {
     "width", "width_schedule", "deformable_mask", "drop.kind", "drop.rate", "drop.global_share",
     "exits.stages", "exits.weights", "exits.threshold",
     *(f"{stage}.{name}" for stage in STAGES for name in ("extra", "residual", "fractal", "clique", "deformable")),
+    *(f"tricks.{f.name}" for f in fields(TricksConfig)),  # built in (or in the weights, or forward_tta)
 }
 DATA_NAMES = ("ARCH", "PLAN", "PROVENANCE")  # the top-level assignments of standalone.py filled in
 # What model.py promises its users (README, tests); the check refuses a module without them.
-PUBLIC_NAMES = {"Net", "normalize", "load", "MEAN", "STD", "LOGIT_SCALE", "EXIT_THRESHOLD", *DATA_NAMES}
+PUBLIC_NAMES = {"Net", "normalize", "load", "MEAN", "STD", "LOGIT_SCALE", "EXIT_THRESHOLD", "TTA", *DATA_NAMES}
 
 
 # ----------------------------------------------------------------------------- what to export
@@ -193,8 +196,9 @@ def model_values(arch: ArchConfig, experiment: str, code_version: str | None, we
         "experiment": experiment,
         "code_version": code_version,
         "weights": weights_note,
-        "training": _training_note(arch),
-        "exits": _exits_note(arch),
+        "training": training_note(arch),
+        "exits": exits_note(arch),
+        "tricks": tricks_note(arch),
     }
     return {"ARCH": arch.to_dict(), "PLAN": unit_channels(arch), "PROVENANCE": provenance}
 
@@ -314,32 +318,6 @@ def _inline(value: Any) -> str:
     raise RuntimeError(f"nas export writes plain data into model.py, not {type(value).__name__} {value!r}.")
 
 
-def _training_note(arch: ArchConfig) -> str:
-    drop = arch.drop
-    if drop.kind == "none" and not any(getattr(arch, s).fractal for s in STAGES):
-        return "Nothing is dropped in training, so this is exactly the trained network."
-    notes = {
-        "stochastic_depth": f"stochastic depth (final drop rate {drop.rate:g}; survivors scaled by 1/p in "
-                            "training, so at evaluation every block runs unscaled)",
-        "depth_dropout": f"depth dropout (rate {drop.rate:g}; the trainable 1x1 shortcuts stay, the "
-                         "bypass is training-only)",
-        "drop_path": f"drop-path (rate {drop.rate:g}, global share {drop.global_share:g}; training-only)",
-        "width_dropout": f"width dropout (rate {drop.rate:g}, inverted scaling; training-only)",
-    }
-    if drop.kind == "none":
-        return "Fractal joins average every column, as at evaluation in training."
-    return f"Trained with {notes[drop.kind]}: here, the evaluation form, nothing is dropped."
-
-
-def _exits_note(arch: ArchConfig) -> str:
-    if not arch.exits.stages:
-        return ""
-    weights = ", ".join(f"{s} {w:g}" for s, w in zip(arch.exits.stages, arch.exits.weights))
-    return (f"Early exits (BranchyNet) after {'+'.join(arch.exits.stages)}, trained with loss weights "
-            f"{weights} (final 1): model(x) is the final exit; model.forward_early_exit(x) lets images "
-            f"leave early (threshold {arch.exits.threshold:g}); model.forward_exits(x) gives every exit's logits.")
-
-
 def load_module(source: str, name: str = "nas_exported_model") -> types.ModuleType:
     """Execute generated model.py source as a module (no file needed)."""
     module = types.ModuleType(name)
@@ -352,6 +330,8 @@ def check_against_nas(arch: ArchConfig, module: types.ModuleType, weights: dict[
     """Load the same weights into the generated `Net` and nas's network; the max |logit
     difference| on a random batch in eval mode. Raises RuntimeError (a bug) if the
     state_dicts differ in keys or shapes or the logits differ by more than CHECK_TOLERANCE."""
+    from nas.training.tta import tta_logits
+
     reference = build_model(arch, seed=0).eval()
     if weights is not None:
         reference.load_state_dict(weights)
@@ -371,6 +351,8 @@ def check_against_nas(arch: ArchConfig, module: types.ModuleType, weights: dict[
         if arch.exits.stages:  # every exit's logits, not only the final one
             pairs = zip(exported.forward_exits(x), reference.forward_exits(x))
             diff = max(diff, *((ours - theirs).abs().max().item() for ours, theirs in pairs))
+        if arch.tricks.tta != "none":  # the logits the accuracy was measured on
+            diff = max(diff, (exported.forward_tta(x) - tta_logits(reference, x, arch.tricks.tta)).abs().max().item())
     if not diff <= CHECK_TOLERANCE:
         raise RuntimeError(f"generated model.py for {arch.short_name()} gives logits {diff:.2e} away from "
                            "nas's network (a bug in nas export).")

@@ -37,6 +37,7 @@ from nas.config.validate import (
     store_floats,
 )
 from nas.errors import ConfigError, shown
+from nas.models.tricks import TricksConfig
 
 STAGES = ("L1", "L2", "L3")
 MAX_LAYERS_PER_STAGE = 8  # more than this is a typo, not a search
@@ -219,6 +220,8 @@ class ArchConfig:
     width_schedule: str = setting("double", one_of(WIDTH_SCHEDULES))
     deformable_mask: bool = False  # deformable stages use v2 modulation (a 2*sigmoid mask per tap)
     exits: ExitConfig = field(default_factory=ExitConfig)  # BranchyNet side exits; none by default
+    # Page's and airbench's training tricks (`nas.models.tricks`); all off by default
+    tricks: TricksConfig = field(default_factory=TricksConfig)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -306,7 +309,8 @@ class ArchConfig:
         their entropy threshold when not the default.
         Drops are ``sd=0.2`` (stochastic depth), ``dd=0.5`` (depth dropout), ``dp=0.1``
         (drop-path; ``dpg=0.5`` its global share) and ``wd=0.1`` (width dropout); ``pyr``
-        is the pyramid width schedule. ``base`` is the plain backbone.
+        is the pyramid width schedule. ``base`` is the plain backbone. A training trick that
+        is on is ``t.<field>=<value>`` (``t.activation=celu t.ema_decay=0.99``).
         """
         parts = []
         for letter, attr in (("R", "residual"), ("X", "extra")):
@@ -341,6 +345,7 @@ class ArchConfig:
             parts.append("pyr")
         if self.width != 1.0:
             parts.append(f"w={_number(self.width)}")
+        parts += [f"t.{name}={_trick_text(value)}" for name, value in _non_default(self.tricks).items()]
         return " ".join(parts)
 
     def replace(self, **changes: Any) -> ArchConfig:
@@ -356,6 +361,7 @@ def parse_short_name(text: str) -> ArchConfig:
     top: dict[str, Any] = {}
     drop: dict[str, Any] = {}
     exits: dict[str, Any] = {}
+    tricks: dict[str, Any] = {}
     kinds = {token: kind for kind, token in _DROP_TOKENS.items()}
     for token in text.split():
         name, eq, value = token.partition("=")
@@ -384,6 +390,9 @@ def parse_short_name(text: str) -> ArchConfig:
         if eq and name == "et":
             exits["threshold"] = _read_number(value, token, text)
             continue
+        if eq and name.startswith("t."):  # a training trick (`TricksConfig`), validated below
+            tricks[name[2:]] = _read_trick(value)
+            continue
         letter, sep, rest = token.partition(":")
         attr, attr_value = _STAGE_LETTERS.get(letter, (None, None))
         if letter.startswith("F") and letter[1:].isdigit():
@@ -393,7 +402,7 @@ def parse_short_name(text: str) -> ArchConfig:
         if not sep or attr is None:
             raise ConfigError(
                 f"cannot read {shown(token)} in architecture {shown(text)}: expected R:L1+L3, X:L2, F3:L2, D:L2,"
-                " Dm:L2, C4:L2, sd=0.2, dd=0.5, dp=0.1, dpg=0.5, wd=0.1, pyr or w=0.5."
+                " Dm:L2, C4:L2, sd=0.2, dd=0.5, dp=0.1, dpg=0.5, wd=0.1, pyr, w=0.5 or t.activation=celu."
             )
         if letter == "Dm":
             top["deformable_mask"] = True
@@ -415,7 +424,27 @@ def parse_short_name(text: str) -> ArchConfig:
         data["drop"] = drop
     if exits:
         data["exits"] = exits
+    if tricks:
+        data["tricks"] = tricks
     return ArchConfig.from_dict(data)
+
+
+def _trick_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return _number(value) if isinstance(value, float) else str(value)
+
+
+def _read_trick(text: str) -> Any:
+    """A trick's value as `_trick_text` writes it: true/false, a number, else the word."""
+    if text in ("true", "false"):
+        return text == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 _STAGE_LETTERS: dict[str, tuple[str, Any]] = {  # short-name letter -> (stage field, value of a bare stage)

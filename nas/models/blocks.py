@@ -264,6 +264,8 @@ class Stage(nn.Module):
     Args:
         conv: the stage's conv unit (a ConvBN), run before the pool.
         extra, residual, fractal, clique: the blocks after the pool, in that order.
+        pool_before_bn: pool between the conv and its BN-act (Page post 5: BN and the
+            activation then run on a quarter of the pixels); else after the act.
     """
 
     def __init__(
@@ -274,9 +276,11 @@ class Stage(nn.Module):
         residual: Sequence[nn.Module] = (),
         fractal: Sequence[nn.Module] = (),
         clique: Sequence[nn.Module] = (),
+        pool_before_bn: bool = False,
     ) -> None:
         super().__init__()
         self.conv = conv
+        self.pool_before_bn = pool_before_bn
         self.pool = nn.MaxPool2d(2)
         # Empty Sequentials keep the state_dict keys the same shape for every config.
         self.extra = nn.Sequential(*extra)
@@ -285,8 +289,10 @@ class Stage(nn.Module):
         self.clique = nn.Sequential(*clique)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
-        x = self.pool(x)
+        if self.pool_before_bn:
+            x = self.conv.act(self.conv.bn(self.pool(self.conv.conv(x))))
+        else:
+            x = self.pool(self.conv(x))
         x = self.extra(x)
         x = self.residual(x)
         x = self.fractal(x)

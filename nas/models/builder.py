@@ -24,12 +24,16 @@ from nas.models.blocks import (
     FractalBlock,
     ResidualBlock,
     Stage,
+    conv1x1,
     conv1x1_shortcut,
     conv3x3,
 )
 from nas.models.deform import DeformConv2d
 from nas.models.drop import DepthDropout, DropPath, StochasticDepth, WidthDropout
 from nas.models.exits import ExitHead
+from nas.models.trick_layers import apply_tricks
+from nas.models.whitening import CHANNELS as WHITENED_CHANNELS
+from nas.models.whitening import PatchWhitening
 
 BASE_CHANNELS = {"prep": 64, "L1": 128, "L2": 256, "L3": 512}  # at width 1.0
 NUM_CLASSES = 10
@@ -97,7 +101,13 @@ class FastResNet(nn.Module):
         drop = arch.drop
         blocks = sum(getattr(arch, name).residual for name in STAGES)
         survival = survival_probabilities(blocks, drop.rate) if drop.kind == "stochastic_depth" else []
-        self.prep = ConvBN(3, widths["prep"][0])
+        tricks = arch.tricks
+        if tricks.whiten:  # Page post 7: fixed whitening, then a learnable 1x1 conv-BN-act as prep
+            self.whiten = PatchWhitening()  # fitted before training (`nas.training.loop`)
+            self.prep = ConvBN(WHITENED_CHANNELS, widths["prep"][0], conv_layer=conv1x1)
+        else:
+            self.whiten = nn.Identity()  # no weights: the plain network's keys
+            self.prep = ConvBN(3, widths["prep"][0])
         previous = widths["prep"][0]
         index = 0  # residual blocks so far, over the whole net
         for name in STAGES:
@@ -125,7 +135,8 @@ class FastResNet(nn.Module):
             if stage.clique:
                 previous, c = c, next(unit)
                 clique.append(CliqueBlock(previous, c, stage.clique, conv_layer=conv_layer))
-            setattr(self, name.lower(), Stage(conv, extra=extra, residual=residual, fractal=fractal, clique=clique))
+            setattr(self, name.lower(), Stage(conv, extra=extra, residual=residual, fractal=fractal, clique=clique,
+                                              pool_before_bn=tricks.pool_before_bn))
             previous = c
         self.pool = nn.AdaptiveMaxPool2d(1)
         self.head = nn.Linear(previous, num_classes, bias=False)
@@ -134,8 +145,10 @@ class FastResNet(nn.Module):
         self.exits = nn.ModuleDict({
             name: ExitHead(widths[name][-1], num_classes, LOGIT_SCALE) for name in arch.exits.stages
         })
+        apply_tricks(self, tricks)  # activation, ghost BN, frozen BN scales: every block alike
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.whiten(x)
         x = self.prep(x)
         x = self.l1(x)
         x = self.l2(x)
@@ -152,7 +165,7 @@ class FastResNet(nn.Module):
         """Logits of every exit: the side exits in network order, then the final one
         (which `forward` returns alone)."""
         logits = []
-        x = self.prep(x)
+        x = self.prep(self.whiten(x))
         for name in STAGES:
             x = getattr(self, name.lower())(x)
             if name in self.exits:

@@ -13,6 +13,7 @@ from torch import nn
 from nas.data.tensors import CifarSplits, eval_batches
 from nas.models import ArchConfig
 from nas.models.exits import SWEEP_THRESHOLDS, ExitCurve, exit_flops, normalized_entropy, threshold_sweep
+from nas.training.tta import tta_logits
 
 
 @torch.no_grad()
@@ -22,14 +23,16 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 
 @torch.no_grad()
-def evaluate_images(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
+def evaluate_images(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, *,
+                    tta: str = "none") -> torch.Tensor:
     """Which images of (x, y) `model` gets right in eval mode: a bool per image, in order
-    (stored packed, `nas.stats.pack_correct`, so two architectures pair image by image)."""
+    (stored packed, `nas.stats.pack_correct`, so two architectures pair image by image).
+    `tta`: the test-time augmentation of the logits (`nas.training.tta`)."""
     model.eval()
     parts = []
     for xb, yb in eval_batches(x, y, batch_size):
         with autocast(xb.device):
-            logits = model(xb.contiguous(memory_format=torch.channels_last))
+            logits = tta_logits(model, xb.contiguous(memory_format=torch.channels_last), tta)
         parts.append(logits.argmax(1) == yb)
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool, device=x.device)
 

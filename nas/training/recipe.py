@@ -28,10 +28,12 @@ from nas.config.validate import (
 )
 from nas.data.config import TRAIN_IMAGES
 from nas.models.arch import STAGES
+from nas.models.tricks import TricksConfig
 
 # what `slimmable_conflicts` lets through (nas.models.width_slicing slices exactly these)
 MAX_EPOCHS = 10_000  # passes over the data in one trial: a bound that catches typos
-SLIMMABLE_SUPPORTED = "the backbone, extra layers, residual blocks and the double or pyramid width schedule"
+SLIMMABLE_SUPPORTED = ("the backbone, extra layers, residual blocks and the double or pyramid width schedule, "
+                       "without training tricks")
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,8 @@ def _slimmable_off(key: str, value: Any) -> bool:
         return not value  # [], (), "" : no side exit
     if key == "drop.kind":
         return value == "none"
+    if head == "tricks":  # the training tricks: not wired into the sandwich rule yet
+        return value == getattr(TricksConfig(), name)
     return True  # width, extra, residual, width_schedule; settings of the parts above
 
 
