@@ -8,9 +8,14 @@ holder is a process of this host that no longer runs, is taken over by the next 
 resume after a crash needs no flag. The pattern is Optuna's trial heartbeat
 (`heartbeat_interval`, `grace_period`), applied to the whole experiment.
 
-While held, every write of the `Store` first checks the lease (`Store.write_guard`): a
-holder that stalled past the limit and was taken over learns it at its next write and
-stops (`LeaseLost`) instead of writing beside the new holder.
+While held, every write transaction of the `Store` begins by fencing (`Store.write_guard`):
+it moves the lease row's heartbeat on where the row still carries this holder's token, in
+the same transaction as the writes. A holder that stalled past the limit (SIGSTOP, a paused
+VM, a suspended host) and was taken over meanwhile finds another token: its transaction
+rolls back and it stops (`LeaseLost`) instead of writing beside the new holder. The check
+is inside the transaction, not before it, so a holder frozen between the two commits
+nothing; and the database's write lock (SQLite) or the lease row's lock (PostgreSQL) keeps
+a takeover out until that transaction ends.
 
     with Lease(store, "cifar_fast", "nas launch") as lease:
         ...  # write; lease.taken_over says whose stale lease it took
@@ -42,7 +47,7 @@ from nas.errors import ExperimentBusy, LeaseLost, StoreError
 _log = logging.getLogger(__name__)
 HEARTBEAT_S = 5.0  # seconds between renewals
 STALE_AFTER_S = 60.0  # a lease not renewed for this long is free: 12 missed heartbeats
-_clock = time.monotonic  # how long since our last renewal (also runs while the process is stopped)
+_clock = time.monotonic  # how long since our last renewal (for the message when the lease is lost)
 
 
 @dataclass(frozen=True)
@@ -171,13 +176,20 @@ class Lease:
                 raise LeaseLost(self.lost)
             self._renewed = _clock()
 
-    def check(self) -> None:
-        """Before a write: still ours? Renews at once when the last renewal is older than a
-        third of the stale limit (the heartbeat thread may have been frozen with the rest)."""
+    def fence(self, session) -> None:
+        """First in each write transaction (`Store.write_guard`): the lease is still ours, and
+        its heartbeat moves on, in that transaction; else LeaseLost, and it rolls back."""
         if self.lost:
             raise LeaseLost(self.lost)
-        if _clock() - self._renewed > self.stale_after_s / 3:
-            self.renew()
+        table = ExperimentLease.__table__
+        fenced = session.execute(update(table).where(table.c.experiment == self.experiment,
+                                                     table.c.token == self.token).values(heartbeat_at=utcnow()))
+        if fenced.rowcount != 1:
+            self.lost = (f"experiment {self.experiment!r}: this process lost its lease after "
+                         f"{_clock() - self._renewed:.0f} s without a heartbeat (another writer took it over); "
+                         "it stopped writing. Its finished trials are kept.")
+            raise LeaseLost(self.lost)
+        self._renewed = _clock()
 
     def release(self) -> None:
         """Give the lease back (only if it is still ours)."""
@@ -192,14 +204,14 @@ class Lease:
         self.acquire()
         self._thread = threading.Thread(target=self._beat, name=f"nas-lease-{self.experiment}", daemon=True)
         self._thread.start()
-        self.store.write_guard = self.check
+        self.store.write_guard = self.fence
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.heartbeat_s + 5)
-        if self.store.write_guard == self.check:
+        if self.store.write_guard == self.fence:
             self.store.write_guard = None
         if not self.lost:
             self.release()

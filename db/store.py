@@ -61,9 +61,9 @@ class Store:
         self.read_only = read_only
         # expire_on_commit=False: returned rows stay readable after their session ends.
         self._sessions = sessionmaker(engine, expire_on_commit=False)
-        # Called before every write: the experiment lease's check while one is held
-        # (nas.db.lease), so a writer that lost its lease stops instead of writing on.
-        self.write_guard: Callable[[], None] | None = None
+        # Called first inside every write transaction, with its session: the experiment lease's
+        # fence while one is held (nas.db.lease), so a writer that lost it writes nothing.
+        self.write_guard: Callable[[Session], None] | None = None
         self._joined = threading.local()  # .session: the transaction this thread's writes join
 
     @classmethod
@@ -482,7 +482,7 @@ class Store:
         rolled back if it raises (`nas.db.write_behind` groups queued writes with it)."""
         if getattr(self._joined, "session", None) is not None:
             raise RuntimeError("Store.transaction blocks do not nest.")
-        with self._write() as session:  # the lease is checked once, before the lock is taken
+        with self._write() as session:  # the lease is fenced once, inside the transaction
             self._joined.session = session
             try:
                 yield
@@ -506,9 +506,9 @@ class Store:
             raise StoreError(
                 f"{self.url} was opened read-only; open it with read_only=False to write."
             )
-        if self.write_guard is not None:
-            self.write_guard()
         with self._sessions.begin() as session:
+            if self.write_guard is not None:
+                self.write_guard(session)
             yield session
 
     @contextmanager

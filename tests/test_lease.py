@@ -138,6 +138,31 @@ def test_a_holder_that_lost_its_lease_stops_at_its_next_write_and_writes_nothing
     other.close()
 
 
+def test_a_holder_whose_clock_stopped_while_it_was_taken_over_commits_nothing(db_url, store):
+    """Issue 26 D4: the lease was checked before a write by the holder's own monotonic clock,
+    which stops while the host is suspended; a holder that woke after a takeover saw a recent
+    renewal and wrote beside the new holder. The fence is inside the write's transaction."""
+    experiment_id = store.ensure_experiment("exp")
+    with Lease(store, "exp", "nas launch", heartbeat_s=30, stale_after_s=60):
+        _age_heartbeat(store, "exp", 61)  # suspended a minute; by its own clock no time passed
+        other = Store.open(db_url)
+        Lease(other, "exp", "nas launch").acquire()
+        with pytest.raises(LeaseLost, match="lost its lease"):
+            with store.transaction():  # a write-behind group: rolled back whole
+                store.start_trial(experiment_id, "0" * 12, seed=0, phase=Phase.SEARCH, epochs_planned=1,
+                                  device="cpu", recipe_json="{}", code_version="test")
+    assert store.trials(experiment_id=experiment_id) == []
+    assert holder(store.engine, "exp").pid == os.getpid() and holder(other.engine, "exp") is not None
+    other.close()
+
+
+def test_every_write_moves_the_heartbeat_on(store):
+    with Lease(store, "exp", "nas launch", heartbeat_s=30, stale_after_s=60):
+        _age_heartbeat(store, "exp", 50)
+        store.ensure_experiment("exp")
+        assert holder(store.engine, "exp").age_s() < 5  # the write's fence renewed it
+
+
 def test_writes_need_no_lease_after_the_block_ends(store):
     with Lease(store, "exp", "nas launch"):
         pass
