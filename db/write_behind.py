@@ -23,9 +23,16 @@ the writes that commute run after the others, those with one `merge` as one call
 mirrors of a group's trials: six statements for them all, not six each); the group commits
 as one, so no one sees the order change.
 
+Writes submitted inside `together()` are queued as one: they commit in one transaction,
+whatever the groups around them (a trial's end: its Optuna trial and its row, so that no crash
+leaves one without the other).
+
     with WriteBehind(store) as writes:
         writes.submit(lambda: store.record_epoch(...))         # joins the next store transaction
         writes.submit(lambda: mirror(trial), store=False)      # a transaction of its own, in order
+        with writes.together():                                # these two commit as one
+            writes.submit(lambda: tell(trial))
+            writes.submit(lambda: store.finish_trial(...))
         writes.flush()                                         # before reading what was written
 """
 
@@ -35,7 +42,8 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from nas.db.store import Store
 
@@ -67,6 +75,8 @@ class WriteBehind:
         self.writes = 0
         self.transactions = 0
         self.most_pending = 0
+        self._together: list[tuple[Callable[[], object], bool]] | None = None  # collected by `together`...
+        self._together_thread: int | None = None  # ...from this thread
         self._thread = threading.Thread(target=self._run, name="nas-write-behind", daemon=True)
         self._thread.start()
 
@@ -77,6 +87,9 @@ class WriteBehind:
         Raises:
             the error a queued write raised, if one did.
         """
+        if self._together is not None and threading.get_ident() == self._together_thread:
+            self._together.append((write, store))
+            return
         with self._changed:
             while self._pending >= self.max_pending and self._error is None:
                 self._changed.wait()
@@ -87,6 +100,24 @@ class WriteBehind:
             self._pending += 1
             self.most_pending = max(self.most_pending, self._pending)
             self._changed.notify_all()
+
+    @contextmanager
+    def together(self) -> Iterator[None]:
+        """The store writes submitted in the block (from this, the driver's thread) are queued as
+        one at its end, so they commit in one transaction. A write that is not a store write
+        cannot share it: then each is queued in order, as `submit` would."""
+        if self._together is not None:
+            raise RuntimeError("WriteBehind.together blocks do not nest.")
+        self._together, self._together_thread = [], threading.get_ident()
+        try:
+            yield
+        finally:
+            writes, self._together, self._together_thread = self._together, None, None
+        if len(writes) > 1 and all(store for _, store in writes):
+            self.submit(_Together([write for write, _ in writes]))
+        else:
+            for write, store in writes:
+                self.submit(write, store=store)
 
     @property
     def pending(self) -> int:
@@ -167,11 +198,12 @@ class WriteBehind:
                 self._pending -= len(group)
                 self._changed.notify_all()
 
-    def _write(self, writes: list[Callable[[], object]], joined: bool) -> None:
-        if not joined or len(writes) == 1:
-            writes[0]()
+    def _write(self, entries: list[Callable[[], object]], joined: bool) -> None:
+        if not joined or (len(entries) == 1 and not isinstance(entries[0], _Together)):
+            entries[0]()
             self.transactions += 1
             return
+        writes = [w for entry in entries for w in (entry.writes if isinstance(entry, _Together) else [entry])]
         try:
             with self.store.transaction():
                 later: dict[Callable, list[Callable[[], object]]] = {}  # writes that commute, by merge
@@ -184,8 +216,24 @@ class WriteBehind:
                     run() if run is same[0] else run(same)
             self.transactions += 1
         except Exception:
-            # rolled back: again one by one, each committed, so the writes before the one that
-            # fails are kept (as if written at once) and its error is the one raised
-            for write in writes:
-                write()
+            # rolled back: again one by one, each committed (a `together` entry as one), so the
+            # writes before the one that fails are kept (as if written at once) and its error is
+            # the one raised
+            for entry in entries:
+                if isinstance(entry, _Together):
+                    with self.store.transaction():
+                        entry()
+                else:
+                    entry()
                 self.transactions += 1
+
+
+class _Together:
+    """Writes queued as one entry (`WriteBehind.together`): in order, in one transaction."""
+
+    def __init__(self, writes: list[Callable[[], object]]) -> None:
+        self.writes = writes
+
+    def __call__(self) -> None:
+        for write in self.writes:
+            write()

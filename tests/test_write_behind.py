@@ -7,6 +7,7 @@ Tests taking `db_url` run on SQLite and, when NAS_TEST_POSTGRES_URL is set, on P
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -130,6 +131,29 @@ def test_writes_run_in_the_order_queued_and_consecutive_store_writes_share_a_tra
         assert writes.transactions == 1 + 2 + 1 + 1
         assert store.get_trial(recorder.trial_id).status == TrialStatus.COMPLETED
         assert store.get_trial(recorder.trial_id).epochs_done == 3
+
+
+def test_writes_submitted_together_commit_in_one_transaction_or_not_at_all(tmp_path):
+    """A trial's end (its Optuna trial, its row) is one `together` entry: a group boundary
+    cannot split it, and when its second half fails the first is not kept either, where
+    writes merely queued in a row are replayed one by one and the first one stays."""
+    def fails() -> None:
+        raise RuntimeError("the second half")
+
+    with Store.open(f"sqlite:///{tmp_path / 'nas.db'}") as store:
+        for together in (False, True):
+            writes = WriteBehind(store, max_group=2)
+            gate = _gated(writes)
+            writes.submit(lambda t=together: store.ensure_experiment(f"before {t}"))
+            with writes.together() if together else contextlib.nullcontext():
+                writes.submit(lambda t=together: store.ensure_experiment(f"half {t}"))  # a group of 2 ends here...
+                writes.submit(fails)  # ...unless the two are together
+            gate.set()
+            with pytest.raises(RuntimeError, match="the second half"):
+                writes.flush()
+            writes.close()
+            assert store.get_experiment(f"before {together}") is not None
+            assert (store.get_experiment(f"half {together}") is None) == together
 
 
 def test_a_trials_optuna_mirror_joins_the_store_writes_queued_beside_it_when_in_the_same_database(db_url, tmp_path):

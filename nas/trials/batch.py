@@ -95,18 +95,23 @@ class TrialBatch:
             status = TrialStatus.DIVERGED
         else:
             status = TrialStatus.COMPLETED
-        # The search is told first, then the row finishes: a driver killed in between leaves a
-        # `running` row whose Optuna trial is told, which a resume settles (SearchController.settle)
         recorder = self._recorder(plan)
-        self.on_finished(plan, status)
-        recorder.finish(status, train_seconds=plan.last.get("cumulative_seconds"),
-                        prune_reason=plan.prune_reason if plan.pruned else None)
+        with self._trial_end():
+            self.on_finished(plan, status)
+            recorder.finish(status, train_seconds=plan.last.get("cumulative_seconds"),
+                            prune_reason=plan.prune_reason if plan.pruned else None)
 
     def error(self, trial_id: str, error: str) -> None:
         plan = self.plans.pop(trial_id)
         recorder = self._recorder(plan)
-        self.on_finished(plan, TrialStatus.FAILED)
-        recorder.finish(TrialStatus.FAILED, error=error)
+        with self._trial_end():
+            self.on_finished(plan, TrialStatus.FAILED)
+            recorder.finish(TrialStatus.FAILED, error=error)
+
+    def _trial_end(self):
+        """A trial's end, one transaction: its Optuna trial(s) told and stored, and its row
+        finished, commit together or not at all (a crash leaves neither half)."""
+        return self.writes.together() if self.writes is not None else self.store.transaction()
 
     def costs_of(self, plan: TrialPlan) -> tuple[int, int]:
         """(params, FLOPs) of the plan's architecture: as its worker counted them (every result
