@@ -79,7 +79,7 @@ def _is_comment_line(source: str, lineno: int) -> bool:
 
 
 def _type(hint: Any) -> str:
-    base, optional = validate._without_none(hint)  # noqa: SLF001 - the validator's own reading of `X | None`
+    base, optional = validate._without_none(hint)  # the validator's own reading of `X | None`
     args = typing.get_args(base)
     if typing.get_origin(base) is tuple and args and dataclasses.is_dataclass(args[0]):
         text = f"list of {args[0].__name__}"
@@ -130,7 +130,7 @@ def _cell(text: str) -> str:
 
 def _nested_class(hint: Any) -> type | None:
     """The config class a field holds (`X`, `X | None`, `tuple[X, ...]`), or None."""
-    base, _ = validate._without_none(hint)  # noqa: SLF001
+    base, _ = validate._without_none(hint)
     args = typing.get_args(base)
     if typing.get_origin(base) is tuple and args and dataclasses.is_dataclass(args[0]):
         base = args[0]
@@ -183,7 +183,7 @@ def _pruner_options() -> list[str]:
     for kind, cls in pruner.PRUNERS.items():
         params = [p for name, p in inspect.signature(cls).parameters.items()
                   if name != "wrapped_pruner" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-        params += [pruner._NAS_OPTIONS[name] for name in pruner.NAS_PRUNER_OPTIONS.get(kind, ())]  # noqa: SLF001
+        params += [pruner._NAS_OPTIONS[name] for name in pruner.NAS_PRUNER_OPTIONS.get(kind, ())]
         shown = [f"`{p.name}`" + (" (required)" if p.default is p.empty else f" ({_yaml(p.default)})")
                  for p in params]
         if kind == "patient":
@@ -197,7 +197,7 @@ def _space_entries() -> list[str]:
     examples = {"choice": "`L1.residual: {choice: [0, 1]}`", "int": "`L2.extra: {int: [0, 2], step: 1}`",
                 "float": "`drop.rate: {float: [0.0, 0.3], step: 0.1}`", "fixed": "`width: {fixed: 0.25}`"}
     for kind in space.KINDS:
-        options = sorted(space._ENTRY_OPTIONS[kind] - {"when"})  # noqa: SLF001
+        options = sorted(space._ENTRY_OPTIONS[kind] - {"when"})
         rows.append(f"| `{kind}` | {', '.join(f'`{o}`' for o in options) or 'none'} | {examples[kind]} |")
     return rows
 
