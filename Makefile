@@ -1,4 +1,4 @@
-# Set-up, the main job and the tests. Everything runs from the project's .venv.
+# Set-up, the main job, the tests and the docs. Everything runs from the project's .venv.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench docs reference clean
 
 install: $(BIN)/nas
 
@@ -15,7 +15,7 @@ $(BIN)/nas: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,docs]'
 	touch $@
 
 # The main job on the embedded default: local Ray, SQLite ./nas.db, CIFAR-10 from
@@ -37,5 +37,16 @@ bench: install
 	for b in benchmarks/*.py; do [ $$b = benchmarks/record_decisions.py ] && continue; \
 	  echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
+# The docs site (docs/, mkdocs.yml) into site/; --strict: a broken link or anchor fails it, and so
+# does a YAML reference older than the config classes (`make reference` rewrites it). Offline:
+# no plugin fetches anything. NO_MKDOCS_2_WARNING quiets Material's banner about MkDocs 2.
+docs: install
+	$(BIN)/python docs/gen_reference.py --check
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
+
+# docs/reference.md from the config classes (nas/config, nas/models/arch.py, ...).
+reference: install
+	$(BIN)/python docs/gen_reference.py
+
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache site

@@ -14,7 +14,7 @@ paired within a round, median over rounds), the accuracy measured, and the binom
     python benchmarks/eval_noise.py [--rounds 5] [--sizes 1000,2500,5000] [--subset 5000]
 
 Ends with `RESULT eval_share_at_<n>=S` and `RESULT val_se_pp_at_<n>=SE` per size (SE in
-percentage points at p = 0.45); no target: the README's rule picks the size from them.
+percentage points at p = 0.45); no target: the rule in docs/statistics.md picks the size from them.
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ one still in the race beats it by more than seed noise. Two things make a plain 
   fixed before the data, two-sided.)
 - **Many looks.** The boundaries spend alpha over the planned looks (Lan & DeMets, Biometrika
   1983) with the power family alpha(tau) = alpha * tau ** 10 (Kim & DeMets, Biometrics 1987),
-  tau the look's seeds over the last look's. Chosen by simulation (README "The confirm
-  race"): a race's looks are late in its information (3 of 6 seeds is tau = 0.5), and the
+  tau the look's seeds over the last look's. Chosen by simulation (docs/statistics.md, "The
+  confirm race"): a race's looks are late in its information (3 of 6 seeds is tau = 0.5), and the
   O'Brien-Fleming-type function spent so much before the last look that the race kept only
   0.55-0.85 of one fixed test's power; rho = 10 keeps >= 0.85 on every shipped setting, and
   a clear leader still stops the race early. The race's last actual look spends whatever is

@@ -97,8 +97,8 @@ class SearchSettings:
     n_trials: int = setting(40, at_least(1) & at_most(MAX_TRIALS))  # architectures tried (grid: the number of grid points)
     seed: int = setting(0, between(0, _SEED_LIMIT - 1))  # sampler seed; trial seeds are derived from it
     repeats: int = setting(1, at_least(1) & at_most(MAX_SEEDS))  # seeds per sampled architecture
-    objectives: tuple[Objective, ...] = (Objective("val_acc", "maximize"),)
-    pruner: PrunerSpec = field(default_factory=PrunerSpec)
+    objectives: tuple[Objective, ...] = (Objective("val_acc", "maximize"),)  # what the search optimises, in order
+    pruner: PrunerSpec = field(default_factory=PrunerSpec)  # stops poor trials early (nas.search.pruning)
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -51,7 +51,7 @@ SUPPORTED_FIELDS = {
     *(f"tricks.{f.name}" for f in fields(TricksConfig)),  # built in (or in the weights, or forward_tta)
 }
 DATA_NAMES = ("ARCH", "PLAN", "PROVENANCE")  # the top-level assignments of standalone.py filled in
-# What model.py promises its users (README, tests); the check refuses a module without them.
+# What model.py promises its users (docs/commands.md, tests); the check refuses a module without them.
 PUBLIC_NAMES = {"Net", "normalize", "load", "MEAN", "STD", "LOGIT_SCALE", "EXIT_THRESHOLD", "TTA", *DATA_NAMES}
 
 

@@ -210,9 +210,9 @@ class ArchConfig:
 
     # channel multiplier: prep 64w, L1 128w, L2 256w, L3 512w
     width: float = setting(1.0, interval(0, 8, open_low=True))
-    L1: StageConfig = field(default_factory=StageConfig)
-    L2: StageConfig = field(default_factory=StageConfig)
-    L3: StageConfig = field(default_factory=StageConfig)
+    L1: StageConfig = field(default_factory=StageConfig)  # what follows stage 1's pool (128w channels)
+    L2: StageConfig = field(default_factory=StageConfig)  # what follows stage 2's pool (256w channels)
+    L3: StageConfig = field(default_factory=StageConfig)  # what follows stage 3's pool (512w channels)
     drop: DropConfig = field(default_factory=DropConfig)  # depth/width dropping in training
     # double: every unit of a stage has the stage's width (64w, 128w, 256w, 512w);
     # pyramid: each unit after prep (stage conv, extra, residual, fractal or clique block)

@@ -39,7 +39,7 @@ class TricksConfig:
     # -- the network --
     # relu | celu (Page post 6: CELU(0.075), smoother, 52 -> 46 s) | gelu (airbench94)
     activation: str = setting("relu", one_of(ACTIVATIONS))
-    celu_alpha: float = setting(DEFAULT_CELU_ALPHA, positive("(CELU's alpha; celu only)"))
+    celu_alpha: float = setting(DEFAULT_CELU_ALPHA, positive("(CELU's alpha; celu only)"))  # CELU's alpha; celu only
     # Page post 5: conv -> pool -> BN -> act, so BN and the activation run on a quarter of the
     # pixels (64 -> 59 s at the same accuracy); false: conv -> BN -> act -> pool
     pool_before_bn: bool = False

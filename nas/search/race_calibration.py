@@ -10,7 +10,7 @@ its power to separate. The same races against one fixed-size test at the race's 
 with the same family (all pairs, alpha 0.05) show what stopping early costs.
 
 Used by tests/test_race_calibration.py (asserted) and benchmarks/race_calibration.py (the
-README's table). Seeded: the same call gives the same numbers.
+table in docs/statistics.md). Seeded: the same call gives the same numbers.
 """
 
 from __future__ import annotations
