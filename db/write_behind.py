@@ -7,14 +7,13 @@ thread runs them in the order they were queued, consecutive store writes in one 
 (`Store.transaction`): while one commit is in flight the next writes queue, so the busier the
 driver, the fewer commits per row (group commit).
 
-Order is the contract. Whatever prefix of the queue was committed when a driver dies is a
-state that writing each row at once could have left (a trial's Optuna trial is stored before
-its row finishes: `SearchController.settle`), so resume needs nothing new. A SIGKILL loses the
-writes still queued, at most `max_pending` (their trials' rows stay `running`: a resume runs
-them again). The queue is bounded, so a writer that falls behind makes the callbacks wait and
-its lag shows where the driver is measured. The first error stops the writer (later writes may
-depend on the failed one: they are dropped) and is raised in the driver at its next `submit`
-or `flush`.
+Order is the contract (all of it, and how a launch resumes: `nas.search.resume`). Whatever
+prefix of the queue was committed when a driver dies is a state that writing each row at once
+could have left, so resume needs nothing new. A SIGKILL loses the writes still queued, at
+most `max_pending` (their trials' rows stay `running`: a resume runs them again). The queue is
+bounded, so a writer that falls behind makes the callbacks wait and its lag shows where the
+driver is measured. The first error stops the writer (later writes may depend on the failed
+one: they are dropped) and is raised in the driver at its next `submit` or `flush`.
 
 A store write may say that it commutes (`write.commutes`: it touches no row the group's
 other writes touch), and then how it merges with its kind (`write.merge(writes)` does what each

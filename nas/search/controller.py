@@ -176,8 +176,9 @@ class SearchController:
 
     def settle(self, store: Store, experiment_id: int) -> int:
         """Close the search rows a killed driver left `running` although their Optuna trials
-        were told (a trial is told first, then its row finishes); how many. Before
-        `mark_interrupted`, so that they are not run again."""
+        were told (an older nas told a trial first, then finished its row; now both are one
+        transaction: nas.search.resume); how many. Before `mark_interrupted`, so that they are
+        not run again."""
         told = {(t.user_attrs.get("arch_hash"), t.user_attrs.get("seed")): t.state
                 for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))}
         settled = 0

@@ -8,7 +8,7 @@
 
 Only the driver writes: the store rows (through `nas.trials.recorder`) and the Optuna
 studies (same database), in order, from a thread of its own (`nas.db.write_behind`). Calling
-`launch` again on the same experiment resumes it.
+`launch` again on the same experiment resumes it (what survives a kill: `nas.search.resume`).
 """
 
 from __future__ import annotations
@@ -37,9 +37,10 @@ from nas.search.confirm import (
 )
 from nas.search.controller import SearchController
 from nas.search.race import Race, decision_line, round_line
+from nas.search.resume import resume
 from nas.trials.batch import TrialBatch
 from nas.trials.costs import CostCounter, known_costs
-from nas.trials.experiment import mark_interrupted, open_experiment
+from nas.trials.experiment import open_experiment
 from nas.trials.plan import FINISHED, TrialPlan
 
 
@@ -103,13 +104,7 @@ def _launch(spec: ExperimentSpec, *, store: Store, db_url: str, data_root: str,
     experiment_id = open_experiment(store, spec)
     # Before the stale rows are marked: their seeds stay used (their params re-run on them).
     controller = SearchController(spec, store, experiment_id, db_url, costs)
-    controller.settle(store, experiment_id)
-    controller.writes = writes
-    stale = mark_interrupted(store, experiment_id)
-    controller.recover_interrupted()
-    if stale:
-        log(f"resuming {spec.name!r}: {stale} interrupted trial(s) will run again")
-    controller.enqueue_grid()
+    resume(controller, store, experiment_id, writes, log)  # what a killed driver left (nas.search.resume)
     target = controller.target()
     done = [t for t in store.trials(experiment_id=experiment_id, phase=Phase.SEARCH) if t.status in FINISHED]
     left = max(0, target - len(done))

@@ -11,8 +11,11 @@ Python), and it starts from the counts the store already has (`CostCounter(known
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 
 from nas.models.arch import ArchConfig
@@ -54,7 +57,8 @@ class CostCounter:
         """Start counting `arch` (once per architecture)."""
         if arch.hash not in self._costs:
             if self._pool is None:  # spawn: a fork of a driver that runs Ray and threads is unsafe
-                self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+                self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=_exit_with, initargs=(os.getpid(),))
             self._costs[arch.hash] = self._pool.submit(count_costs, arch)
 
     def __call__(self, arch: ArchConfig) -> tuple[int, int]:
@@ -67,3 +71,20 @@ class CostCounter:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+ORPHAN_POLL_S = 1.0  # how often the counting process looks whether its driver is still there
+
+
+def _exit_with(driver: int) -> None:
+    """The counting process's initializer: it ends when the driver that started it is gone. A
+    SIGKILLed driver runs no shutdown, and the pool's queue pipe, whose ends the spawned process
+    holds too, never closes: without this it would wait for work forever (issue 26: a killed
+    driver leaves no process behind)."""
+    def watch() -> None:
+        while True:
+            time.sleep(ORPHAN_POLL_S)
+            if os.getppid() != driver:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="nas-costs-watch", daemon=True).start()
