@@ -34,6 +34,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import delete, insert, inspect, select, update
 from sqlalchemy.engine import Engine
@@ -59,6 +60,7 @@ class Holder:
     command: str
     acquired_at: datetime
     heartbeat_at: datetime
+    process_space: str | None = None  # where its pid means something (`process_space`); None: unknown
 
     def age_s(self) -> float:
         """Seconds since the last heartbeat, on this host's clock."""
@@ -69,22 +71,39 @@ class Holder:
                 f"{self.acquired_at:%Y-%m-%d %H:%M:%S} UTC, last heartbeat {max(self.age_s(), 0):.0f} s ago")
 
     def is_stale(self, stale_after_s: float = STALE_AFTER_S) -> bool:
-        """No heartbeat for `stale_after_s`, or its process is gone from this very host."""
+        """No heartbeat for `stale_after_s`, or its process is gone from this very process
+        space: the same host, boot and PID namespace (one hostname is not one machine: two
+        containers may share it, each blind to the other's processes)."""
         if self.age_s() > stale_after_s:
             return True
-        return self.host == socket.gethostname() and not _process_runs(self.pid)
+        here = self.host == socket.gethostname() and (self.process_space is None  # written by an older nas
+                                                      or self.process_space == process_space())
+        return here and not _process_runs(self.pid)
 
 
 def holder(engine: Engine, experiment: str) -> Holder | None:
     """The lease's current holder (live or stale), or None when the experiment is free.
-    A store from before the lease table (revision 0007) has none."""
+    A store from before the lease table (revision 0007) has none; one from before revision
+    0011 (read before a launch upgrades it) has no process space."""
+    table = ExperimentLease.__table__
     with engine.connect() as connection:
-        if not inspect(connection).has_table(ExperimentLease.__tablename__):
+        if not inspect(connection).has_table(table.name):
             return None
+        present = {column["name"] for column in inspect(connection).get_columns(table.name)}
         row = connection.execute(
-            select(ExperimentLease.__table__).where(ExperimentLease.experiment == experiment)
+            select(*[c for c in table.c if c.name in present]).where(table.c.experiment == experiment)
         ).mappings().one_or_none()
     return None if row is None else _holder(row)
+
+
+def process_space() -> str | None:
+    """This process's host boot and PID namespace (Linux), e.g. `3f2a.../pid:[4026531836]`: pids
+    of one space are comparable. None where /proc does not say."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}/{os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return None
 
 
 def refuse_if_held(url: str, experiment: str, stale_after_s: float = STALE_AFTER_S) -> None:
@@ -135,7 +154,7 @@ class Lease:
             current = holder(self.store.engine, self.experiment)
             now = utcnow()
             mine = dict(token=self.token, host=socket.gethostname(), pid=os.getpid(), command=self.command,
-                        acquired_at=now, heartbeat_at=now)
+                        acquired_at=now, heartbeat_at=now, process_space=process_space())
             with self.store.engine.begin() as connection:
                 if current is None:
                     try:
@@ -233,7 +252,8 @@ class Lease:
 
 def _holder(row) -> Holder:
     return Holder(host=row["host"], pid=row["pid"], command=row["command"],
-                  acquired_at=row["acquired_at"], heartbeat_at=row["heartbeat_at"])
+                  acquired_at=row["acquired_at"], heartbeat_at=row["heartbeat_at"],
+                  process_space=row.get("process_space"))
 
 
 def _busy(experiment: str, current: Holder, stale_after_s: float) -> ExperimentBusy:

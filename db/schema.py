@@ -313,3 +313,5 @@ class ExperimentLease(Base):
     command: Mapped[str] = mapped_column(String(32))  # "nas launch" | "nas ablate"
     acquired_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)  # the holder's clock
+    # the host's boot and PID namespace the pid belongs to (nas.db.lease.process_space); None: unknown
+    process_space: Mapped[str | None] = mapped_column(String(120), nullable=True)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import update
@@ -154,6 +155,33 @@ def test_a_holder_whose_clock_stopped_while_it_was_taken_over_commits_nothing(db
     assert store.trials(experiment_id=experiment_id) == []
     assert holder(store.engine, "exp").pid == os.getpid() and holder(other.engine, "exp") is not None
     other.close()
+
+
+def test_a_driver_in_another_pid_namespace_of_the_same_hostname_keeps_its_lease(store):
+    """Issue 26 D5: two containers sharing a hostname, each with its own PID namespace: the
+    other's live driver has a pid that is not among ours, and was taken for dead."""
+    from nas.db.lease import process_space
+
+    assert process_space() is not None  # Linux: /proc says
+    with store.engine.begin() as connection:  # a live holder (fresh heartbeat) from another namespace
+        connection.execute(ExperimentLease.__table__.insert().values(
+            experiment="exp", token="0" * 32, host=socket.gethostname(), pid=_dead_pid(), command="nas launch",
+            acquired_at=utcnow(), heartbeat_at=utcnow(), process_space="another-boot/pid:[1]"))
+    with pytest.raises(ExperimentBusy, match="is being written by nas launch"):
+        Lease(store, "exp", "nas launch").acquire()
+    with store.engine.begin() as connection:  # the same space, its pid gone: a killed driver, taken over
+        connection.execute(update(ExperimentLease.__table__).values(process_space=process_space()))
+    lease = Lease(store, "exp", "nas launch")
+    lease.acquire()
+    assert lease.taken_over is not None and holder(store.engine, "exp").process_space == process_space()
+
+
+def _dead_pid() -> int:
+    """A pid no process of this namespace has."""
+    pid = 4_000_000
+    while Path(f"/proc/{pid}").exists():
+        pid += 1
+    return pid
 
 
 def test_every_write_moves_the_heartbeat_on(store):
