@@ -147,3 +147,28 @@ def test_a_store_from_before_reasons_upgrades_and_its_pruned_trials_say_so(tmp_p
     result = CliRunner().invoke(app, ["status", "old", "--db", url], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     assert "(stored before reasons were kept)" in result.output and "epoch 1: 30.0% < median 40.0%" in result.output
+
+
+def test_a_retried_trial_is_not_pruned_on_its_dead_attempt_s_curve(tmp_path):
+    """Issue 26 D3: Tune restarts a crashed trial from epoch 0 under the same plan; Optuna keeps
+    each step's first report, so the retry was judged on the dead attempt's values."""
+    import optuna
+
+    spec = _spec(tmp_path, pruner={"kind": "median", "n_startup_trials": 0, "n_warmup_steps": 0, "margin": 0})
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    with Store.open(db) as store:
+        controller = SearchController(spec, store, open_experiment(store, spec), db, costs=lambda arch: (1, 1))
+        plan = controller.ask()
+        # the first attempt: low values while nothing had finished (nothing to prune against), then it crashed
+        assert not controller.should_prune(plan, {"epoch": 0, "val_acc": 0.10})
+        assert not controller.should_prune(plan, {"epoch": 1, "val_acc": 0.10})
+        for final in (0.6, 0.7, 0.8):  # meanwhile others finished, far above it
+            controller.study.add_trial(optuna.trial.create_trial(
+                value=final, params=plan.optuna_trial.params, distributions=plan.optuna_trial.distributions,
+                intermediate_values={e: final for e in range(EPOCHS)}))
+        # the retry, from epoch 0, far better: not judged on the dead attempt's 0.10 at epoch 1
+        assert not controller.should_prune(plan, {"epoch": 0, "val_acc": 0.75})
+        assert not controller.should_prune(plan, {"epoch": 1, "val_acc": 0.75})
+        assert not controller.should_prune(plan, {"epoch": 2, "val_acc": 0.75})  # judged again, on its own value
+        worse = controller.ask()  # the rule itself still prunes: a trial that low from the start
+        assert controller.should_prune(worse, {"epoch": 0, "val_acc": 0.10})

@@ -238,6 +238,12 @@ class SearchController:
         if value is None or not math.isfinite(value):
             return False
         step = int(result["epoch"])
+        if plan.curve and step <= max(plan.curve):
+            # Tune restarted the trial after a crash (max_failures) and it reports an epoch again:
+            # Optuna keeps a step's first report, so the dead attempt's curve is what the pruner
+            # would judge. Until the retry passes the dead attempt's last epoch, it is not judged
+            # (issue 26 D3); its rows (nas_epoch_results) are the retry's.
+            return False
         plan.prune_trial.report(value, step=step)
         plan.curve[step] = value
         if step < self.prune_from:
