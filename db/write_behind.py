@@ -13,7 +13,10 @@ could have left, so resume needs nothing new. A SIGKILL loses the writes still q
 most `max_pending` (their trials' rows stay `running`: a resume runs them again). The queue is
 bounded, so a writer that falls behind makes the callbacks wait and its lag shows where the
 driver is measured. The first error stops the writer (later writes may depend on the failed
-one: they are dropped) and is raised in the driver at its next `submit` or `flush`.
+one: they are dropped) and is raised in the driver at its next `submit` or `flush`. A group
+whose write fails is rolled back and written again one by one (the writes before the failing
+one are kept); a group whose COMMIT fails is not (it may have committed: writing it again
+could duplicate a trial).
 
 A store write may say that it commutes (`write.commutes`: it touches no row the group's
 other writes touch), and then how it merges with its kind (`write.merge(writes)` does what each
@@ -203,6 +206,7 @@ class WriteBehind:
             self.transactions += 1
             return
         writes = [w for entry in entries for w in (entry.writes if isinstance(entry, _Together) else [entry])]
+        written = False  # every write ran: what fails after that is the COMMIT
         try:
             with self.store.transaction():
                 later: dict[Callable, list[Callable[[], object]]] = {}  # writes that commute, by merge
@@ -213,9 +217,15 @@ class WriteBehind:
                         write()
                 for run, same in later.items():  # a merge, or a write that merges with none
                     run() if run is same[0] else run(same)
+                written = True
             self.transactions += 1
         except Exception:
-            # rolled back: again one by one, each committed (a `together` entry as one), so the
+            if written:
+                # The COMMIT failed, and may have happened all the same (PostgreSQL's connection
+                # lost after the server committed): writing the group again could add a second
+                # trial row or Optuna trial (issue 26 D2). Stop here; a resume reads what is there.
+                raise
+            # a write failed, and all was rolled back: again one by one, each committed (a `together` entry as one), so the
             # writes before the one that fails are kept (as if written at once) and its error is
             # the one raised
             for entry in entries:

@@ -156,6 +156,34 @@ def test_writes_submitted_together_commit_in_one_transaction_or_not_at_all(tmp_p
             assert (store.get_experiment(f"half {together}") is None) == together
 
 
+def test_a_group_whose_commit_fails_after_its_writes_ran_is_not_written_again(tmp_path, monkeypatch):
+    """Issue 26 D2: a COMMIT that fails may have committed (PostgreSQL's connection lost after
+    the server did); replaying the group write by write could add a second trial row or Optuna
+    trial. Only a write's own failure is replayed; a failed COMMIT stops the writer."""
+    from sqlalchemy.exc import OperationalError
+
+    with Store.open(f"sqlite:///{tmp_path / 'nas.db'}") as store:
+        real = store.transaction
+
+        @contextlib.contextmanager
+        def commit_lost():
+            with real():
+                yield
+            raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+
+        monkeypatch.setattr(store, "transaction", commit_lost)
+        calls: list[int] = []
+        writes = WriteBehind(store)
+        gate = _gated(writes)
+        for i in range(3):
+            writes.submit(lambda i=i: (calls.append(i), store.ensure_experiment(f"e{i}")))
+        gate.set()
+        with pytest.raises(OperationalError, match="server closed"):
+            writes.flush()
+        writes.close()
+        assert calls == [0, 1, 2]  # each once: not replayed
+
+
 def test_a_trials_optuna_mirror_joins_the_store_writes_queued_beside_it_when_in_the_same_database(db_url, tmp_path):
     with Store.open(db_url) as store, Store.open(f"sqlite:///{tmp_path / 'other.db'}") as other:
         storage = optuna_storage(db_url)
