@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny CIFAR-10 fixtures in the official layout, and the real copy."""
+"""Shared fixtures: tiny CIFAR-10 fixtures in the official layout, and the real copy; one store
+URL per backend (`db_url`: SQLite, and PostgreSQL where a server is configured)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.cifar_fixture import tiny_cifar_root  # noqa: F401 - re-exported fixture
+from tests.postgres_schema import fresh_schema_url
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -29,3 +31,23 @@ def real_data_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cifar10")
     shutil.copy(archive, root / archive.name)
     return root
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A SQLite store in a folder that does not exist yet (the store makes it)."""
+    return f"sqlite:///{tmp_path / 'runs' / 'nas.db'}"
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """A URL whose search_path is a fresh schema, dropped afterwards (reruns are clean); the
+    test is skipped without a server (NAS_TEST_POSTGRES_URL; .ci/run starts one)."""
+    with fresh_schema_url("nas_test") as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """The store's URL on each backend: every test that takes it runs on SQLite and PostgreSQL."""
+    return request.getfixturevalue(f"{request.param}_url")

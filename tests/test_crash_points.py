@@ -20,21 +20,11 @@ from optuna.trial import TrialState
 from nas.db import Store
 from nas.db.schema import Phase, TrialStatus
 from nas.search.race import CONFIRM_SEED_BASE
-from tests.postgres_schema import fresh_schema_url
 
 CHILD = Path(__file__).with_name("crash_child.py")
 ROOT = Path(__file__).resolve().parents[1]
 KILLS = 5  # kills per test at least, each at a random moment of the run
 STATES = {TrialState.COMPLETE: TrialStatus.COMPLETED, TrialState.PRUNED: TrialStatus.PRUNED}
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'crash.db'}"
-    else:
-        with fresh_schema_url("nas_crash") as url:
-            yield url
 
 
 def _run(url: str, folder: Path, kill_after: float | None) -> float | None:

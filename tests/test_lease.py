@@ -21,18 +21,8 @@ from nas.db.lease import Lease, holder, refuse_if_held
 from nas.db.schema import ExperimentLease, Phase, utcnow
 from nas.errors import ExperimentBusy, LeaseLost
 from tests.helpers import experiment_yaml
-from tests.postgres_schema import fresh_schema_url
 
 runner = CliRunner()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield str(tmp_path / "nas.db")
-        return
-    with fresh_schema_url("nas_lease") as url:
-        yield url
 
 
 @pytest.fixture

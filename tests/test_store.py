@@ -36,27 +36,9 @@ from nas.db import (
 from nas.db.schema import ALEMBIC_VERSION_TABLE, Base, EpochResult
 from nas.errors import StoreError
 from tests.old_store import OLD_TRIAL_ID, write_old_store
-from tests.postgres_schema import fresh_schema_url
 
 
 # ---- fixtures -----------------------------------------------------------------------
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'runs' / 'nas.db'}"
-
-
-@pytest.fixture
-def postgres_url() -> str:
-    """A URL whose search_path is a fresh schema, dropped afterwards (reruns are clean)."""
-    with fresh_schema_url("nas_test") as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest) -> str:
-    return request.getfixturevalue(f"{request.param}_url")
 
 
 def _sqlite_path(url: str) -> Path:

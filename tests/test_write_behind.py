@@ -31,18 +31,8 @@ from nas.search.studies import MirroredStudy, record
 from nas.training.recipe import Recipe
 from nas.trials.artifacts import TrialSetup
 from nas.trials.recorder import TrialRecorder
-from tests.postgres_schema import fresh_schema_url
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'nas.db'}"
-    else:
-        with fresh_schema_url("nas_wb") as url:
-            yield url
 
 
 def _setup(seed: int, arch: ArchConfig | None = None) -> TrialSetup:
