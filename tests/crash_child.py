@@ -2,7 +2,7 @@
 path (controller, pruner with its pilot, recorder, write-behind, race) in this process: the
 driver that `tests/test_crash_points.py` kills at random moments and runs again.
 
-    python tests/crash_child.py DB_URL FOLDER
+    python tests/crash_child.py DB_URL FOLDER [NAME]
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ CONFIRM = {"top_k": 2, "repeats": 3, "until_separated": True, "max_repeats": 4}
 EPOCH_S = 0.04  # each replayed epoch takes this long, so that a kill lands anywhere
 
 
-def spec(folder: Path):
+def spec(folder: Path, name: str = "crash"):
     from nas.config.experiment import load_experiment
     from tests.helpers import experiment_yaml
 
     return load_experiment(experiment_yaml(
-        folder / "crash.yaml", name="crash", space=SPACE, dataset={"val_size": VAL},
+        folder / f"{name}.yaml", name=name, space=SPACE, dataset={"val_size": VAL},
         recipe={"epochs": EPOCHS, "warmup": 0.2},
         search={"sampler": "grid", "pruner": {"kind": "median", "n_startup_trials": 3}}, confirm=CONFIRM))
 
@@ -57,7 +57,7 @@ def recording(experiment):
                      np.ones((k, SEEDS), dtype=bool), {})
 
 
-def main(db_url: str, folder: str) -> None:
+def main(db_url: str, folder: str, name: str = "crash") -> None:
     from nas.db import Store
     from nas.search.launch import launch
     from nas.search.race import CONFIRM_SEED_BASE
@@ -69,7 +69,7 @@ def main(db_url: str, folder: str) -> None:
             time.sleep(EPOCH_S)
             return super().next_result()
 
-    experiment = spec(Path(folder))
+    experiment = spec(Path(folder), name)
     recorded = recording(experiment)
     played = [*SEARCH_SEEDS, *range(CONFIRM_SEED_BASE, CONFIRM_SEED_BASE + CONFIRM["max_repeats"])]
     seeds = recorded_seed_map(played, list(recorded.seeds[: len(played)]))
@@ -82,4 +82,4 @@ def main(db_url: str, folder: str) -> None:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:4])

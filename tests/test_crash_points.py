@@ -6,6 +6,7 @@ is one transaction). On SQLite, and on PostgreSQL where a server is configured."
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
@@ -19,18 +20,17 @@ from optuna.trial import TrialState
 
 from nas.db import Store
 from nas.db.schema import Phase, TrialStatus
-from nas.search.race import CONFIRM_SEED_BASE
 
 CHILD = Path(__file__).with_name("crash_child.py")
 ROOT = Path(__file__).resolve().parents[1]
-KILLS = 5  # kills per test at least, each at a random moment of the run
+SCENARIOS = int(os.environ.get("NAS_CRASH_POINTS", "2"))  # killed-and-resumed runs per backend
 STATES = {TrialState.COMPLETE: TrialStatus.COMPLETED, TrialState.PRUNED: TrialStatus.PRUNED}
 
 
-def _run(url: str, folder: Path, kill_after: float | None) -> float | None:
+def _run(url: str, folder: Path, kill_after: float | None, name: str = "crash") -> float | None:
     """One driver run; killed `kill_after` seconds after it starts launching (None: to the end).
     The seconds its launch took when it finished, else None."""
-    child = subprocess.Popen([sys.executable, str(CHILD), url, str(folder)], cwd=ROOT, stdout=subprocess.PIPE,
+    child = subprocess.Popen([sys.executable, str(CHILD), url, str(folder), name], cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL, text=True)
     try:
         assert child.stdout.readline().strip() == "started"
@@ -50,66 +50,86 @@ def _run(url: str, folder: Path, kill_after: float | None) -> float | None:
             child.wait()
 
 
-def _told(url: str) -> dict[tuple[str, int], TrialStatus]:
-    """The search's Optuna trials that are told, as the row status they stand for."""
+def _study(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
     try:
-        study = optuna.load_study(study_name="crash", storage=url.replace("postgresql://", "postgresql+psycopg://"))
+        study = optuna.load_study(study_name=name, storage=url.replace("postgresql://", "postgresql+psycopg://"))
     except KeyError:
-        return {}  # killed before the study was stored
-    told = Counter((t.user_attrs["arch_hash"], t.user_attrs["seed"]) for t in study.get_trials(deepcopy=False)
-                   if t.state in STATES)
-    assert max(told.values(), default=1) == 1, f"an (architecture, seed) told twice: {told}"
-    return {(t.user_attrs["arch_hash"], t.user_attrs["seed"]): STATES[t.state]
-            for t in study.get_trials(deepcopy=False) if t.state in STATES}
+        return []  # killed before the study was stored
+    return study.get_trials(deepcopy=False)
 
 
-def _rows(url: str, phase: Phase) -> list:
+def _told(url: str, name: str) -> dict[tuple[str, int], tuple[TrialStatus, float | None]]:
+    """The search's Optuna trials that are told: the row status each stands for, and its value."""
+    told = [t for t in _study(url, name) if t.state in STATES]
+    pairs = Counter((t.user_attrs["arch_hash"], t.user_attrs["seed"]) for t in told)
+    assert max(pairs.values(), default=1) == 1, f"an (architecture, seed) told twice: {pairs}"
+    return {(t.user_attrs["arch_hash"], t.user_attrs["seed"]): (STATES[t.state], t.value) for t in told}
+
+
+def _rows(url: str, name: str, phase: Phase | None = None) -> list:
     with Store.open(url, read_only=True) as store:
-        found = store.get_experiment("crash")
+        found = store.get_experiment(name)
         return [] if found is None else store.trials(experiment_id=found.id, phase=phase)
 
 
-def _finished(rows) -> dict[tuple[str, int], TrialStatus]:
+def _finished(rows) -> dict[tuple[str, int], tuple[TrialStatus, float | None]]:
+    """Finished rows as `_told` has them (a pruned trial has no value)."""
     pairs = Counter((t.arch_hash, t.seed) for t in rows if t.status in STATES.values())
     assert max(pairs.values(), default=1) == 1, f"an (architecture, seed) finished twice: {pairs}"
-    return {(t.arch_hash, t.seed): TrialStatus(t.status) for t in rows if t.status in STATES.values()}
+    return {(t.arch_hash, t.seed): (TrialStatus(t.status), t.final_val_acc if t.status == TrialStatus.COMPLETED
+                                    else None) for t in rows if t.status in STATES.values()}
+
+
+def _decisions(url: str, name: str) -> dict[str, str]:
+    from nas.results import confirm_groups
+
+    with Store.open(url, read_only=True) as store:
+        return {h: g.decision for h, g in confirm_groups(store, name).items()}
 
 
 def test_a_driver_killed_at_random_moments_ends_as_one_that_ran_through(db_url, tmp_path):
+    """NAS_CRASH_POINTS scenarios (CI: 2 per backend; the long run: 50), each one to three
+    SIGKILLs at random moments of what is left, then a resume to the end."""
     clean = f"sqlite:///{tmp_path / 'clean.db'}"
     (tmp_path / "clean").mkdir()
     duration = _run(clean, tmp_path / "clean", None)
     assert duration is not None
+    expected = _finished(_rows(clean, "crash", Phase.SEARCH))
+    expected_confirm = {(t.arch_hash, t.seed) for t in _rows(clean, "crash", Phase.CONFIRM)}
     rng = random.Random(26)
-    kills = 0
-    for k in range(KILLS):
-        # a random moment of what is left (each resume has less to do); half the clean run's
-        # time at most, as a loaded machine may run a resume faster than it ran the clean one
-        if _run(db_url, tmp_path, rng.uniform(0.0, 0.5 * duration * (KILLS - k) / KILLS)) is not None:
-            break
-        kills += 1
-        # at the kill: a told Optuna trial has its finished row, and a finished row its told trial
-        assert _told(db_url) == _finished(_rows(db_url, Phase.SEARCH))
-    assert kills >= 3, f"only {kills} of the runs were killed before they finished"
-    if kills == KILLS:
-        assert _run(db_url, tmp_path, None) is not None  # the last resume, to the end
-    search, expected = _rows(db_url, Phase.SEARCH), _rows(clean, Phase.SEARCH)
-    # every planned (architecture, seed) finished once, on the seeds of the run that was never killed
-    assert set(_finished(search)) == set(_finished(expected)) == set(_told(db_url))
-    assert {(t.arch_hash, t.seed) for t in search if t.status in STATES.values()} == \
-        {(t.arch_hash, t.seed) for t in expected}
-    # a replayed (architecture, seed) gives its recorded result, killed or not
-    accuracy = {(t.arch_hash, t.seed): t.final_val_acc for t in expected if t.status == TrialStatus.COMPLETED}
-    for t in search:
-        if t.status == TrialStatus.COMPLETED:
-            assert t.final_val_acc == pytest.approx(accuracy.get((t.arch_hash, t.seed), t.final_val_acc))
-    # the race: each raced architecture on the same confirm seeds, none twice
-    confirm = [t for t in _rows(db_url, Phase.CONFIRM) if t.status == TrialStatus.COMPLETED]
-    assert max(Counter((t.arch_hash, t.seed) for t in confirm).values()) == 1
-    seeds = {h: {t.seed for t in confirm if t.arch_hash == h} for h in {t.arch_hash for t in confirm}}
-    assert len(set(map(frozenset, seeds.values()))) == 1 and min(next(iter(seeds.values()))) == CONFIRM_SEED_BASE
-    with Store.open(db_url, read_only=True) as store:
-        assert store.get_experiment("crash").status == "finished"
+    kills = resumes = checks = 0
+    for scenario in range(SCENARIOS):
+        name = f"crash{scenario}"
+        for k in range(rng.randint(1, 3)):
+            # a random moment of what is left (a resume has less to do); half the clean run's time
+            # at most, as a loaded machine may run a resume faster than it ran the clean one
+            if _run(db_url, tmp_path, rng.uniform(0.0, 0.5 * duration / (k + 1)), name) is not None:
+                break
+            kills += 1
+            # at the kill: a told Optuna trial has its finished row with its value, and the reverse
+            assert _told(db_url, name) == _finished(_rows(db_url, name, Phase.SEARCH))
+            checks += 1
+        assert _run(db_url, tmp_path, None, name) is not None  # resumed to the end
+        resumes += 1
+        rows = _rows(db_url, name)
+        assert not [t for t in rows if t.status in ("running", "interrupted") and t.phase != Phase.SEARCH] and \
+            not [t for t in rows if t.status == TrialStatus.RUNNING]  # nothing left running
+        search = _finished(_rows(db_url, name, Phase.SEARCH))
+        # every planned (architecture, seed) finished once, on the seeds of the run never killed,
+        # Optuna's trials and the rows one to one, in state and value
+        assert set(search) == set(expected) and _told(db_url, name) == search
+        assert {k: v[1] for k, v in search.items() if v[1] is not None} == \
+            {k: v[1] for k, v in expected.items() if k in search and search[k][1] is not None}
+        # the race: the same runs, on paired seeds, and the same decision as the run never killed
+        confirm = [t for t in _rows(db_url, name, Phase.CONFIRM) if t.status == TrialStatus.COMPLETED]
+        assert max(Counter((t.arch_hash, t.seed) for t in confirm).values()) == 1
+        assert {(t.arch_hash, t.seed) for t in confirm} == expected_confirm
+        assert _decisions(db_url, name) == _decisions(clean, "crash")
+        with Store.open(db_url, read_only=True) as store:
+            assert store.get_experiment(name).status == "finished"
+        checks += 6
+    assert kills >= SCENARIOS, f"only {kills} kills landed before the runs finished"
+    print(f"crash points: {kills} kills, {resumes} resumes, {checks} invariant checks, 0 violations")
 
 
 def _descendants(pid: int) -> set[int]:
