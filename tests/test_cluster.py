@@ -19,8 +19,6 @@ from nas.db import Store
 from nas.cli.ray_reaper import descendants
 from tests.cifar_fixture import write_cifar
 from tests.helpers import experiment_yaml, free_port, kill_all
-
-ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import statistics
 import re
 import signal
 import subprocess
@@ -70,15 +71,20 @@ def test_the_indexed_pruner_decides_as_optunas_percentile_pruner_then_the_noise_
             trial.report(value, step)
         frozen = study._storage.get_trial(trial._trial_id)
         expected = optuna_rule.prune(study, frozen)
+        values = [v for v in frozen.intermediate_values.values() if not math.isnan(v)]
         if expected and margin is not None:
-            values = [v for v in frozen.intermediate_values.values() if not math.isnan(v)]
             if values:  # Optuna prunes an all-NaN curve outright; the margin judges a real one
                 best = max(values) if direction == "maximize" else min(values)
                 done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 expected = margin.prunes(done, frozen.last_step, best, direction == "maximize")
         assert ours.prune(study, frozen) == expected
         assert (trial.number in ours.reasons) == expected  # every stop says why
-        study.tell(trial, state=TrialState.FAIL)
+        # a third of them finish: the index grows between decisions (a stale index, e.g. a rank
+        # gate refitted only after 10% growth, issue 26 D7, decides differently from the walk)
+        if values and rng.random() < 0.35:
+            study.tell(trial, values[-1] + rng.gauss(0, 0.02))
+        else:
+            study.tell(trial, state=TrialState.FAIL)
 
 
 def test_median_and_percentile_pruners_are_indexed_also_inside_a_patient_pruner():
@@ -142,14 +148,21 @@ def test_the_elite_of_several_objectives_is_the_first_non_domination_fronts():
     assert len(front) <= 15 and front <= shown
 
 
-def test_a_bounded_tpe_search_still_finds_the_optimum_region():
+def test_a_bounded_tpe_search_still_finds_the_optimum_region_far_better_than_random_search():
+    """Within 0.5 of the optimum, the old bar, random search gets in half its runs of 200 trials
+    (a disc of area 1.6 in a 20x20 box): it could not fail. Here the bounded TPE's median best
+    over 3 seeds must beat random search's, same seeds and budget, by half, and reach 0.1."""
     def objective(trial):
         return (trial.suggest_float("x", -10, 10) - 3) ** 2 + (trial.suggest_float("y", -10, 10) + 1) ** 2
 
-    sampler = BoundedHistory(optuna.samplers.TPESampler(seed=0, multivariate=True), recent=40, elite=10)
-    study = optuna.create_study(sampler=sampler)
-    study.optimize(objective, n_trials=200)
-    assert study.best_value < 0.5  # TPE on a bowl from a 20x20 box: a bounded history still converges
+    bounded, uniform = [], []
+    for seed in range(3):
+        sampler = BoundedHistory(optuna.samplers.TPESampler(seed=seed, multivariate=True), recent=40, elite=10)
+        for best, sampler in ((bounded, sampler), (uniform, optuna.samplers.RandomSampler(seed=seed))):
+            study = optuna.create_study(sampler=sampler)
+            study.optimize(objective, n_trials=200)
+            best.append(study.best_value)
+    assert statistics.median(bounded) < min(0.1, statistics.median(uniform) / 2), (bounded, uniform)
 
 
 # ----------------------------------------------------------------------------- asking ahead
@@ -210,11 +223,14 @@ def test_a_plan_wanted_while_one_is_being_asked_is_that_one_not_an_ask_of_its_ow
 def test_an_error_while_asking_ahead_reaches_the_caller():
     from nas.search.ahead import AskAhead, ahead_depth
 
-    def broken():
-        raise RuntimeError("the sampler failed")
+    def broken():  # fails only where it is asked ahead: an error lost there is seen by no one
+        if threading.current_thread().name == "nas-ask-ahead":
+            raise RuntimeError("the sampler failed in the thread that asks ahead")
+        return "asked in line"
 
     ahead = AskAhead(broken, depth=1, budget=3)
-    with pytest.raises(RuntimeError, match="sampler failed"):
+    time.sleep(0.5)  # the thread asks at once (nothing ready yet), and fails
+    with pytest.raises(RuntimeError, match="in the thread that asks ahead"):
         for _ in range(3):
             ahead()
     ahead.close()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import ray
 from nas.db import Store
 from nas.db.lease import holder
 from optuna.trial import TrialState
@@ -27,7 +28,6 @@ from tests.helpers import (  # INVALID_CASES: (file, budget, key path, rule)
     experiment_yaml,
 )
 
-ray = pytest.importorskip("ray")
 runner = CliRunner()
 INVALID_DIR = Path(__file__).parent / "invalid_spaces"
 

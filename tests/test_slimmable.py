@@ -436,7 +436,7 @@ def test_architecture_page_without_a_width_curve_has_no_slimmable_section(tmp_pa
 
 @pytest.mark.slow
 def test_a_slimmable_search_stores_each_trials_width_curve(tmp_path):
-    ray = pytest.importorskip("ray")
+    import ray
     from tests.helpers import experiment_yaml
 
     data_root = write_cifar(tmp_path / "cifar", n_train_per_class=40, n_test_per_class=10)

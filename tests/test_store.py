@@ -427,7 +427,7 @@ def test_a_database_from_a_newer_nas_is_refused(db_url: str) -> None:
 
 
 def test_store_shares_a_database_with_optuna(sqlite_url: str) -> None:
-    optuna = pytest.importorskip("optuna")
+    import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     Path(_sqlite_path(sqlite_url)).parent.mkdir(parents=True)
     study = optuna.create_study(storage=sqlite_url, study_name="search")

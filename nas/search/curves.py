@@ -56,6 +56,7 @@ class _Epoch:
     """The completed trials' values at one epoch."""
 
     sorted_values: list[float] = field(default_factory=list)  # finite, ascending
+    reported: int = 0  # completed trials with a value here, NaN included (Optuna's n_min_trials counts those)
     by_arch: dict[str, _Spread] = field(default_factory=dict)  # of each architecture's seeds
     seed_m2: float = 0.0  # sum over architectures of their seeds' m2
     seed_dof: int = 0  # sum over architectures of (seeds - 1)
@@ -111,8 +112,10 @@ class IndexedPercentilePruner(PercentilePruner):
         self._completed += 1
         arch = trial.user_attrs.get("arch_hash", f"#{trial.number}")
         for step, value in trial.intermediate_values.items():
+            epoch = self._epochs.setdefault(step, _Epoch())
+            epoch.reported += 1
             if value is not None and not math.isnan(value):
-                self._epochs.setdefault(step, _Epoch()).add(value, arch, trial.value)
+                epoch.add(value, arch, trial.value)
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         # PercentilePruner.prune's ladder, with the index in place of every completed trial
@@ -131,8 +134,8 @@ class IndexedPercentilePruner(PercentilePruner):
             self.reasons[trial.number] = PruneReason("optuna", step, best, pruner="PercentilePruner")
             return True
         epoch = self._epochs.get(step)
-        if epoch is None or len(epoch.sorted_values) < max(1, self._n_min_trials):
-            return False
+        if epoch is None or epoch.reported < self._n_min_trials or not epoch.sorted_values:
+            return False  # as Optuna: too few trials reported here, or only NaN
         maximize = direction == StudyDirection.MAXIMIZE
         threshold = percentile(epoch.sorted_values, 100 - self._percentile if maximize else self._percentile)
         if not (best < threshold if maximize else best > threshold):
