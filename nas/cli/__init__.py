@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from nas.cli import ablate, compare, dashboard, export, launch, results, status, train
+from nas.cli import ablate, compare, dashboard, export, export_mlflow, launch, results, status, train
 
 app = typer.Typer(
     name="nas",
@@ -31,6 +31,7 @@ app.command()(results.results)
 app.command()(compare.compare)
 app.command()(ablate.ablate)
 app.command()(export.export)
+app.command(name="export-mlflow")(export_mlflow.export_mlflow)
 
 
 def main() -> None:
