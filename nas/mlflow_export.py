@@ -258,6 +258,69 @@ def _attach_winner(client, store: Store, experiment: Experiment, parent_id: str)
     return f"config.yaml of the winner {source.arch.short_name()} ({source.arch.hash}) attached to the parent run."
 
 
+# ---- live, during nas launch ----------------------------------------------------------------
+
+
+class LiveExport:
+    """`export_experiment` in a thread of the driver while `nas launch` runs (YAML
+    ``tracking: {mlflow: URI}``): each finished trial only wakes the thread (`poke`, which
+    never blocks); it exports at most every `every_s` seconds, from its own read-only store,
+    and once more when closed. A failure (server down, bad URI) is logged, once per message,
+    and never reaches the search: the next export, being idempotent, catches up.
+    """
+
+    def __init__(self, db_url: str, name: str, tracking_uri: str, log, *, every_s: float = 30.0) -> None:
+        import threading
+
+        require_mlflow()
+        self.db_url, self.name, self.tracking_uri, self.log, self.every_s = db_url, name, tracking_uri, log, every_s
+        self.exports = 0  # done without an error
+        self._wake, self._closing = threading.Event(), threading.Event()
+        self._last_error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="nas-mlflow-export", daemon=True)
+        self._thread.start()
+
+    def poke(self) -> None:
+        """A trial finished: export soon (at most every `every_s` seconds)."""
+        self._wake.set()
+
+    def close(self, timeout_s: float = 60.0) -> None:
+        """Export once more (the experiment's end state) and stop the thread."""
+        self._closing.set()
+        self._wake.set()
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        import time
+
+        last = -math.inf
+        while True:
+            self._wake.wait()
+            if not self._closing.is_set():  # wait out the interval, unless closed meanwhile
+                self._closing.wait(max(0.0, last + self.every_s - time.monotonic()))
+            # cleared, then read, before the export: a close at any point from here on either
+            # makes this the final export or wakes the loop for one that starts after it
+            self._wake.clear()
+            final = self._closing.is_set()
+            last = time.monotonic()
+            self._export_once()
+            if final:
+                return
+
+    def _export_once(self) -> None:
+        try:
+            with Store.open(self.db_url, read_only=True) as store:
+                export_experiment(store, self.name, self.tracking_uri)
+            self.exports += 1
+            self._last_error = None
+        except Exception as err:  # noqa: BLE001 - the search goes on; the next export catches up
+            message = f"{type(err).__name__}: {err}"
+            if message != self._last_error:
+                self.log(f"mlflow: export to {masked_url(self.tracking_uri)} failed, the search goes on: "
+                         f"{masked_url(self.tracking_uri, message)}")
+            self._last_error = message
+
+
 # ---- MLflow plumbing ------------------------------------------------------------------------
 
 

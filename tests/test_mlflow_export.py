@@ -180,3 +180,79 @@ def test_without_mlflow_installed_it_says_how_to_install_it_and_exits_2(known, m
 def test_nas_and_its_cli_do_not_import_mlflow():
     code = "import sys, nas.cli, nas.api, nas.mlflow_export; print('mlflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+# ---- live, during nas launch (YAML tracking: {mlflow: URI}) --------------------------------------
+
+
+class FakeRun:
+    """A trial's epochs without training: residual nets a little better, each seed a little apart."""
+
+    def __init__(self, config):
+        self.epoch, self.epochs = 0, config["recipe"]["epochs"]
+        self.base = 0.3 + 0.1 * ('"residual":1' in config["arch"]) + 0.01 * (config["seed"] % 5)
+
+    def next_result(self):
+        e, self.epoch = self.epoch, self.epoch + 1
+        result = {"epoch": e, "train_loss": 1.0 / (e + 1), "train_acc": self.base, "val_acc": self.base + 0.05 * e,
+                  "test_acc": self.base + 0.04 * e, "epoch_seconds": 1.0, "cumulative_seconds": e + 1.0,
+                  "val_images": 100, "test_images": 100, "diverged": False, "device": "fake", "started_at": None}
+        return {**result, "done": True} if e == self.epochs - 1 else result
+
+
+def launch_with_tracking(tmp_path, uri):
+    import yaml
+    from functools import partial
+
+    from nas.config.experiment import load_experiment
+    from nas.search.launch import launch
+    from nas.trials.inline import run_inline
+    from tests.helpers import experiment_yaml
+
+    path = experiment_yaml(tmp_path / "live.yaml", name="live")
+    spec_data = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**spec_data, "tracking": {"mlflow": uri}}))
+    spec = load_experiment(path)
+    lines = []
+    db = tmp_path / "live.db"
+    with Store.open(str(db)) as store:
+        launched = launch(spec, store=store, db_url=str(db), data_root=str(tmp_path), log=lines.append,
+                          executor=partial(run_inline, make_run=FakeRun))
+        trials = store.trials(experiment_id=launched.experiment_id)
+    return spec, trials, lines
+
+
+def test_launch_with_tracking_exports_the_experiment_as_it_runs_and_at_its_end(tmp_path, tracking):
+    spec, trials, lines = launch_with_tracking(tmp_path, tracking[0])
+    assert spec.tracking.mlflow == tracking[0]
+    _, [parent], children = runs_of(tracking, "live")
+    assert parent.info.status == "FINISHED" and parent.data.tags["nas.status"] == "finished"
+    assert set(children) == {t.id for t in trials} and len(trials) == 4
+    assert all(c.info.status == "FINISHED" and c.data.metrics["final_val_acc"] == pytest.approx(t.final_val_acc)
+               for t in trials for c in [children[t.id]])
+    assert not [line for line in lines if line.startswith("mlflow:")]
+
+
+def test_a_tracking_server_that_fails_is_logged_once_and_never_breaks_the_search(tmp_path):
+    spec, trials, lines = launch_with_tracking(tmp_path, "bogus-scheme://nowhere")
+    assert len(trials) == 4 and all(str(t.status) == "completed" for t in trials)
+    failures = [line for line in lines if line.startswith("mlflow: export to bogus-scheme://nowhere failed")]
+    assert len(failures) == 1, lines  # the same failure is not repeated after every trial
+
+
+def test_the_tracking_section_is_validated_and_stored_without_its_password(tmp_path):
+    import yaml
+
+    from nas.config.experiment import load_experiment
+    from nas.errors import ConfigError
+    from tests.helpers import experiment_yaml
+
+    path = experiment_yaml(tmp_path / "t.yaml")
+    data = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**data, "tracking": {"mlflow": "https://user:secret@mlflow.example.org"}}))
+    assert load_experiment(path).resolved()["tracking"] == {"mlflow": "https://user:***@mlflow.example.org"}
+    path.write_text(yaml.safe_dump({**data, "tracking": {"mlfow": "sqlite:///m.db"}}))
+    with pytest.raises(ConfigError, match="tracking.mlfow: unknown key; allowed keys are mlflow"):
+        load_experiment(path)
+    path.write_text(yaml.safe_dump(data))
+    assert "tracking" not in load_experiment(path).resolved()  # off: stored configs stay as they were
