@@ -21,5 +21,6 @@ st.navigation({
     "Analysis": [
         st.Page(PAGES["insight"], title="Search insight", icon=":material/lightbulb:"),
         st.Page(PAGES["ablations"], title="Ablations", icon=":material/science:"),
+        st.Page(PAGES["compare"], title="Compare experiments", icon=":material/compare_arrows:"),
     ],
 }).run()

@@ -323,6 +323,26 @@ def ablation_figure(rows: pd.DataFrame) -> go.Figure:
                    height=max(260, 40 * len(rows) + 100))
 
 
+def compare_figure(frame: pd.DataFrame, a: str, b: str) -> go.Figure:
+    """Each shared architecture's mean accuracy in experiment `a` (x) against `b` (y), with
+    their 95% CIs as whiskers: points on a rising line rank alike.
+
+    Args:
+        frame: `nas.compare.Comparison.architectures_frame` (one row per architecture and experiment).
+    """
+    frame = frame.rename(columns={"accuracy_mean": "accuracy"})  # the CI columns' stem, for _error_bar
+    xa = frame[frame["experiment"] == a].set_index("architecture")
+    xb = frame[frame["experiment"] == b].set_index("architecture").loc[xa.index]
+    fig = go.Figure(go.Scatter(
+        x=xa["accuracy"] * 100, y=xb["accuracy"] * 100, mode="markers+text", text=list(xa.index),
+        textposition="top center", error_x=_error_bar(xa, "accuracy", 100.0), error_y=_error_bar(xb, "accuracy", 100.0),
+        customdata=np.stack([xb["arch_hash"].astype(str), xa["seeds"].astype(str), xb["seeds"].astype(str)], axis=-1),
+        hovertemplate="%{text}<br>%{x:.2f}% (%{customdata[1]} seeds) vs %{y:.2f}% (%{customdata[2]} seeds)"
+                      "<extra></extra>",
+    ))
+    return _layout(fig, x=f"{a}: accuracy (%)", y=f"{b}: accuracy (%)")
+
+
 # ---- early exits ------------------------------------------------------------------------
 
 

@@ -473,3 +473,20 @@ def ablation_report(_store: Store, url: str, experiment: str, reference_hash: st
     from nas.ablation.report import contributions
 
     return contributions(_store, experiment, reference_hash)
+
+
+# ---- comparing experiments --------------------------------------------------------------
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def comparison(_store: Store, url: str, experiments: tuple[str, ...], match: str, resamples: int):
+    """`nas.compare.compare` of experiments of this store: the same comparison `nas compare`
+    prints (shared architectures, each one's result in each, rank correlations).
+
+    Raises:
+        ConfigError: an experiment without completed search or confirm trials (not cached).
+    """
+    from nas.compare import Source, compare, read_entries
+
+    sources = [Source(name, url, name) for name in experiments]
+    return compare(sources, [read_entries(_store, name) for name in experiments], match=match, resamples=resamples)

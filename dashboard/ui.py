@@ -32,6 +32,7 @@ PAGES = {
     "trials": "views/trials.py",
     "insight": "views/insight.py",
     "ablations": "views/ablations.py",
+    "compare": "views/compare.py",
 }
 LAUNCH_COMMAND = "nas launch search_spaces/cifar_fast.yaml"
 REFRESH_S = 10  # a page showing a running experiment re-reads this often

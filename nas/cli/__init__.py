@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from nas.cli import ablate, dashboard, export, launch, results, status, train
+from nas.cli import ablate, compare, dashboard, export, export_mlflow, launch, results, status, train
 
 app = typer.Typer(
     name="nas",
@@ -28,8 +28,10 @@ app.command()(dashboard.dashboard)
 app.command()(status.status)
 app.command(name="list")(status.list_experiments)
 app.command()(results.results)
+app.command()(compare.compare)
 app.command()(ablate.ablate)
 app.command()(export.export)
+app.command(name="export-mlflow")(export_mlflow.export_mlflow)
 
 
 def main() -> None:

@@ -63,6 +63,10 @@ def _launch_command(space: Path, budget: str | None, address: str | None, db: st
         budget = "cpu"
         console.print(f"no GPU found: using the `cpu` budget of {escape(str(space))} (--budget none for the full space)")
     spec = load_experiment(space, None if budget == "none" else budget)
+    if spec.tracking.mlflow:  # tracking: {mlflow: URI} needs MLflow installed: say so before anything runs
+        from nas.mlflow_export import require_mlflow
+
+        require_mlflow()
     db_url = resolve_db_url(db)
     probe(db_url)  # scheme, reachable, a nas store or empty: before the data is fetched
     refuse_if_held(db_url, spec.name)  # another live writer of this experiment

@@ -30,6 +30,7 @@ from nas.config.pruner import PRUNERS, PrunerSpec, parse_pruner  # noqa: F401 - 
 from nas.config.space import SearchSpace, check_space, grid_size, parse_space
 from nas.config.validate import (
     FieldError,
+    Rule,
     Source,
     at_least,
     at_most,
@@ -48,7 +49,7 @@ from nas.config.validate import (
 )
 from nas.config.yaml_io import read_yaml
 from nas.data.config import DataConfig, is_os_path
-from nas.errors import ConfigError, clip, shown
+from nas.errors import ConfigError, clip, masked_url, shown
 from nas.training.recipe import Recipe
 from nas.stats import MIN_SEEDS
 
@@ -58,7 +59,7 @@ SAMPLERS = ("tpe", "random", "grid", "nsga2")
 METRICS = ("val_acc", "test_acc", "train_seconds", "params", "flops", "mean_inference_flops")
 DIRECTIONS = ("maximize", "minimize")
 DATASETS = ("cifar10",)
-SECTIONS = ("name", "dataset", "recipe", "space", "search", "confirm", "resources", "budgets")
+SECTIONS = ("name", "dataset", "recipe", "space", "search", "confirm", "resources", "tracking", "budgets")
 BUDGET_SECTIONS = ("dataset", "recipe", "space", "search", "confirm", "resources")
 _SEED_LIMIT = 2**32  # numpy (and so Optuna's samplers) take seeds below this
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # experiment names: store keys, folders
@@ -196,6 +197,21 @@ class Resources:
         store_floats(self, "cpus_per_trial", "gpus_per_trial")  # YAML `2` and `2.0` are the same request
 
 
+@dataclass(frozen=True)
+class Tracking:
+    """Where `nas launch` also writes its results as it goes (besides the store)."""
+
+    EXAMPLE: ClassVar[str] = "{mlflow: sqlite:///mlflow.db}"
+
+    # an MLflow tracking URI (http://host:5000, sqlite:///mlflow.db): the experiment is exported
+    # there while it runs (`nas export-mlflow`, in a thread of the driver); None: off
+    mlflow: str | None = setting(None, Rule(lambda v: bool(v.strip()), "a tracking URI, not empty",
+                                                      "that is not empty (a tracking URI)"))
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
 # ----------------------------------------------------------------------------- the experiment
 
 
@@ -214,6 +230,7 @@ class ExperimentSpec:
     confirm: ConfirmSettings
     resources: Resources
     source_text: str  # the YAML as written (stored with the experiment)
+    tracking: Tracking = Tracking()
 
     def resolved(self) -> dict[str, Any]:
         """The whole spec after the budget, as plain JSON-able data for the store."""
@@ -226,6 +243,8 @@ class ExperimentSpec:
             "search": self.search.to_dict(),
             "confirm": asdict(self.confirm),
             "resources": asdict(self.resources),
+            # the URI without its password (the store is read by people the tracking server is not)
+            **({"tracking": {"mlflow": masked_url(self.tracking.mlflow)}} if self.tracking.mlflow else {}),
         }
 
     @classmethod
@@ -310,9 +329,10 @@ def _from_data(
     _check_ghost_batch(src, space, recipe.batch_size)
     confirm = build(ConfirmSettings, data.get("confirm"), src, ("confirm",))
     resources = build(Resources, data.get("resources"), src, ("resources",))
+    tracking = build(Tracking, data.get("tracking"), src, ("tracking",))
     return ExperimentSpec(
         name=name, path=path, budget=budget, dataset_name=dataset_name, dataset=dataset, recipe=recipe,
-        space=space, search=search, confirm=confirm, resources=resources, source_text=text,
+        space=space, search=search, confirm=confirm, resources=resources, source_text=text, tracking=tracking,
     )
 
 

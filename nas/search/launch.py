@@ -105,6 +105,22 @@ def _launch(spec: ExperimentSpec, *, store: Store, db_url: str, data_root: str,
     # Before the stale rows are marked: their seeds stay used (their params re-run on them).
     controller = SearchController(spec, store, experiment_id, db_url, costs)
     resume(controller, store, experiment_id, writes, log)  # what a killed driver left (nas.search.resume)
+    live = None
+    if spec.tracking.mlflow:  # exported from a thread of its own: a trial's end only wakes it
+        from nas.mlflow_export import LiveExport
+
+        live = LiveExport(db_url, spec.name, spec.tracking.mlflow, log)
+    try:
+        return _search_and_confirm(spec, store, experiment_id, controller, data_root, log, trainable, costs,
+                                   writes, executor, live)
+    finally:
+        if live is not None:
+            live.close()
+
+
+def _search_and_confirm(spec: ExperimentSpec, store: Store, experiment_id: int, controller: SearchController,
+                        data_root: str, log: Callable[[str], None], trainable: Any, costs: CostCounter,
+                        writes: WriteBehind | None, executor: Callable[[TrialBatch, int], None], live) -> Launched:
     target = controller.target()
     done = [t for t in store.trials(experiment_id=experiment_id, phase=Phase.SEARCH) if t.status in FINISHED]
     left = max(0, target - len(done))
@@ -113,6 +129,8 @@ def _launch(spec: ExperimentSpec, *, store: Store, db_url: str, data_root: str,
 
     def finished(plan: TrialPlan, status: TrialStatus) -> None:
         controller.tell(plan, status)
+        if live is not None:
+            live.poke()
         if plan.phase == Phase.SEARCH:
             counter["n"] += 1
             where = f"search {counter['n']:>3}/{target}"
