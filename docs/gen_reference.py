@@ -258,6 +258,8 @@ def reference() -> str:
                     experiment.ConfirmSettings)
     out += _section("resources", "`resources:` what one trial gets, and how many run at once.",
                     experiment.Resources)
+    out += _section("tracking", "`tracking:` where `nas launch` also writes its results as it goes "
+                    "([MLflow](mlflow.md)).", experiment.Tracking)
     out += ["## budgets", "",
             "`budgets:` named overrides, chosen with `nas launch SPACE.yaml --budget NAME`: each maps "
             "sections (" + ", ".join(f"`{s}`" for s in experiment.BUDGET_SECTIONS) + ") to values deep-merged "
