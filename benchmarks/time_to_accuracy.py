@@ -7,7 +7,8 @@ val images, batch 512): how many train seconds does each recipe need to reach a 
 accuracy?
 
 For each architecture, today's recipe (every trick off) runs first on the reported seeds; the
-target is the median of its last-epoch val accuracies, fixed and printed before any trick run.
+target is the median of its last-epoch val accuracies (the lower middle one for
+an even number of seeds), fixed and printed before any trick run.
 Then the trick combination runs on the same seeds. A run's time to accuracy is the cumulative
 train seconds (`EpochMetrics.cumulative_seconds`: the training steps and the whitening's fit,
 evaluation excluded) at the first epoch whose val accuracy reaches the target, every epoch
@@ -145,7 +146,9 @@ def compare(name: str, tricks: TricksConfig, combo: str, seeds, args, data, data
         totals.add(TODAY, today[-1], len(data.val_y))
         print(f"  {name} {TODAY:<13} seed {seed}: val {' '.join(f'{v:.4f}' for v in today[-1].val)}  "
               f"train {today[-1].seconds[-1]:.1f} s")
-    target = statistics.median(r.val[-1] for r in today)
+    # one of today's own last epochs (the lower middle one for an even count), so at least half of
+    # today's runs reach it and today's median time is finite
+    target = statistics.median_low(r.val[-1] for r in today)
     print(f"  {name}: target val {target:.4f} (median of today's last epochs), fixed before the trick runs")
     tricked = []
     for seed in seeds:
