@@ -93,11 +93,11 @@ def run_one(arch: ArchConfig, recipe: Recipe, data, data_cfg: DataConfig, seed: 
 
     def on_epoch(m) -> bool:
         now = time.perf_counter()
-        run.val.append(m.val_acc)
+        run.val.append(math.nan if m.val_acc is None else m.val_acc)  # None: diverged, not evaluated
         run.seconds.append(m.cumulative_seconds)
         run.eval_seconds += (now - last[0]) - m.epoch_seconds
         last[0] = now
-        return stop_at is not None and m.val_acc >= stop_at
+        return stop_at is not None and run.val[-1] >= stop_at
 
     train(arch, recipe, data, data_cfg, seed=seed, on_epoch=on_epoch)
     steps = max(1, len(data.train_y) // recipe.batch_size)
