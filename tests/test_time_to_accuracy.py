@@ -37,7 +37,7 @@ def test_the_candidates_differ_from_today_and_the_default_is_one_of_them():
     bench = load_benchmark()
     assert bench.DEFAULT_COMBO in bench.CANDIDATES
     assert all(tricks != bench.TricksConfig() for tricks in bench.CANDIDATES.values())
-    assert set(bench.CHOOSE_SEEDS).isdisjoint(range(3))  # choosing shares no seed with what is reported
+    assert bench.CHOOSE_SEED_BASE >= 3  # choosing shares no seed with what is reported
 
 
 def test_a_tiny_run_prints_the_fixed_target_and_readable_result_lines(tiny_cifar_root, capsys):
