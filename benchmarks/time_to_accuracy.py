@@ -18,7 +18,8 @@ its time). Both recipes train through `nas.training.loop.train`, what `nas train
 
 `--choose` first compares the candidate combinations (CANDIDATES) on one architecture on
 seeds disjoint from the reported ones (from CHOOSE_SEED_BASE): today's recipe there sets that
-architecture's selection target, and the candidate with the lowest median time is used.
+architecture's selection target, and the candidate with the lowest median time is used
+(equal times, such as none reaching it: the highest median last-epoch accuracy).
 
     python benchmarks/time_to_accuracy.py                       # 3 archs x 3 seeds, DEFAULT_COMBO
     python benchmarks/time_to_accuracy.py --choose              # pick among CANDIDATES first
@@ -140,8 +141,9 @@ class Totals:
 
 
 def compare(name: str, tricks: TricksConfig, combo: str, seeds, args, data, data_cfg, totals: Totals,
-            today_runs: dict | None = None) -> float:
-    """Today's recipe, then `tricks`, on `seeds` for one architecture; returns the time ratio.
+            today_runs: dict | None = None) -> tuple[float, float]:
+    """Today's recipe, then `tricks`, on `seeds` for one architecture; returns the time ratio and
+    the median val accuracy of the trick runs' last epochs (what breaks a tie of ratios).
     `today_runs`: today's runs by (name, seed), reused across calls (the candidates share them)."""
     arch = parse_short_name(name).replace(width=args.width)
     today_recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size)
@@ -171,11 +173,11 @@ def compare(name: str, tricks: TricksConfig, combo: str, seeds, args, data, data
     ratio = statistics.median(trick_t) / statistics.median(today_t)
     print(f"  {name}: time to {target:.2%}: {TODAY} {median_spread(today_t)}; {combo} {median_spread(trick_t)}; "
           f"ratio {ratio:.3f}")
-    return ratio
+    return ratio, statistics.median(r.val[-1] for r in tricked)
 
 
 def choose(args, data, data_cfg, totals: Totals) -> str:
-    """The candidate with the lowest median time to today's accuracy on CHOOSE_ARCH, on CHOOSE_SEEDS."""
+    """The candidate with the lowest median time to today's accuracy on CHOOSE_ARCH, on selection seeds."""
     seeds = [CHOOSE_SEED_BASE + i for i in range(args.choose_seeds)]
     names = args.candidates or list(CANDIDATES)
     print(f"choosing among {', '.join(names)} on {CHOOSE_ARCH}, seeds {seeds} (not reported below)")
@@ -184,8 +186,8 @@ def choose(args, data, data_cfg, totals: Totals) -> str:
     today_runs: dict = {}  # one set of today's runs: every candidate is judged against the same target
     for combo in names:
         ratios[combo] = compare(CHOOSE_ARCH, CANDIDATES[combo], combo, seeds, args, data, data_cfg, scratch, today_runs)
-    best = min(ratios, key=ratios.get)
-    print(f"chosen: {best} ({', '.join(f'{c} {r:.3f}' for c, r in ratios.items())})")
+    best = min(ratios, key=lambda c: (ratios[c][0], -ratios[c][1]))  # the fastest; equal (inf): the most accurate
+    print(f"chosen: {best} ({', '.join(f'{c} ratio {r:.3f}, last val {a:.4f}' for c, (r, a) in ratios.items())})")
     return best
 
 
@@ -220,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"combination {combo}: {parse_short_name('base').replace(tricks=CANDIDATES[combo]).short_name()}")
     print(f"targets fixed before the run: each architecture's from today's recipe on seeds 0..{args.seeds - 1}, "
           "printed before its trick runs")
-    ratios = {name: compare(name, CANDIDATES[combo], combo, range(args.seeds), args, data, data_cfg, totals)
+    ratios = {name: compare(name, CANDIDATES[combo], combo, range(args.seeds), args, data, data_cfg, totals)[0]
               for name in args.archs}
     for recipe in (TODAY, combo):
         print(f"{recipe}: {totals.images[recipe] / totals.seconds[recipe]:.1f} training images/s, "
