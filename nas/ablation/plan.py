@@ -29,7 +29,7 @@ from nas.config.space import Param, SearchSpace
 from nas.db import Store
 from nas.db.schema import Phase
 from nas.errors import ConfigError
-from nas.models.arch import ArchConfig, parse_short_name
+from nas.models.arch import STAGES, ArchConfig, parse_short_name
 from nas.search.confirm import CONFIRM_SEED_BASE
 
 # Knobs with no "off" value, only moved to neighbours: the width, and the early exits'
@@ -55,7 +55,7 @@ class Variant:
         return f"{self.key} {_show(self.before)} -> {_show(self.after)}"
 
 
-def plan_variants(reference: ArchConfig, space: SearchSpace) -> list[Variant]:
+def plan_variants(reference: ArchConfig, space: SearchSpace, *, only: str | None = None) -> list[Variant]:
     """Every variant one change away from `reference`, in a fixed order, without repeats.
 
     For each knob, in `ArchConfig` field order:
@@ -65,10 +65,12 @@ def plan_variants(reference: ArchConfig, space: SearchSpace) -> list[Variant]:
       - down / up: an ordered knob of the space (int range, float range, a choice of
         numbers), active for the reference, moves to the nearest value of the space
         below / above the reference's; a continuous float range (no step) halves and
-        doubles it, clipped to the range. A count (residual, extra, fractal) always gets
-        "down", one fewer, the space listing it or not: removing one block.
+        doubles it, clipped to the range. A stage's count (residual, extra, fractal) always
+        gets "down", one fewer, the space listing it or not: removing one block. (A trick's
+        integer is a setting, not a count: ghost batch 32 -> 31 would not divide the batch.)
     Variants equal to the reference (a change the canonical form undoes) and repeats of
-    an earlier variant are left out.
+    an earlier variant are left out. `only`: just the keys under this dotted prefix, e.g.
+    ``tricks`` (`nas ablate --only tricks`: the training tricks, leave-one-out).
     """
     values = reference.to_flat()
     neutral = ArchConfig().to_flat()
@@ -76,6 +78,8 @@ def plan_variants(reference: ArchConfig, space: SearchSpace) -> list[Variant]:
     seen = {reference.hash}
     variants = []
     for key, before in values.items():
+        if only is not None and not (key == only or key.startswith(only + ".")):
+            continue
         moves: list[tuple[str, Any]] = []
         if key not in NOT_COMPONENTS and before != neutral[key]:
             moves.append(("off", neutral[key]))
@@ -83,7 +87,7 @@ def plan_variants(reference: ArchConfig, space: SearchSpace) -> list[Variant]:
         below, above = (None, None)
         if param is not None and param.is_active(values):
             below, above = _neighbours(param, before)
-        if below is None and _is_count(neutral[key]) and before > 0:
+        if below is None and key.split(".")[0] in STAGES and _is_count(neutral[key]) and before > 0:
             below = before - 1
         moves += [("down", below), ("up", above)]
         for move, after in moves:
@@ -98,6 +102,25 @@ def plan_variants(reference: ArchConfig, space: SearchSpace) -> list[Variant]:
             seen.add(arch.hash)
             variants.append(Variant(arch=arch, key=key, before=before, after=after, move=move))
     return variants
+
+
+def cumulative_chain(base: ArchConfig, steps: list[tuple[str, Any]]) -> list[ArchConfig]:
+    """`base`, then each change of `steps` (dotted key, value) added to the one before, in order:
+    Page's timeline ("How to train your ResNet", posts 5-8), each trick added to the last.
+
+    Not a `nas ablate` mode: its report tests each variant against one reference, and a chain
+    compares each step with the step before, another family of tests. A chain is a study:
+    every step on the same seeds (``search_spaces/page_tricks.yaml``), read with `nas status`.
+    A step that changes nothing (its value already set) is refused: it would be a step twice.
+    """
+    chain = [base]
+    for key, value in steps:
+        step = ArchConfig.from_flat({**chain[-1].to_flat(), key: value}, source=f"step {key}")
+        if step.hash == chain[-1].hash:
+            raise ConfigError(f"cumulative step {key}={_show(value)} changes nothing after "
+                              f"{chain[-1].short_name()!r}; give each step a change.")
+        chain.append(step)
+    return chain
 
 
 def _neighbours(param: Param, value: Any) -> tuple[Any, Any]:

@@ -44,6 +44,11 @@ def ablate(
     max_repeats: Annotated[
         int, typer.Option(help="With --until-separated: the most seeds a variant gets.")
     ] = 10,
+    only: Annotated[
+        str | None,
+        typer.Option(help="Only the components under this dotted key, e.g. 'tricks' (the training tricks, "
+                     "each switched off from the reference's set) or 'L2'. [default: every component]"),
+    ] = None,
     address: AddressOption = None,
     db: DbOption = None,
     data_root: DataRootOption = None,
@@ -64,10 +69,12 @@ def ablate(
     Example: nas ablate cifar_fast --repeats 3 --dry-run
     """
     with exit_on_user_error():
-        _ablate_command(experiment, arch, repeats, dry_run, until_separated, max_repeats, address, db, data_root)
+        _ablate_command(experiment, arch, repeats, dry_run, until_separated, max_repeats, address, db, data_root,
+                        only=only)
 
 
-def _ablate_command(experiment, arch_text, repeats, dry_run, until_separated, max_repeats, address, db, data_root) -> None:
+def _ablate_command(experiment, arch_text, repeats, dry_run, until_separated, max_repeats, address, db, data_root,
+                    *, only=None) -> None:
     from nas.ablation.plan import ablation_seeds, plan_variants, resolve_reference
     from nas.config.experiment import MAX_SEEDS
     from nas.stats import MIN_SEEDS
@@ -88,7 +95,7 @@ def _ablate_command(experiment, arch_text, repeats, dry_run, until_separated, ma
     with open_existing_store(db_url, read_only=dry_run) as store:
         spec = stored_spec(store, experiment)
         reference = resolve_reference(store, experiment, arch_text)
-        variants = plan_variants(reference, spec.space)
+        variants = plan_variants(reference, spec.space, only=only)
         repeats = repeats if repeats is not None else spec.confirm.repeats
         if repeats < 2:
             raise ConfigError(
@@ -102,9 +109,10 @@ def _ablate_command(experiment, arch_text, repeats, dry_run, until_separated, ma
             raise ConfigError(f"{repeats} paired seeds test nothing: a variant is tested from {MIN_SEEDS} seeds on; "
                               f"pass --repeats {MIN_SEEDS} or more, or --until-separated.")
         if not variants:
+            under = "" if only is None else f" under --only {only!r}"
             raise ConfigError(
-                f"nothing to ablate: {reference.short_name()} has no component to switch off and the space of "
-                f"{experiment!r} gives no neighbouring values; choose another --arch."
+                f"nothing to ablate{under}: {reference.short_name()} has no component to switch off there and the "
+                f"space of {experiment!r} gives no neighbouring values; choose another --arch or --only."
             )
         print_plan(store, experiment, reference, variants, ablation_seeds(repeats))
     if dry_run:
