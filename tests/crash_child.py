@@ -12,7 +12,6 @@ import time
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 
 EPOCHS, SEEDS, VAL = 4, 12, 400
 SPACE = {"width": {"fixed": 0.125}, "L1.residual": {"choice": [0, 1]}, "L2.residual": {"choice": [0, 1]},
@@ -35,26 +34,10 @@ def spec(folder: Path, name: str = "crash"):
 def recording(experiment):
     """Curves rising to a level set by the residual blocks, with seed noise (seeded: the same
     recording in every run)."""
-    from nas.stats import pack_correct
-    from nas.trials.recorded import Recording
+    from tests.helpers import rising_recording
 
-    archs = [experiment.space.arch_from_params(point) for point in experiment.space.grid()]
-    rng = np.random.default_rng(11)
-    k = len(archs)
-    val = np.zeros((k, SEEDS, EPOCHS))
-    bits = np.zeros((k, SEEDS, (VAL + 7) // 8), dtype=np.uint8)
-    for i, arch in enumerate(archs):
-        base = 0.5 + 0.06 * sum(getattr(arch, s).residual for s in ("L1", "L2", "L3"))
-        for j in range(SEEDS):
-            level = base + 0.01 * rng.standard_normal()
-            for e in range(EPOCHS):
-                right = rng.random(VAL) < level * (0.7 + 0.1 * e)
-                val[i, j, e] = right.mean()
-            bits[i, j] = np.frombuffer(pack_correct(right), dtype=np.uint8)
-    seconds = np.cumsum(np.full((k, SEEDS, EPOCHS), 1.0), axis=2)
-    return Recording(tuple(a.hash for a in archs), tuple(a.short_name() for a in archs), tuple(range(100, 100 + SEEDS)),
-                     2.0 - val, val.copy(), val, val.copy(), seconds, bits, bits.copy(), VAL, VAL,
-                     np.ones((k, SEEDS), dtype=bool), {})
+    return rising_recording(experiment, lambda arch: 0.5 + 0.06 * sum(getattr(arch, s).residual for s in ("L1", "L2", "L3")),
+                            seeds=SEEDS, epochs=EPOCHS, val_images=VAL, rng_seed=11)
 
 
 def main(db_url: str, folder: str, name: str = "crash") -> None:

@@ -216,3 +216,30 @@ def kill_all(pids: list[int]) -> None:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
+
+
+def rising_recording(spec, level_of, *, seeds: int, epochs: int, val_images: int, rng_seed: int,
+                     epoch_seconds: float = 1.0, seed_sd: float = 0.01):
+    """A synthetic `nas.trials.recorded.Recording` of `spec`'s grid for replays: each
+    architecture's val curve rises to `level_of(arch)` (plus Gaussian seed noise `seed_sd`),
+    each epoch a binomial draw on `val_images` images; the per-image bits are the last epoch's.
+    Seeded: the same recording every call."""
+    from nas.stats import pack_correct
+    from nas.trials.recorded import Recording
+
+    archs = [spec.space.arch_from_params(point) for point in spec.space.grid()]
+    rng = np.random.default_rng(rng_seed)
+    k = len(archs)
+    val = np.zeros((k, seeds, epochs))
+    bits = np.zeros((k, seeds, (val_images + 7) // 8), dtype=np.uint8)
+    for i, arch in enumerate(archs):
+        for j in range(seeds):
+            level = level_of(arch) + seed_sd * rng.standard_normal()
+            for e in range(epochs):
+                right = rng.random(val_images) < level * (0.7 + 0.1 * e)
+                val[i, j, e] = right.mean()
+            bits[i, j] = np.frombuffer(pack_correct(right), dtype=np.uint8)
+    seconds = np.cumsum(np.full((k, seeds, epochs), epoch_seconds), axis=2)
+    return Recording(tuple(a.hash for a in archs), tuple(a.short_name() for a in archs), tuple(range(100, 100 + seeds)),
+                     2.0 - val, val.copy(), val, val.copy(), seconds, bits, bits.copy(), val_images, val_images,
+                     np.ones((k, seeds), dtype=bool), {})

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections import Counter
 from functools import partial
 
-import numpy as np
 from typer.testing import CliRunner
 
 from nas.cli import app
@@ -17,12 +16,11 @@ from nas.db.schema import Phase, TrialStatus
 from nas.search.controller import SearchController
 from nas.search.launch import launch
 from nas.search.pruning import PILOT, PruneReason, pilot_size
-from nas.stats import pack_correct
 from nas.trials.experiment import open_experiment
 from nas.trials.inline import run_inline
 from nas.trials.recorded import Recording
 from nas.trials.replay import ReplayRun, recorded_seed_map
-from tests.helpers import experiment_yaml
+from tests.helpers import experiment_yaml, rising_recording
 from tests.old_store import OLD_TRIAL_ID, write_old_store
 
 EPOCHS, SEEDS, VAL = 4, 16, 2000
@@ -76,22 +74,8 @@ def test_a_grid_runs_its_first_architectures_twice_first(tmp_path):
 
 def _recording(spec, finals: dict[str, float]) -> Recording:
     """Each architecture's curve rising to its final accuracy, measured on VAL images."""
-    archs = [spec.space.arch_from_params(point) for point in spec.space.grid()]
-    rng = np.random.default_rng(3)
-    k = len(archs)
-    val = np.zeros((k, SEEDS, EPOCHS))
-    bits = np.zeros((k, SEEDS, (VAL + 7) // 8), dtype=np.uint8)
-    for i, arch in enumerate(archs):
-        for j in range(SEEDS):
-            level = finals[arch.short_name()] + 0.01 * rng.standard_normal()  # seed noise
-            for e in range(EPOCHS):
-                right = rng.random(VAL) < level * (0.7 + 0.1 * e)
-                val[i, j, e] = right.mean()
-            bits[i, j] = np.frombuffer(pack_correct(right), dtype=np.uint8)
-    seconds = np.cumsum(np.full((k, SEEDS, EPOCHS), 2.0), axis=2)
-    return Recording(tuple(a.hash for a in archs), tuple(a.short_name() for a in archs), tuple(range(100, 100 + SEEDS)),
-                     2.0 - val, val.copy(), val, val.copy(), seconds, bits, bits.copy(), VAL, VAL,
-                     np.ones((k, SEEDS), dtype=bool), {})
+    return rising_recording(spec, lambda arch: finals[arch.short_name()], seeds=SEEDS, epochs=EPOCHS,
+                            val_images=VAL, rng_seed=3, epoch_seconds=2.0)
 
 
 def test_a_pruned_trial_stores_why_and_nas_status_prints_it(tmp_path):
