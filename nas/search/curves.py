@@ -46,10 +46,6 @@ class _Spread:
         self.mean += delta / self.n
         self.m2 += delta * (value - self.mean)
 
-    @property
-    def var(self) -> float:
-        return self.m2 / (self.n - 1) if self.n > 1 else 0.0
-
 
 @dataclass
 class _Epoch:

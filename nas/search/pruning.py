@@ -189,11 +189,6 @@ class NoiseMargin:
             return None
         return cls(float(options.get("percentile", 50.0)), margin)
 
-    @property
-    def tail(self) -> float:
-        """The one-sided error the gap allows: P(stopped) for a trial at the threshold."""
-        return float(scipy_stats.norm.sf(self.margin))
-
     def threshold_of(self, sorted_values: list[float], maximize: bool) -> float:
         """As Optuna's PercentilePruner: for a maximised value the top `percentile` survive."""
         return percentile(sorted_values, 100 - self.percentile if maximize else self.percentile)
