@@ -4,44 +4,16 @@ of what the dashboard shows comes from `nas.dashboard.queries`."""
 
 from __future__ import annotations
 
-import sqlite3
 import warnings
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pandas as pd
 import streamlit as st
 from nas.dashboard.queries import ACCURACY_METRICS, experiment_config, open_engine
-from nas.db import Store, resolve_db_url
-from sqlalchemy.engine import make_url
+from nas.db import Store, optuna_storage
 
 # parameter importance refits a model, the rank correlations read every curve: at most this often
 IMPORTANCE_TTL_S = 60
-
-
-def _optuna_storage(url: str):
-    """Optuna's RDB storage on the same database, read-only and never creating tables."""
-    import optuna
-
-    url = resolve_db_url(url)
-    parsed = make_url(url)
-    kwargs: dict[str, Any] = {}
-    if parsed.get_backend_name() == "sqlite":
-        path = Path(parsed.database or "").expanduser().resolve()
-        uri = f"file:{quote(path.as_posix())}?mode=ro"
-        kwargs = {"creator": lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)}
-    elif parsed.get_backend_name() in ("postgresql", "postgres"):
-        if parsed.drivername in ("postgresql", "postgres"):
-            parsed = parsed.set(drivername="postgresql+psycopg")
-        # Appended to the URL's own options (e.g. a search_path), as nas.db.make_engine does.
-        given = parsed.query.get("options", "")
-        given = given if isinstance(given, str) else " ".join(given)
-        kwargs = {"connect_args": {"options": f"{given} -c default_transaction_read_only=on".strip()}}
-        url = parsed.render_as_string(hide_password=False)
-    return optuna.storages.RDBStorage(
-        url, engine_kwargs=kwargs, skip_table_creation=True, skip_compatibility_check=True
-    )
 
 
 def importance_evaluators() -> list[str]:
@@ -67,7 +39,7 @@ def param_importances(url: str, experiment: str, evaluator: str = "PED-ANOVA") -
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     result: dict[str, Any] = {"importances": {}, "trials": 0, "error": None}
     try:
-        study = optuna.load_study(study_name=experiment, storage=_optuna_storage(url))
+        study = optuna.load_study(study_name=experiment, storage=optuna_storage(url, read_only=True))
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     except Exception as exc:  # KeyError (no such study), SQL errors (no Optuna tables)
         result["error"] = f"no Optuna study named {experiment!r} could be read ({type(exc).__name__}: {exc})."

@@ -6,7 +6,7 @@ methods and `nas.db.schema` for the tables.
 
 from __future__ import annotations
 
-from nas.db.engine import make_engine, mask_url, resolve_db_url, upgrade
+from nas.db.engine import make_engine, mask_url, optuna_storage, resolve_db_url, upgrade
 from nas.db.schema import (
     AblationVariant,
     Architecture,
@@ -37,6 +37,7 @@ __all__ = [
     "WidthCurvePoint",
     "make_engine",
     "mask_url",
+    "optuna_storage",
     "resolve_db_url",
     "upgrade",
 ]

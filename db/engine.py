@@ -96,6 +96,48 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
         StoreError: the URL is malformed, names an unsupported database or a driver
             that is not installed, or the database cannot be opened.
     """
+    parsed, masked, kwargs = _engine_args(url, read_only=read_only)
+    engine = _create(parsed, masked, **kwargs)
+    if engine.dialect.name == "sqlite":
+        _add_sqlite_pragmas(engine, read_only=read_only)
+    _check_connects(engine, masked)
+    return engine
+
+
+def optuna_storage(url: str, *, read_only: bool = False) -> Any:
+    """Optuna's RDB storage on the store's database, its engine built here by make_engine's
+    rules (one URL normalisation, driver, busy timeout, durability, read-only mode), so
+    that nas's engine and Optuna's cannot drift apart (issue 26 D8 was such a drift).
+
+    Optuna keeps its own transactions: its SQLite engine gets neither ``BEGIN IMMEDIATE``
+    (its reads would take the write lock) nor foreign keys (its deletes rely on its ORM's
+    cascades). ``read_only`` neither creates nor checks Optuna's tables (the dashboard).
+
+    Raises:
+        StoreError: as make_engine.
+    """
+    import optuna
+
+    parsed, masked, kwargs = _engine_args(url, read_only=read_only)
+    try:
+        with _driver_errors(masked):
+            storage = optuna.storages.RDBStorage(
+                parsed.render_as_string(hide_password=False), engine_kwargs=kwargs,
+                skip_table_creation=read_only, skip_compatibility_check=read_only,
+            )
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        if parsed.password:
+            reason = reason.replace(str(parsed.password), "***")
+        raise StoreError(f"cannot open Optuna's storage in {masked}: {reason}.") from exc
+    if storage.engine.dialect.name == "sqlite":
+        _add_sqlite_pragmas(storage.engine, read_only=read_only, own_transactions=False)
+        storage.engine.dispose()  # its connection that created the tables predates the listener
+    return storage
+
+
+def _engine_args(url: str, *, read_only: bool) -> tuple[URL, str, dict[str, Any]]:
+    """The URL (normalised), its masked form, and create_engine's arguments for it."""
     url = _path_to_url(url)
     masked = mask_url(url)
     try:
@@ -104,28 +146,23 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
         raise StoreError(f"{masked!r} is not a database URL; {_URL_HELP}.") from exc
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        engine = _sqlite_engine(parsed, masked, read_only=read_only)
-    elif backend in ("postgresql", "postgres"):
-        engine = _postgres_engine(parsed, masked, read_only=read_only)
-    else:
-        raise StoreError(
-            f"unsupported database {backend!r} in {masked}; nas stores results in SQLite "
-            f"or PostgreSQL: {_URL_HELP}."
-        )
-    _check_connects(engine, masked)
-    return engine
+        return _sqlite_args(parsed, masked, read_only=read_only)
+    if backend in ("postgresql", "postgres"):
+        return _postgres_args(parsed, masked, read_only=read_only)
+    raise StoreError(
+        f"unsupported database {backend!r} in {masked}; nas stores results in SQLite "
+        f"or PostgreSQL: {_URL_HELP}."
+    )
 
 
-def _sqlite_engine(url: URL, masked: str, *, read_only: bool) -> Engine:
+def _sqlite_args(url: URL, masked: str, *, read_only: bool) -> tuple[URL, str, dict[str, Any]]:
     database = url.database or ""
     if database in ("", ":memory:"):
         if read_only:
             raise StoreError(f"{masked} is an in-memory database; it cannot be opened read-only.")
         # One shared connection, so every thread sees the same in-memory database.
-        engine = _create(
-            url, masked, poolclass=StaticPool, connect_args={"check_same_thread": False}
-        )
-    elif read_only:
+        return url, masked, {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
+    if read_only:
         path = Path(database).expanduser().resolve()
         if not path.is_file():
             raise StoreError(
@@ -135,31 +172,27 @@ def _sqlite_engine(url: URL, masked: str, *, read_only: bool) -> Engine:
         # mode=ro never creates or writes the file, and only a file: URI can say so;
         # a creator keeps engine.url as the user wrote it, for messages.
         uri = f"file:{quote(path.as_posix())}?mode=ro"
-        engine = _create(
-            url, masked, creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)
-        )
-    else:
-        path = Path(database).expanduser()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(
-                f"cannot create the folder {path.parent} for {masked}: {exc.strerror}; "
-                "choose a writable location with --db or NAS_DB."
-            ) from exc
-        engine = _create(url.set(database=path.as_posix()), masked)
-    _add_sqlite_pragmas(engine, read_only=read_only)
-    return engine
+        return url, masked, {"creator": lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)}
+    path = Path(database).expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot create the folder {path.parent} for {masked}: {exc.strerror}; "
+            "choose a writable location with --db or NAS_DB."
+        ) from exc
+    return url.set(database=path.as_posix()), masked, {}
 
 
-def _add_sqlite_pragmas(engine: Engine, *, read_only: bool) -> None:
+def _add_sqlite_pragmas(engine: Engine, *, read_only: bool, own_transactions: bool = True) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, connection_record: Any) -> None:
-        # pysqlite's own implicit BEGIN is turned off; _on_begin below emits ours.
-        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA foreign_keys = ON")
+        if own_transactions:
+            # pysqlite's own implicit BEGIN is turned off; _on_begin below emits ours.
+            dbapi_connection.isolation_level = None
+            cursor.execute("PRAGMA foreign_keys = ON")
         if read_only:
             cursor.execute("PRAGMA query_only = ON")
         else:
@@ -171,14 +204,15 @@ def _add_sqlite_pragmas(engine: Engine, *, read_only: bool) -> None:
             cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Connection) -> None:
-        # IMMEDIATE takes the write lock at BEGIN, where the busy timeout applies; a
-        # deferred read-then-write transaction can fail at once with SQLITE_BUSY.
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+    if own_transactions:
+        @event.listens_for(engine, "begin")
+        def _on_begin(connection: Connection) -> None:
+            # IMMEDIATE takes the write lock at BEGIN, where the busy timeout applies; a
+            # deferred read-then-write transaction can fail at once with SQLITE_BUSY.
+            connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
-def _postgres_engine(url: URL, masked: str, *, read_only: bool) -> Engine:
+def _postgres_args(url: URL, masked: str, *, read_only: bool) -> tuple[URL, str, dict[str, Any]]:
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg")
     connect_args: dict[str, Any] = {}
@@ -189,12 +223,19 @@ def _postgres_engine(url: URL, masked: str, *, read_only: bool) -> Engine:
         given = url.query.get("options", "")
         given = given if isinstance(given, str) else " ".join(given)
         connect_args["options"] = f"{given} -c default_transaction_read_only=on".strip()
-    return _create(url, masked, pool_pre_ping=True, connect_args=connect_args)
+    return url, masked, {"pool_pre_ping": True, "connect_args": connect_args}
 
 
 def _create(url: URL, masked: str, **kwargs: Any) -> Engine:
-    try:
+    with _driver_errors(masked):
         return create_engine(url, **kwargs)
+
+
+@contextmanager
+def _driver_errors(masked: str) -> Iterator[None]:
+    """A missing driver or an unknown +driver as a StoreError, for nas's engine and Optuna's."""
+    try:
+        yield
     except ImportError as exc:
         raise StoreError(
             f"the database driver for {masked} is not installed ({exc}); for PostgreSQL "

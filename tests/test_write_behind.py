@@ -26,7 +26,7 @@ from nas.db import Phase, Store, TrialStatus
 from nas.db.schema import EpochResult, Trial
 from nas.db.write_behind import WriteBehind
 from nas.models.arch import ArchConfig
-from nas.search.controller import optuna_storage
+from nas.db import optuna_storage
 from nas.search.studies import MirroredStudy, record
 from nas.training.recipe import Recipe
 from nas.trials.artifacts import TrialSetup

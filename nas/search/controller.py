@@ -22,7 +22,7 @@ import optuna
 from optuna.trial import TrialState
 
 from nas.config.experiment import ExperimentSpec, Objective, SearchSettings
-from nas.db import Store
+from nas.db import Store, optuna_storage
 from nas.db.schema import Phase, TrialStatus
 from nas.db.write_behind import WriteBehind
 from nas.models.arch import ArchConfig
@@ -47,28 +47,6 @@ class SearchPlan(TrialPlan):
 def prune_objective(search: SearchSettings) -> Objective | None:
     """The objective a pruner watches: the first accuracy objective, if any."""
     return next((o for o in search.objectives if o.metric in CURVE_METRICS), None)
-
-
-def optuna_storage(db_url: str) -> optuna.storages.RDBStorage:
-    """Optuna's RDB storage in the store's own database (optuna-dashboard opens it too)."""
-    from nas.db import resolve_db_url
-
-    url = resolve_db_url(db_url)
-    engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        engine_kwargs = {"connect_args": {"timeout": 30}}
-    elif url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://"):]
-    storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    if url.startswith("sqlite"):
-        from sqlalchemy import event
-
-        @event.listens_for(storage.engine, "connect")
-        def _sync_normal(dbapi_connection, record) -> None:  # as nas's own engine: db/engine.py says why
-            dbapi_connection.execute("PRAGMA synchronous = NORMAL")
-
-        storage.engine.dispose()  # the connection opened to create the tables predates the listener
-    return storage
 
 
 class SearchController:
