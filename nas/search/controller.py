@@ -16,6 +16,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import optuna
@@ -104,7 +105,7 @@ class SearchController:
         # pruner's margin knows the seed noise; those a killed driver already ran count
         self.pilot = pilot_size(search.pruner, search.repeats) if self.prunes else 0
         if search.sampler == "grid":  # a grid has as many architectures as it has
-            self.pilot = min(self.pilot, len(self._grid_points()))
+            self.pilot = min(self.pilot, len(self._grid_points))
         self.piloted = {arch for arch, seeds in self.used_seeds.items() if len(seeds) > 1}
 
     @property
@@ -123,7 +124,7 @@ class SearchController:
         """Search trials the experiment runs in all (grid: every point x repeats)."""
         search = self.spec.search
         if search.sampler == "grid":
-            return len(self.spec.space.grid()) * search.repeats + self.pilot
+            return sum(map(len, self._grid_points.values())) * search.repeats + self.pilot
         return search.n_trials * search.repeats + self.pilot
 
     def enqueue_grid(self) -> None:
@@ -135,7 +136,7 @@ class SearchController:
         right after their first."""
         if self.spec.search.sampler != "grid":
             return
-        points = self._grid_points()
+        points = self._grid_points
         first = self.spec.search.seed
         for k, (arch_hash, same) in enumerate(points.items()):  # two points may build one network (one hash)
             planned = len(same) * self.spec.search.repeats + (1 if k < self.pilot else 0)
@@ -145,8 +146,10 @@ class SearchController:
                 seed = {"seed": unfinished[i]} if i < len(unfinished) else None  # else: the next unused
                 self.study.enqueue_trial(same[i % len(same)], user_attrs=seed)
 
+    @cached_property
     def _grid_points(self) -> dict[str, list[dict[str, Any]]]:
-        """The grid's points by the architecture they build, in the grid's order."""
+        """The grid's points by the architecture they build, in the grid's order (built once:
+        a large grid's networks take a while to describe)."""
         points: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for point in self.spec.space.grid():
             points[self.spec.space.suggest(optuna.trial.FixedTrial(point)).hash].append(point)
