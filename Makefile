@@ -6,8 +6,13 @@ BIN := $(VENV)/bin
 # `make install TORCH=torch==2.13.0 TORCH_INDEX=https://download.pytorch.org/whl/cu128`.
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
+# PyPI's torchvision is built against PyPI's CUDA torch and does not import beside the CPU torch
+# above, so the one test that compares with torchvision.ops.deform_conv2d runs it in a side venv
+# holding a PyPI pair that imports together (CUDA builds, which run on CPU: about 5.5 GB, ~1 min).
+TV_VENV ?= .venv-torchvision
+TV_PAIR ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test test-fast bench docs reference clean
+.PHONY: install demo test test-fast bench docs reference torchvision-venv clean
 
 install: $(BIN)/nas
 
@@ -16,6 +21,15 @@ $(BIN)/nas: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install --quiet -e '.[test,docs]'
+	touch $@
+
+# The side venv for tests/test_primitives_deform.py's torchvision comparison. Made once and kept:
+# remove .venv-torchvision (`make clean` does) to rebuild it, e.g. after changing TV_PAIR.
+torchvision-venv: $(TV_VENV)/.installed
+
+$(TV_VENV)/.installed:
+	$(PYTHON) -m venv $(TV_VENV)
+	$(TV_VENV)/bin/pip install --quiet $(TV_PAIR)
 	touch $@
 
 # The main job on the embedded default: local Ray, SQLite ./nas.db, CIFAR-10 from
@@ -49,4 +63,4 @@ reference: install
 	$(BIN)/python docs/gen_reference.py
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache site
+	rm -rf $(VENV) $(TV_VENV) *.egg-info .pytest_cache site

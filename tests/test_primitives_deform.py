@@ -1,9 +1,13 @@
 """Deformable convolution v1/v2 in plain torch: equal to a conv at zero offsets, to a naive
-bilinear reference at random offsets, to torchvision where it imports; FLOPs counted."""
+bilinear reference at random offsets, to torchvision (in this process where it imports, else
+in the side venv of `make torchvision-venv`); FLOPs counted."""
 
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -79,17 +83,72 @@ def test_random_offsets_equal_the_naive_bilinear_reference(modulated, stride, pa
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
 
 
-def test_agrees_with_torchvision_deform_conv2d():
+# torchvision's op, run where it imports: in this process, else in the side venv that `make
+# torchvision-venv` creates (NAS_TORCHVISION_PYTHON names another python; CI sets
+# NAS_REQUIRE_TORCHVISION=1, and then neither being there fails instead of skipping).
+TORCHVISION_CHILD = Path(__file__).with_name("torchvision_child.py")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _torchvision_cases() -> list[dict]:
+    """Random inputs, offsets reaching outside the image, over (stride, padding, dilation,
+    kernel, bias, mask); the first two are the 3x3, stride-1 v1 and v2 of one input."""
+    cases = []
+    for i, (stride, padding, dilation, kernel, bias, modulated) in enumerate([
+        ((1, 1), (1, 1), (1, 1), (3, 3), True, False),
+        ((1, 1), (1, 1), (1, 1), (3, 3), True, True),
+        ((2, 2), (1, 1), (1, 1), (3, 3), False, True),
+        ((1, 1), (2, 2), (2, 2), (3, 3), True, False),
+        ((2, 1), (0, 1), (1, 2), (3, 2), True, True),
+    ]):
+        seed = 0 if i < 2 else 10 * i  # cases 0 and 1 share their input
+        height, width = (6, 6) if i < 2 else (7, 6)
+        out_h = (height + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+        out_w = (width + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+        taps = kernel[0] * kernel[1]
+        cases.append({
+            "x": _rand(2, 3, height, width, seed=seed), "weight": _rand(4, 3, *kernel, seed=seed + 1),
+            "bias": _rand(4, seed=seed + 2) if bias else None,
+            "offset": _rand(2, 2 * taps, out_h, out_w, seed=seed + 3, scale=2.0),
+            "mask": torch.rand(2, taps, out_h, out_w, generator=torch.Generator().manual_seed(seed + 4))
+            if modulated else None,
+            "stride": stride, "padding": padding, "dilation": dilation,
+        })
+    return cases
+
+
+def _torchvision_outputs(cases: list[dict], tmp_path: Path) -> list[torch.Tensor]:
     try:
         from torchvision.ops import deform_conv2d as tv_deform_conv2d
     except Exception as err:  # absent, or built for another torch (its ops fail to load)
-        pytest.skip(f"torchvision is not importable here ({type(err).__name__}: {err})")
-    x, weight, bias = _rand(2, 3, 6, 6), _rand(4, 3, 3, 3, seed=1), _rand(4, seed=2)
-    offset, mask = _rand(2, 18, 6, 6, seed=3, scale=2.0), torch.rand(2, 9, 6, 6)
-    for m in (None, mask):
-        ours = deform_conv2d(x, offset, weight, bias, padding=1, mask=m)
-        theirs = tv_deform_conv2d(x, offset, weight, bias, padding=(1, 1), mask=m)
-        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+        not_here = f"{type(err).__name__}: {err}"
+    else:
+        return [tv_deform_conv2d(c["x"], c["offset"], c["weight"], c["bias"], stride=c["stride"],
+                                 padding=c["padding"], dilation=c["dilation"], mask=c["mask"]) for c in cases]
+    python = Path(os.environ.get("NAS_TORCHVISION_PYTHON", ".venv-torchvision/bin/python"))
+    python = python if python.is_absolute() else REPO / python
+    if not python.exists():
+        reason = (f"torchvision is not importable here ({not_here}) and there is no side venv at {python}: "
+                  "`make torchvision-venv` creates it")
+        if os.environ.get("NAS_REQUIRE_TORCHVISION") == "1":
+            pytest.fail(f"NAS_REQUIRE_TORCHVISION=1, but {reason}")
+        pytest.skip(reason)
+    torch.save(cases, tmp_path / "cases.pt")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the side venv's own torch only
+    run = subprocess.run([str(python), str(TORCHVISION_CHILD), str(tmp_path / "cases.pt"), str(tmp_path / "out.pt")],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, f"{python} {TORCHVISION_CHILD.name} failed:\n{run.stdout}{run.stderr[-4000:]}"
+    return torch.load(tmp_path / "out.pt", weights_only=True)
+
+
+def test_agrees_with_torchvision_deform_conv2d(tmp_path):
+    cases = _torchvision_cases()
+    for i, (c, theirs) in enumerate(zip(cases, _torchvision_outputs(cases, tmp_path), strict=True)):
+        ours = deform_conv2d(c["x"], c["offset"], c["weight"], c["bias"], stride=c["stride"],
+                             padding=c["padding"], dilation=c["dilation"], mask=c["mask"])
+        where = (f"case {i}: stride {c['stride']}, padding {c['padding']}, dilation {c['dilation']}, "
+                 f"kernel {tuple(c['weight'].shape[2:])}, mask {c['mask'] is not None}")
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5, msg=lambda m, where=where: f"{where}: {m}")
 
 
 def test_gradients_match_finite_differences():
