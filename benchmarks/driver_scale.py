@@ -100,6 +100,8 @@ class DriverClock:
             original = getattr(TrialBatch, name)
 
             def timed(batch, *args, _original=original, _name=name, **kwargs):
+                # looked up before the call: a trial's end drops its plan (nas.trials.batch, D9)
+                plan = batch.plans.get(args[0]) if _name in ("complete", "error") else None
                 start, start_cpu = time.perf_counter(), time.thread_time()
                 try:
                     return _original(batch, *args, **kwargs)
@@ -111,7 +113,6 @@ class DriverClock:
                     self.longest = max(self.longest, (spent, _name, len(self.ends)))
                     if _name == "result":
                         self.epochs += 1
-                    plan = batch.plans.get(args[0]) if _name in ("complete", "error") else None
                     if plan is not None and plan.phase == Phase.SEARCH:
                         self.writes = batch.writes
                         writer = (batch.writes.busy, batch.writes.cpu) if batch.writes is not None else (0.0, 0.0)
@@ -247,6 +248,9 @@ def main() -> None:
         if drop is not None:
             drop()
         n = len(clock.ends)
+        if n < 2 * WINDOW:  # the clock's hooks missed the trials' ends: say so, not a KeyError below
+            raise SystemExit(f"driver_scale: the clock saw {n} search trial ends of {args.trials}; "
+                             "nas.trials.batch.TrialBatch's callbacks changed under DriverClock.install.")
         marks = list(dict.fromkeys(m for m in (WINDOW, 1000, 2500, 5000, n) if WINDOW <= m <= n))
         cells = []
         key = (backend, concurrency, writes)
