@@ -574,3 +574,20 @@ def test_sigkill_of_a_simulated_many_node_launch_then_resume_loses_and_duplicate
                              env=env)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     _check_recorded_once(db, "killsim", 150)
+
+
+def test_the_rank_gate_is_refitted_at_every_new_pair_below_100_and_after_1_percent_growth_above():
+    from nas.search.curves import REFIT_GROWTH, _Epoch
+    from nas.search.pruning import rank_gate
+
+    rng = random.Random(3)
+    epoch, fits = _Epoch(), []
+    for i in range(400):
+        value = rng.random()
+        epoch.add(value, f"a{i}", value + rng.gauss(0, 0.3))
+        fit = epoch.gate()
+        fits.append(fit[3])
+        assert fit == rank_gate([v for v, _ in epoch.pairs[: fit[3]]], [f for _, f in epoch.pairs[: fit[3]]])
+        assert len(epoch.pairs) - fit[3] < max(1.0, REFIT_GROWTH * fit[3])  # at most 1% stale
+    assert fits[:100] == list(range(1, 101))  # exact while small
+    assert len(set(fits)) <= 100 + math.log(4) / math.log(1 + REFIT_GROWTH) + 1  # then one per 1% growth

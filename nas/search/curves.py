@@ -4,8 +4,9 @@ search: the finished trials' curves are indexed per epoch as they finish.
 Optuna's `PercentilePruner` walks every completed trial at every report, and nas's rule
 (`nas.search.pruning.NoiseMargin.decide`) would walk them again whenever Optuna said stop: a
 few ms per epoch at 10,000 trials, per trial the most of the driver's time after sampling.
-`IndexedPercentilePruner` decides exactly as `PercentilePruner` followed by
-`NoiseMargin.decide` (tests/test_driver_scale.py checks it against both on random studies),
+`IndexedPercentilePruner` decides as `PercentilePruner` followed by `NoiseMargin.decide`
+(exactly below 100 pairs per epoch, the rank gate at most 1% stale above: tests/test_driver_scale.py
+checks it against both on random studies),
 from an index it keeps up to date itself: at each decision it looks only at the trials that
 are new since the last one or were not finished then (Optuna's own `_CachedStorage` reads the
 same way), so its cost does not grow with the finished trials:
@@ -13,7 +14,10 @@ same way), so its cost does not grow with the finished trials:
 - per epoch, the completed values sorted (the percentile threshold: two lookups);
 - per epoch and architecture, running sums of its seeds' spread (the seed noise: O(1));
 - per epoch, the (value, final) pairs the rank gate fits, fitted only for a trial the
-  threshold and the gap already stop (O(n log n), for the few that get that far).
+  threshold and the gap already stop, and again only once the pairs grew by 1% (below 100
+  pairs: at every new one, so a small search decides exactly as the walk; above, the gate may
+  be up to 1% of the trials stale — O(n log n) per refit, a few hundred refits per epoch over
+  10,000 trials).
 
 Each stop's `PruneReason` waits in `reasons`, by trial number, for the controller to store.
 """
@@ -30,7 +34,9 @@ from optuna.pruners._percentile import _get_best_intermediate_result_over_steps,
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.search.pruning import NoiseMargin, PruneReason, percentile
+from nas.search.pruning import NoiseMargin, PruneReason, percentile, rank_gate
+
+REFIT_GROWTH = 0.01  # the rank gate's staleness bound: refitted when an epoch's pairs grew by 1%
 
 @dataclass
 class _Spread:
@@ -68,8 +74,16 @@ class _Epoch:
         if final is not None and math.isfinite(final):
             self.pairs.append((value, final))
 
-    def ranks(self) -> tuple[list[float], list[float]]:
-        return [v for v, _ in self.pairs], [f for _, f in self.pairs]
+    fit: tuple[bool, float, float, int] | None = None  # the rank gate's last fit (`rank_gate`)
+
+    def gate(self) -> tuple[bool, float, float, int]:
+        """The rank gate's fit on the pairs, refitted once they grew by REFIT_GROWTH (every new
+        pair below 100): a fit is O(n log n), and refitting at every stop made the driver's
+        cost per trial grow with the search (benchmarks/driver_scale.py: 5 -> 28 ms at 10,000)."""
+        fitted = self.fit[3] if self.fit is not None else -1
+        if self.fit is None or len(self.pairs) - fitted >= max(1.0, REFIT_GROWTH * fitted):
+            self.fit = rank_gate([v for v, _ in self.pairs], [f for _, f in self.pairs])
+        return self.fit
 
 
 class IndexedPercentilePruner(PercentilePruner):
@@ -140,7 +154,7 @@ class IndexedPercentilePruner(PercentilePruner):
             self.reasons[trial.number] = PruneReason("optuna", step, best, threshold, self._percentile,
                                                      len(epoch.sorted_values), pruner="PercentilePruner")
             return True
-        reason = self.margin.judge(step, best, epoch.sorted_values, epoch.seed_m2, epoch.seed_dof, epoch.ranks,
+        reason = self.margin.judge(step, best, epoch.sorted_values, epoch.seed_m2, epoch.seed_dof, epoch.gate,
                                    maximize)
         if reason is None:
             return False

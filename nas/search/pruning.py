@@ -194,10 +194,10 @@ class NoiseMargin:
         return percentile(sorted_values, 100 - self.percentile if maximize else self.percentile)
 
     def judge(self, step: int, value: float, sorted_values: list[float], seed_m2: float, seed_dof: int,
-              ranks, maximize: bool) -> PruneReason | None:
+              gate, maximize: bool) -> PruneReason | None:
         """The rule from an epoch's summary: the completed trials' values there (ascending),
-        their seeds' pooled squared deviations and dof, and `ranks()` -> (values, finals) for
-        the rank gate (called only when the rest says stop). A reason to stop, or None."""
+        their seeds' pooled squared deviations and dof, and `gate()` -> `rank_gate`'s fit of the
+        epoch's (value, final) pairs (called only when the rest says stop). A reason, or None."""
         if not sorted_values:
             return None
         threshold = self.threshold_of(sorted_values, maximize)
@@ -207,12 +207,9 @@ class NoiseMargin:
         rho = low = math.nan
         n = 0
         if self.rank_gate:
-            values, finals = ranks()
-            n = len(values)
-            if not curve_ranks_finals(values, finals):
+            ranked, rho, low, n = gate()
+            if not ranked:
                 return None
-            rho = spearman(values, finals)
-            low = fisher_interval(rho, n)[0]
         return PruneReason("margin", step, value, threshold, self.percentile, len(sorted_values), self.margin,
                            sd, seed_dof, gap, rho, low, n)
 
@@ -227,7 +224,7 @@ class NoiseMargin:
                 mean = sum(seeds) / len(seeds)
                 m2 += sum((v - mean) ** 2 for v in seeds)
                 dof += len(seeds) - 1
-        return self.judge(step, value, sorted(values), m2, dof, lambda: curve_vs_final(completed, step), maximize)
+        return self.judge(step, value, sorted(values), m2, dof, lambda: rank_gate(*curve_vs_final(completed, step)), maximize)
 
     def prunes(self, completed, step: int, value: float, maximize: bool) -> bool:
         return self.decide(completed, step, value, maximize) is not None
@@ -260,16 +257,19 @@ def curve_vs_final(study_trials, step: int) -> tuple[list[float], list[float]]:
     return [v for v, _ in pairs], [f for _, f in pairs]
 
 
+def rank_gate(values: list[float], finals: list[float]) -> tuple[bool, float, float, int]:
+    """The rank gate fitted on an epoch's (value, final) pairs: (`curve_ranks_finals`, rho, the
+    lower end of its 95% interval, pairs)."""
+    n = len(values)
+    rho = spearman(values, finals) if n >= MIN_RANK_TRIALS else math.nan
+    low = fisher_interval(rho, n)[0] if not math.isnan(rho) else math.nan
+    return (not math.isnan(low) and low > 0), rho, low, n
+
+
 def curve_ranks_finals(values: list[float], finals: list[float]) -> bool:
     """Whether the finished trials' values at an epoch rank their final values beyond chance:
     over at least MIN_RANK_TRIALS of them, the lower end of the 95% interval of Spearman's rho
     (`fisher_interval`) is above 0. Until then an early curve may be a late starter's (a deeper
     net near chance after the warm-up that finishes among the best), and stopping on it is a
     guess."""
-    n = len(values)
-    if n < MIN_RANK_TRIALS:
-        return False
-    rho = spearman(values, finals)
-    if math.isnan(rho):
-        return False
-    return fisher_interval(rho, n)[0] > 0
+    return rank_gate(values, finals)[0]
