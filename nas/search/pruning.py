@@ -258,8 +258,8 @@ def curve_vs_final(study_trials, step: int) -> tuple[list[float], list[float]]:
 
 
 def rank_gate(values: list[float], finals: list[float]) -> tuple[bool, float, float, int]:
-    """The rank gate fitted on an epoch's (value, final) pairs: (`curve_ranks_finals`, rho, the
-    lower end of its 95% interval, pairs)."""
+    """The rank gate fitted on an epoch's (value, final) pairs: (whether the curve ranks the
+    finals beyond chance, Spearman's rho, the lower end of its 95% interval, pairs)."""
     n = len(values)
     rho = spearman(values, finals) if n >= MIN_RANK_TRIALS else math.nan
     low = fisher_interval(rho, n)[0] if not math.isnan(rho) else math.nan
