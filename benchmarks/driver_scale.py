@@ -61,7 +61,12 @@ class DriverClock:
 
     CALLBACKS = ("suggest", "result", "stop", "complete", "error")
 
-    def __init__(self) -> None:
+    def __init__(self, profile: Path | None = None, trials: int = 0) -> None:
+        # --profile: cProfile (the callbacks' thread CPU time) of search trials 100-1,000 and of
+        # the last 900, written to early.prof and late.prof: what grows between them
+        self.profile = profile
+        self.profiles = {"early": (WINDOW, 1000), "late": (max(1000, trials - 900), trials)}
+        self.profilers: dict[str, object] = {}
         self.busy = 0.0  # wall seconds inside the callbacks
         self.cpu = 0.0  # CPU seconds of the driver thread inside them (a loaded machine inflates wall only)
         self.epochs = 0
@@ -102,8 +107,11 @@ class DriverClock:
             def timed(batch, *args, _original=original, _name=name, **kwargs):
                 # looked up before the call: a trial's end drops its plan (nas.trials.batch, D9)
                 plan = batch.plans.get(args[0]) if _name in ("complete", "error") else None
+                profiler = self.profiler()
                 start, start_cpu = time.perf_counter(), time.thread_time()
                 try:
+                    if profiler is not None:
+                        return profiler.runcall(_original, batch, *args, **kwargs)
                     return _original(batch, *args, **kwargs)
                 finally:
                     spent = time.perf_counter() - start
@@ -121,6 +129,27 @@ class DriverClock:
                         self.queued.append(batch.writes.pending if batch.writes is not None else 0)
 
             setattr(TrialBatch, name, timed)
+
+    def profiler(self):
+        """The profiler of the current window of --profile, or None outside them."""
+        if self.profile is None:
+            return None
+        import cProfile
+
+        for name, (low, high) in self.profiles.items():
+            if low <= len(self.ends) < high:
+                return self.profilers.setdefault(name, cProfile.Profile(time.thread_time))
+        return None
+
+    def dump_profiles(self) -> None:
+        import pstats
+
+        for name, profiler in self.profilers.items():
+            path = self.profile / f"{name}.prof"
+            profiler.dump_stats(path)
+            low, high = self.profiles[name]
+            print(f"\n--- {path}: search trials {low}-{high}, the callbacks' CPU, by own time")
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
 
     def window_ms(self, end: int, field: int = 1) -> float:
         """Driver ms per trial (field 1: wall in the callbacks, 2: their CPU, 3: the whole
@@ -211,6 +240,9 @@ def main() -> None:
     parser.add_argument("--writes", default="behind",
                         help="comma-separated: behind (the store's writes from a thread of their own, "
                              "nas.db.write_behind), inline (in the callbacks); both: side by side")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="write cProfile stats of the callbacks (early.prof: search trials 100-1,000; "
+                             "late.prof: the last 900) into DIR and print their top lines")
     parser.add_argument("--worker-nice", type=int, default=10, choices=range(0, 20), metavar="0-19",
                         help="the fake nodes' CPU niceness (0: the driver's own)")
     args = parser.parse_args()
@@ -239,12 +271,16 @@ def main() -> None:
             url = f"sqlite:///{folder}/{backend}_{concurrency}_{writes}.db"
         else:
             url, drop = fresh_postgres(args.postgres)
-        clock = DriverClock()
+        clock = DriverClock(args.profile, args.trials)
+        if args.profile is not None:
+            args.profile.mkdir(parents=True, exist_ok=True)
         clock.install()
         started = time.perf_counter()
         run(backend, url, concurrency, args.trials, folder, args.worker_nice, writes == "behind")
         wall = time.perf_counter() - started
         clock.uninstall()
+        if args.profile is not None:
+            clock.dump_profiles()
         if drop is not None:
             drop()
         n = len(clock.ends)

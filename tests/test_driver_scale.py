@@ -112,6 +112,35 @@ def test_the_indexed_pruner_learns_trials_that_finish_between_its_decisions():
     assert trial.should_prune() and study.pruner._completed == 3
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_the_trial_feed_gives_each_finished_trial_once_on_the_in_memory_and_the_listed_path(tmp_path, seed):
+    from nas.search.trial_feed import TrialFeed
+
+    rng = random.Random(seed)
+    studies = [optuna.create_study(), optuna.create_study(storage=f"sqlite:///{tmp_path / f'f{seed}.db'}")]
+    feeds = [TrialFeed(), TrialFeed()]
+    running: list[list] = [[], []]
+    seen: list[list[int]] = [[], []]
+    for _ in range(120):
+        action = rng.random()
+        for study, feed, live, got in zip(studies, feeds, running, seen):
+            if action < 0.4:
+                live.append(study.ask())
+            elif action < 0.7 and live:
+                trial = live.pop(int(action * 1000) % len(live))
+                study.tell(trial, 0.5) if action < 0.6 else study.tell(trial, state=TrialState.PRUNED)
+            else:
+                finished, now = feed.read(study)
+                got.extend(t.number for t in finished)
+                assert sorted(now) == sorted(t.number for t in live)  # what still runs, by number
+                assert all(t.state.is_finished() for t in finished)
+    for study, feed, got in zip(studies, feeds, seen):
+        got.extend(t.number for t in feed.read(study)[0])
+    assert seen[0] == seen[1]  # the two paths agree, in order
+    assert sorted(seen[0]) == sorted(set(seen[0]))  # each finished trial once
+    assert set(seen[0]) == {t.number for t in studies[0].trials if t.state.is_finished()}  # and every one
+
+
 # ----------------------------------------------------------------------------- the bounded history
 
 
@@ -587,7 +616,7 @@ def test_the_rank_gate_is_refitted_at_every_new_pair_below_100_and_after_1_perce
         epoch.add(value, f"a{i}", value + rng.gauss(0, 0.3))
         fit = epoch.gate()
         fits.append(fit[3])
-        assert fit == rank_gate([v for v, _ in epoch.pairs[: fit[3]]], [f for _, f in epoch.pairs[: fit[3]]])
-        assert len(epoch.pairs) - fit[3] < max(1.0, REFIT_GROWTH * fit[3])  # at most 1% stale
+        assert fit == rank_gate(epoch.values[: fit[3]], epoch.finals[: fit[3]])
+        assert len(epoch.values) - fit[3] < max(1.0, REFIT_GROWTH * fit[3])  # at most 1% stale
     assert fits[:100] == list(range(1, 101))  # exact while small
     assert len(set(fits)) <= 100 + math.log(4) / math.log(1 + REFIT_GROWTH) + 1  # then one per 1% growth

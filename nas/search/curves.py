@@ -35,6 +35,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.search.pruning import NoiseMargin, PruneReason, percentile, rank_gate
+from nas.search.trial_feed import TrialFeed
 
 REFIT_GROWTH = 0.01  # the rank gate's staleness bound: refitted when an epoch's pairs grew by 1%
 
@@ -62,7 +63,9 @@ class _Epoch:
     by_arch: dict[str, _Spread] = field(default_factory=dict)  # of each architecture's seeds
     seed_m2: float = 0.0  # sum over architectures of their seeds' m2
     seed_dof: int = 0  # sum over architectures of (seeds - 1)
-    pairs: list[tuple[float, float]] = field(default_factory=list)  # (value here, final value)
+    # the (value here, final value) pairs, as two lists the rank gate fits without copying them
+    values: list[float] = field(default_factory=list)
+    finals: list[float] = field(default_factory=list)
 
     def add(self, value: float, arch: str, final: float | None) -> None:
         bisect.insort(self.sorted_values, value)
@@ -72,7 +75,8 @@ class _Epoch:
         self.seed_m2 += seeds.m2 - old_m2
         self.seed_dof += 1 if old_n >= 1 else 0
         if final is not None and math.isfinite(final):
-            self.pairs.append((value, final))
+            self.values.append(value)
+            self.finals.append(final)
 
     fit: tuple[bool, float, float, int] | None = None  # the rank gate's last fit (`rank_gate`)
 
@@ -81,8 +85,8 @@ class _Epoch:
         pair below 100): a fit is O(n log n), and refitting at every stop made the driver's
         cost per trial grow with the search (benchmarks/driver_scale.py: 5 -> 28 ms at 10,000)."""
         fitted = self.fit[3] if self.fit is not None else -1
-        if self.fit is None or len(self.pairs) - fitted >= max(1.0, REFIT_GROWTH * fitted):
-            self.fit = rank_gate([v for v, _ in self.pairs], [f for _, f in self.pairs])
+        if self.fit is None or len(self.values) - fitted >= max(1.0, REFIT_GROWTH * fitted):
+            self.fit = rank_gate(self.values, self.finals)
         return self.fit
 
 
@@ -101,22 +105,14 @@ class IndexedPercentilePruner(PercentilePruner):
         self.margin = margin
         self._epochs: dict[int, _Epoch] = {}
         self._completed = 0
-        self._upto = 0  # trial numbers below this have been looked at...
-        self._unfinished: set[int] = set()  # ...and these were not finished then
+        self._feed = TrialFeed()  # the trials finished since the last decision
         self.reasons: dict[int, PruneReason] = {}  # why each trial it stopped was stopped, by number
 
     def _sync(self, study: optuna.Study) -> None:
         """Index the trials completed since the last decision (one pruner serves one study)."""
-        trials = study._storage.get_all_trials(study._study_id, deepcopy=False)  # a list copy, by number
-        for number in [*self._unfinished, *range(self._upto, len(trials))]:
-            trial = trials[number]
-            if not trial.state.is_finished():
-                self._unfinished.add(number)
-                continue
-            self._unfinished.discard(number)
+        for trial in self._feed.read(study)[0]:
             if trial.state == TrialState.COMPLETE:
                 self._add(trial)
-        self._upto = len(trials)
 
     def _add(self, trial: FrozenTrial) -> None:
         self._completed += 1

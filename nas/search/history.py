@@ -26,6 +26,8 @@ from optuna.samplers import BaseSampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from nas.search.trial_feed import TrialFeed
+
 RECENT = 500  # finished trials the sampler sees, the newest
 ELITE = 50  # and the best of all finished trials
 REFRESH = 50  # finished trials between two elite selections
@@ -50,8 +52,7 @@ class BoundedHistory(BaseSampler):
         self.recent, self.elite, self.refresh = recent, elite, refresh
         # what the study held at the last ask, kept up to date from the trials new since then
         # or unfinished then (one sampler serves one study): no ask walks every trial
-        self._upto = 0
-        self._unfinished: set[int] = set()
+        self._feed = TrialFeed()
         self._finished: deque[FrozenTrial] = deque(maxlen=recent)  # the newest, in the order they finished
         self._complete: list[FrozenTrial] = []
         self._n_finished = 0
@@ -60,18 +61,12 @@ class BoundedHistory(BaseSampler):
 
     def view(self, study: optuna.Study) -> optuna.Study:
         """The study as the sampler sees it: itself while small, else a bounded view."""
-        trials = study._storage.get_all_trials(study._study_id, deepcopy=False)  # a list copy, by number
-        for number in [*sorted(self._unfinished), *range(self._upto, len(trials))]:
-            trial = trials[number]
-            if not trial.state.is_finished():
-                self._unfinished.add(number)
-                continue
-            self._unfinished.discard(number)
+        finished, running = self._feed.read(study)
+        for trial in finished:
             self._finished.append(trial)
             self._n_finished += 1
             if trial.state == TrialState.COMPLETE and trial.values is not None:
                 self._complete.append(trial)
-        self._upto = len(trials)
         if self._n_finished <= self.recent + self.elite:
             return study
         if len(self._complete) - self._elite_at >= self.refresh:
@@ -79,7 +74,7 @@ class BoundedHistory(BaseSampler):
             self._elite_at = len(self._complete)
         shown = {t.number: t for t in self._elite}
         shown.update((t.number, t) for t in self._finished)
-        shown.update((n, trials[n]) for n in self._unfinished)
+        shown.update(running)
         return _StudyView(study, [shown[n] for n in sorted(shown)])
 
     # -- BaseSampler: the decisions see the view; the bookkeeping sees the study --
