@@ -20,7 +20,9 @@ Per margin: the share of epochs trained (the saving), the share of the top quart
 architectures (by mean final val accuracy) pruned (the cost), and how often the best
 architecture played was pruned. Ends with `RESULT margin_<m>_epoch_share=...`,
 `RESULT margin_<m>_top_quarter_pruned=...` per margin, and `RESULT default_margin_best_lost=L
-target<=0.05` with the default's share of the top quarter pruned.
+target<=0.05` with the default's share of the top quarter pruned, and `RESULT pilot_pays_from=N`:
+the search length (architectures) from which the default margin's saving repays the pilot's
+PILOT extra trials, where `nas.search.pruning.PILOT_PAYS_FROM` comes from (on recording A).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from nas.data.archive import resolve_data_root
 from nas.db import Store
 from nas.db.schema import Phase, TrialStatus
 from nas.search.launch import launch
-from nas.search.pruning import DEFAULT_MARGIN, PILOT, NoiseMargin, first_prunable_epoch
+from nas.search.pruning import DEFAULT_MARGIN, PILOT, PILOT_PAYS_FROM, NoiseMargin, first_prunable_epoch
 from nas.training.recipe import Recipe
 
 MARGINS = (0.0, 0.5, 1.0, 2.0, 3.0)
@@ -189,9 +191,13 @@ def main() -> None:
         print(f"RESULT margin_{key}_top_quarter_pruned={lost_share:.3f}")
         print(f"RESULT margin_{key}_best_lost={best_lost / args.orders:.3f}")
         if gate and margin == DEFAULT_MARGIN:
-            default = (best_lost / args.orders, lost_share)
+            default = (best_lost / args.orders, lost_share, 1 - share)
     print(f"RESULT default_margin_best_lost={default[0]:.3f} target<=0.05 (margin {DEFAULT_MARGIN:g}, rank gate)")
     print(f"RESULT default_margin_top_quarter_pruned={default[1]:.3f}")
+    # the pilot's PILOT trials repay themselves once the saving on N architectures covers them
+    pays = math.ceil(PILOT / default[2]) if default[2] > 0 else math.inf
+    print(f"RESULT pilot_pays_from={pays} architectures (PILOT {PILOT} / the default margin's saving "
+          f"{default[2]:.4f}; nas.search.pruning.PILOT_PAYS_FROM is {PILOT_PAYS_FROM})")
 
 
 def _has(db: str) -> bool:

@@ -33,6 +33,7 @@ from nas.config import experiment, pruner, space, validate
 from nas.data.config import DataConfig
 from nas.models.arch import STAGES, ArchConfig, DropConfig, ExitConfig, StageConfig
 from nas.models.tricks import TricksConfig
+from nas.search.pruning import PILOT, PILOT_PAYS_FROM
 from nas.training.recipe import Recipe, SlimmableConfig
 
 PAGE = Path(__file__).resolve().parent / "reference.md"
@@ -184,7 +185,9 @@ def _pruner_options() -> list[str]:
         params = [p for name, p in inspect.signature(cls).parameters.items()
                   if name != "wrapped_pruner" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
         params += [pruner._NAS_OPTIONS[name] for name in pruner.NAS_PRUNER_OPTIONS.get(kind, ())]
-        shown = [f"`{p.name}`" + (" (required)" if p.default is p.empty else f" ({_yaml(p.default)})")
+        # a default that depends on the search, in words (nas.search.pruning.pilot_size)
+        words = {"pilot": f"{PILOT} in a search of at least {PILOT_PAYS_FROM} architectures with one seed each, else 0"}
+        shown = [f"`{p.name}`" + (" (required)" if p.default is p.empty else f" ({words.get(p.name) or _yaml(p.default)})")
                  for p in params]
         if kind == "patient":
             shown.append("`wrapped` (a pruner mapping)")

@@ -28,7 +28,7 @@ def spec(folder: Path, name: str = "crash"):
     return load_experiment(experiment_yaml(
         folder / f"{name}.yaml", name=name, space=SPACE, dataset={"val_size": VAL},
         recipe={"epochs": EPOCHS, "warmup": 0.2},
-        search={"sampler": "grid", "pruner": {"kind": "median", "n_startup_trials": 3}}, confirm=CONFIRM))
+        search={"sampler": "grid", "pruner": {"kind": "median", "n_startup_trials": 3, "pilot": 3}}, confirm=CONFIRM))
 
 
 def recording(experiment):

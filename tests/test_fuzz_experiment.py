@@ -132,7 +132,7 @@ def _assert_usable(spec: ExperimentSpec) -> None:
     spec.search.build_sampler()
     pruning_gate(spec.search.pruner, spec.recipe)
     NoiseMargin.of(spec.search.pruner)
-    pilot_size(spec.search.pruner, spec.search.repeats)
+    pilot_size(spec.search.pruner, spec.search.repeats, spec.search.n_trials)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0),
                                 pruner=with_warmup(spec.search.pruner, spec.recipe).build())
     for number in range(4):

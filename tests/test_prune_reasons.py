@@ -15,7 +15,7 @@ from nas.db import Store
 from nas.db.schema import Phase, TrialStatus
 from nas.search.controller import SearchController
 from nas.search.launch import launch
-from nas.search.pruning import PILOT, PruneReason, pilot_size
+from nas.search.pruning import PILOT, PILOT_PAYS_FROM, PruneReason, pilot_size
 from nas.trials.experiment import open_experiment
 from nas.trials.inline import run_inline
 from nas.trials.recorded import Recording
@@ -33,12 +33,13 @@ def _spec(tmp_path, **search):
     return load_experiment(experiment_yaml(
         tmp_path / "p.yaml", name="p", space=SPACE, dataset={"val_size": VAL},
         recipe={"epochs": EPOCHS, "warmup": 0.2},
-        search={"sampler": "random", "n_trials": 8, "pruner": {"kind": "median", "n_startup_trials": 3}, **search}))
+        search={"sampler": "random", "n_trials": 8, "pruner": {"kind": "median", "n_startup_trials": 3, "pilot": PILOT},
+                **search}))
 
 
 def test_the_first_architectures_of_a_one_seed_search_run_a_second_seed(tmp_path):
     spec = _spec(tmp_path)
-    assert pilot_size(spec.search.pruner, 1) == PILOT == 3
+    assert pilot_size(spec.search.pruner, 1, 8) == PILOT == 3  # as the YAML says, however short the search
     db = f"sqlite:///{tmp_path / 'p.db'}"
     with Store.open(db) as store:
         controller = SearchController(spec, store, open_experiment(store, spec), db, costs=lambda arch: (1, 1))
@@ -53,10 +54,32 @@ def test_the_first_architectures_of_a_one_seed_search_run_a_second_seed(tmp_path
     assert all(seeds[h][:2] == [0, 1] for h in first)
     assert max(Counter((p.arch.hash, p.seed) for p in plans).values()) == 1
     # no pilot where the rule does not need one (repeats give the noise, margin 0 ignores it), or the YAML says so
-    assert pilot_size(spec.search.pruner, 2) == 0
-    assert pilot_size(_spec(tmp_path / "off", pruner={"kind": "median", "pilot": 0}).search.pruner, 1) == 0
-    assert pilot_size(_spec(tmp_path / "m0", pruner={"kind": "median", "margin": 0}).search.pruner, 1) == 0
-    assert pilot_size(_spec(tmp_path / "hb", pruner={"kind": "hyperband"}).search.pruner, 1) == 0
+    default = _spec(tmp_path / "default", pruner={"kind": "median"}).search.pruner
+    assert pilot_size(default, 2, 10_000) == 0
+    assert pilot_size(_spec(tmp_path / "off", pruner={"kind": "median", "pilot": 0}).search.pruner, 1, 10_000) == 0
+    assert pilot_size(_spec(tmp_path / "m0", pruner={"kind": "median", "margin": 0}).search.pruner, 1, 10_000) == 0
+    assert pilot_size(_spec(tmp_path / "hb", pruner={"kind": "hyperband"}).search.pruner, 1, 10_000) == 0
+
+
+def test_by_default_the_pilot_runs_only_in_a_search_long_enough_to_repay_it(tmp_path):
+    # its PILOT trials are PILOT / N of an N-architecture search; PILOT_PAYS_FROM is where the
+    # measured saving of the margin's pruning covers them (nas.search.pruning)
+    default = _spec(tmp_path, pruner={"kind": "median"}).search.pruner
+    assert pilot_size(default, 1, PILOT_PAYS_FROM - 1) == 0
+    assert pilot_size(default, 1, PILOT_PAYS_FROM) == PILOT
+    short = _spec(tmp_path / "short", sampler="grid", pruner={"kind": "median", "n_startup_trials": 3})
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    with Store.open(db) as store:
+        controller = SearchController(short, store, open_experiment(store, short), db, costs=lambda arch: (1, 1))
+        controller.enqueue_grid()
+        assert controller.pilot == 0 and controller.target() == 8
+        plans = [controller.ask() for _ in range(8)]
+    assert len({plan.arch.hash for plan in plans}) == 8 and {plan.seed for plan in plans} == {0}  # no second seeds
+    long = _spec(tmp_path / "long", n_trials=PILOT_PAYS_FROM, pruner={"kind": "median"})
+    db = f"sqlite:///{tmp_path / 'l.db'}"
+    with Store.open(db) as store:
+        controller = SearchController(long, store, open_experiment(store, long), db, costs=lambda arch: (1, 1))
+        assert controller.pilot == PILOT and controller.target() == PILOT_PAYS_FROM + PILOT
 
 
 def test_a_grid_runs_its_first_architectures_twice_first(tmp_path):

@@ -45,6 +45,19 @@ class SearchPlan(TrialPlan):
     curve: dict[int, float] = field(default_factory=dict)  # what it reported, by epoch
 
 
+def grid_points(spec: ExperimentSpec) -> dict[str, list[dict[str, Any]]]:
+    """The grid's points by the architecture they build, in the grid's order."""
+    points: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for point in spec.space.grid():
+        points[spec.space.suggest(optuna.trial.FixedTrial(point)).hash].append(point)
+    return points
+
+
+def planned_architectures(spec: ExperimentSpec) -> int:
+    """The architectures a search plans: a grid's distinct ones, a sampler's `n_trials`."""
+    return len(grid_points(spec)) if spec.search.sampler == "grid" else spec.search.n_trials
+
+
 def prune_objective(search: SearchSettings) -> Objective | None:
     """The objective a pruner watches: the first accuracy objective, if any."""
     return next((o for o in search.objectives if o.metric in CURVE_METRICS), None)
@@ -103,9 +116,8 @@ class SearchController:
                 self.finished_seeds[trial.arch_hash].add(trial.seed)
         # the pilot (nas.search.pruning): the first architectures also run a second seed, so the
         # pruner's margin knows the seed noise; those a killed driver already ran count
-        self.pilot = pilot_size(search.pruner, search.repeats) if self.prunes else 0
-        if search.sampler == "grid":  # a grid has as many architectures as it has
-            self.pilot = min(self.pilot, len(self._grid_points))
+        architectures = len(self._grid_points) if search.sampler == "grid" else search.n_trials
+        self.pilot = min(pilot_size(search.pruner, search.repeats, architectures), architectures) if self.prunes else 0
         self.piloted = {arch for arch, seeds in self.used_seeds.items() if len(seeds) > 1}
 
     @property
@@ -148,12 +160,8 @@ class SearchController:
 
     @cached_property
     def _grid_points(self) -> dict[str, list[dict[str, Any]]]:
-        """The grid's points by the architecture they build, in the grid's order (built once:
-        a large grid's networks take a while to describe)."""
-        points: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for point in self.spec.space.grid():
-            points[self.spec.space.suggest(optuna.trial.FixedTrial(point)).hash].append(point)
-        return points
+        """`grid_points`, built once: a large grid's networks take a while to describe."""
+        return grid_points(self.spec)
 
     def settle(self, store: Store, experiment_id: int) -> int:
         """Close the search rows a killed driver left `running` although their Optuna trials

@@ -21,9 +21,12 @@
   interval above 0), so a late starter is not stopped on a curve that says nothing yet.
 - **The pilot.** A search with one seed per architecture cannot tell seed noise from the
   architectures' differences, so its first `pilot` architectures also run a second seed
-  (default PILOT for median/percentile pruners with a margin and `repeats: 1`; `pilot: 0`
-  turns it off; a grid runs them first, a sampler as it meets them): from then on the rule
-  knows the noise.
+  (a grid runs them first, a sampler as it meets them): from then on the rule knows the
+  noise. By default (median/percentile pruners with a margin and `repeats: 1`) PILOT of them,
+  and only in a search of at least PILOT_PAYS_FROM architectures, the length from which the
+  pruning it enables repays its extra trials; a shorter one prunes only once a sampler's
+  re-sampled architectures give the noise. `pilot: N` in the YAML runs N whatever the length,
+  `pilot: 0` none.
 - **Why.** Every stop comes with a `PruneReason` (the epoch, the value, the threshold, the
   noise, the gap, the rank gate's state), stored with the trial and shown by `nas status` and
   the dashboard.
@@ -53,6 +56,12 @@ DEFAULT_MARGIN = 2.0
 # pooled seed-spread degrees of freedom from which the rule prunes (the pilot gives PILOT)
 MIN_SEED_DOF = 3
 PILOT = 3  # architectures a search with one seed each also runs on a second seed (dof 3)
+# The pilot pays for itself only in a long search: its PILOT extra trials cost PILOT / N of an
+# N-architecture search, and the default margin's pruning saved 0.69% of the epochs on
+# recording A (`benchmarks/pruning_margin.py --db curves.db`: margin_2_epoch_share=0.993), so
+# by default it runs from PILOT / 0.0069 architectures on (that script's RESULT
+# pilot_pays_from=433). Chosen on A, reported on page_post4's recording (decision_quality.py).
+PILOT_PAYS_FROM = 433
 # finished trials an epoch's curve must rank (`curve_ranks_finals`) before nas's rule prunes at it
 MIN_RANK_TRIALS = 6
 
@@ -85,15 +94,18 @@ def with_warmup(pruner: PrunerSpec, recipe: Recipe) -> PrunerSpec:
     return replace(pruner, options=tuple(sorted(options.items())), wrapped=wrapped)
 
 
-def pilot_size(pruner: PrunerSpec, repeats: int) -> int:
+def pilot_size(pruner: PrunerSpec, repeats: int, architectures: int) -> int:
     """Architectures of the search that run a second seed so the margin knows the seed noise:
     the pruner's `pilot` when set, else PILOT where the rule needs it (a median/percentile
-    pruner with a margin) and nothing else gives it (one seed per architecture)."""
+    pruner with a margin), nothing else gives it (one seed per architecture) and the search
+    plans enough `architectures` for its pruning to repay it (PILOT_PAYS_FROM)."""
     options = dict(pruner.options)
     needs = pruner.kind in MARGIN_KINDS and float(options.get("margin", DEFAULT_MARGIN)) > 0
     if not needs:
         return 0
-    return int(options.get("pilot", PILOT if repeats == 1 else 0))
+    if "pilot" in options:
+        return int(options["pilot"])
+    return PILOT if repeats == 1 and architectures >= PILOT_PAYS_FROM else 0
 
 
 # ----------------------------------------------------------------------------- the rule

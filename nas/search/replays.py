@@ -23,6 +23,7 @@ from nas.config.experiment import ExperimentSpec
 from nas.db import Store
 from nas.db.schema import Phase, TrialStatus
 from nas.results import confirm_groups
+from nas.search.controller import planned_architectures
 from nas.search.launch import launch
 from nas.search.pruning import pilot_size
 from nas.search.race import BEST, CONFIRM_SEED_BASE, WORSE
@@ -58,7 +59,7 @@ def replay_once(recording: Recording, spec: ExperimentSpec, store: Store, name: 
     half = len(seeds) // 2
     strategy_half, truth_half = seeds[:half], seeds[half:]
     confirm = spec.confirm.max_repeats if spec.confirm.until_separated else spec.confirm.repeats
-    pilot = 1 if pilot_size(spec.search.pruner, spec.search.repeats) else 0  # the pilot's second seed
+    pilot = 1 if pilot_size(spec.search.pruner, spec.search.repeats, planned_architectures(spec)) else 0  # its second seed
     played = [*range(spec.search.seed, spec.search.seed + spec.search.repeats + pilot),
               *range(CONFIRM_SEED_BASE, CONFIRM_SEED_BASE + (confirm if spec.confirm.top_k else 0))]
     seed_map = recorded_seed_map(played, [int(s) for s in strategy_half])
