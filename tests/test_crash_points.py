@@ -155,22 +155,39 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _spawned(pid: int) -> set[int]:
+    """`pid`'s descendants that multiprocessing spawned (its pool's workers and resource tracker).
+    Not any descendant: a library may run a short-lived command (e.g. `uname`) meanwhile."""
+    found = set()
+    for child in _descendants(pid):
+        try:
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(b"multiprocessing" in arg for arg in argv):
+            found.add(child)
+    return found
+
+
 @pytest.mark.skipif(not Path("/proc").exists(), reason="reads processes from Linux's /proc")
 def test_a_killed_driver_leaves_no_process_behind(tmp_path):
     """Its cost-counting process (spawned: its queue's pipe never closes) waited for work
     forever after a SIGKILL; 75 of them, 300 MB each, once filled this machine's memory."""
+    errors = (tmp_path / "stderr.txt").open("w")
     child = subprocess.Popen([sys.executable, str(CHILD), f"sqlite:///{tmp_path / 'c.db'}", str(tmp_path)], cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                             stdout=subprocess.PIPE, stderr=errors, text=True)
     try:
         assert child.stdout.readline().strip() == "started"
         deadline = time.monotonic() + 60
-        while not _descendants(child.pid) and time.monotonic() < deadline:  # the counting process starts
+        # the counting process starts (a loaded machine may take seconds)
+        while not (below := _spawned(child.pid)) and child.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        below = _descendants(child.pid)
-        assert below, "the driver started no process to count costs in"
+        assert below, (f"the driver started no process to count costs in (exit code {child.poll()}): "
+                       f"{(tmp_path / 'stderr.txt').read_text()[-2000:]}")
     finally:
         child.kill()
         child.wait()
+        errors.close()
     deadline = time.monotonic() + 15
     while any(_alive(pid) for pid in below) and time.monotonic() < deadline:
         time.sleep(0.1)
