@@ -1,32 +1,40 @@
-"""Time to accuracy (issue 28): today's recipe vs a combination of training tricks, side by side.
+"""Time to accuracy (issue 28): today's recipe vs a combination of training tricks and a
+schedule, side by side.
 
 Page ("How to train your ResNet", posts 5-8) took his ResNet from 75 s to 26 s at the same 94%
-by training tricks, each a field of `ArchConfig.tricks` here (`nas.models.tricks`). This
-script asks the same question at the cpu budget's scale (width 0.25, 5,000 training and 5,000
-val images, batch 512): how many train seconds does each recipe need to reach a fixed val
-accuracy?
+by training tricks, each a field of `ArchConfig.tricks` here (`nas.models.tricks`), and by
+training fewer epochs once they let him. This script asks the same question at the cpu
+budget's scale (width 0.25, 5,000 training and 5,000 val images): how many train seconds does
+each recipe need to reach a fixed val accuracy?
 
-For each architecture, today's recipe (every trick off) runs first on the reported seeds; the
-target is the median of its last-epoch val accuracies (the lower middle one for
-an even number of seeds), fixed and printed before any trick run.
-Then the trick combination runs on the same seeds. A run's time to accuracy is the cumulative
-train seconds (`EpochMetrics.cumulative_seconds`: the training steps and the whitening's fit,
-evaluation excluded) at the first epoch whose val accuracy reaches the target, every epoch
-evaluated (with the combination's test-time augmentation); a run that never reaches it counts
-as infinite. A trick run stops at the epoch it reaches the target (later epochs cannot change
-its time). Both recipes train through `nas.training.loop.train`, what `nas train` runs.
+A combination is a trick set (TRICK_SETS) and a schedule (SCHEDULES: epochs and batch size;
+the peak lr scaled with the square root of the batch). Today's recipe is every trick off on
+today's schedule (4 epochs of 512 images: 9 steps an epoch at this scale).
 
-`--choose` first compares the candidate combinations (CANDIDATES) on one architecture on
-seeds disjoint from the reported ones (from CHOOSE_SEED_BASE): today's recipe there sets that
-architecture's selection target, and the candidate with the lowest median time is used
-(equal times, such as none reaching it: the highest median last-epoch accuracy).
+For each architecture, today's recipe runs first on the reported seeds; the target is the
+median of its last-epoch val accuracies (the lower middle one for an even number of seeds),
+fixed and printed before any other run. Then the combination runs on the same seeds, and so do
+its two halves alone (the schedule with no trick, the tricks on today's schedule), which say
+where a saving comes from. A run's time to accuracy is the cumulative train seconds
+(`EpochMetrics.cumulative_seconds`: the training steps and the whitening's fit, evaluation
+excluded) at the first epoch whose val accuracy reaches the target, every epoch evaluated
+(with the combination's test-time augmentation); a run that never reaches it counts as
+infinite. A run other than today's stops at the epoch it reaches the target (later epochs
+cannot change its time). Every run trains through `nas.training.loop.train`, what `nas
+train` runs.
 
-    python benchmarks/time_to_accuracy.py                       # 3 archs x 3 seeds, DEFAULT_COMBO
-    python benchmarks/time_to_accuracy.py --choose              # pick among CANDIDATES first
+`--choose` first compares the combinations (every trick set x every schedule) on one
+architecture on seeds disjoint from the reported ones (from CHOOSE_SEED_BASE): today's recipe
+there sets that architecture's selection target, and the combination with the lowest median
+time is used (equal times, such as none reaching it: the highest median last-epoch accuracy).
+
+    python benchmarks/time_to_accuracy.py                       # 3 archs x 3 seeds, the defaults
+    python benchmarks/time_to_accuracy.py --choose              # pick the combination first
     python benchmarks/time_to_accuracy.py --archs R:L1+L3 --seeds 1 --epochs 2   # a quick check
 
 Ends with `RESULT time_ratio_<arch>=R target<=0.5` per architecture (the combination's median
-time / today's), then `RESULT images_per_s_<recipe>=...` (training images per train second).
+time / today's), `RESULT time_ratio_<half>_only_<arch>=R` for each half alone, then
+`RESULT images_per_s_<recipe>=...` (training images per train second).
 """
 
 from __future__ import annotations
@@ -49,7 +57,8 @@ from nas.training.loop import train
 from nas.training.recipe import Recipe
 
 ARCHS = ("R:L1+L3", "base", "R:L1+L2+L3")  # Page's winner first
-TODAY = "today"  # every trick off: Page's post-4 recipe, nas's default
+TODAY = "today"  # today's recipe: every trick off on today's schedule (Page's post 4, nas's default)
+NO_TRICKS = "none"
 # Page's timeline (posts 5-8) as tricks; label smoothing is already today's recipe. EMA decay per
 # step: 9 steps an epoch at this scale, so 0.9 averages over about the last epoch (Page: 0.99
 # every 5 steps of ~97 an epoch).
@@ -67,10 +76,39 @@ CANDIDATES = {
 # BN and activation work), flip TTA costs evaluation only; no EMA, whitening or frozen scales
 CANDIDATES["pool_celu_tta"] = TricksConfig(activation="celu", pool_before_bn=True, tta="flip")
 CANDIDATES["page_no_ghost_no_ema"] = replace(PAGE, ghost_batch=0, ema_decay=0.0)
+TRICK_SETS = {NO_TRICKS: TricksConfig(), **CANDIDATES}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Epochs and batch size; None: today's (--epochs, --batch-size)."""
+
+    epochs: int | None = None
+    batch_size: int | None = None
+
+    def recipe(self, args) -> Recipe:
+        """The recipe at this schedule: today's peak lr scaled by the square root of the batch
+        ratio (Krizhevsky 2014; Hoffer et al. 2017), so that the lr is not a third thing tuned here."""
+        batch = self.batch_size or args.batch_size
+        return Recipe(epochs=self.epochs or args.epochs, batch_size=batch,
+                      lr=round(Recipe().lr * math.sqrt(batch / args.batch_size), 4))
+
+
+# Page trained fewer epochs as his tricks allowed; at 5,000 images a batch of 512 is 9 steps an
+# epoch, so smaller batches buy steps at (on a CPU) about the same cost per image
+SCHEDULES = {TODAY: Schedule(), "b128_e2": Schedule(epochs=2, batch_size=128), "b64_e1": Schedule(epochs=1, batch_size=64)}
 DEFAULT_COMBO = "page_no_ghost"
+DEFAULT_SCHEDULE = TODAY
 CHOOSE_ARCH = "R:L1+L3"
 CHOOSE_SEED_BASE = 1000  # selection seeds 1000, 1001, ...: disjoint from the reported 0, 1, 2
 TARGET_RATIO = 0.5  # the issue's target: the combination in at most half of today's time
+
+
+def combination_name(tricks: str, schedule: str) -> str:
+    """``page_no_ema`` on today's schedule; ``none@b128_e2``; today's recipe: ``today``."""
+    if tricks == NO_TRICKS and schedule == TODAY:
+        return TODAY
+    return tricks if schedule == TODAY else f"{tricks}@{schedule}"
 
 
 # ---- one run ----------------------------------------------------------------------------
@@ -140,14 +178,14 @@ class Totals:
             table[recipe] = table.get(recipe, 0.0) + value
 
 
-def compare(name: str, tricks: TricksConfig, combo: str, seeds, args, data, data_cfg, totals: Totals,
-            today_runs: dict | None = None) -> tuple[float, float]:
-    """Today's recipe, then `tricks`, on `seeds` for one architecture; returns the time ratio and
-    the median val accuracy of the trick runs' last epochs (what breaks a tie of ratios).
-    `today_runs`: today's runs by (name, seed), reused across calls (the candidates share them)."""
+def compare(name: str, combos: list[tuple[str, str]], seeds, args, data, data_cfg, totals: Totals,
+            today_runs: dict | None = None) -> dict[str, tuple[float, float]]:
+    """Today's recipe, then each (trick set, schedule) of `combos`, on `seeds` for one
+    architecture; per combination its time ratio and the median val accuracy of its runs' last
+    epochs (what breaks a tie of ratios). `today_runs`: today's runs by (name, seed), reused
+    across calls (the candidates share them)."""
     arch = parse_short_name(name).replace(width=args.width)
-    today_recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size)
-    trick_recipe = Recipe(epochs=args.trick_epochs or args.epochs, batch_size=args.batch_size)
+    today_recipe = SCHEDULES[TODAY].recipe(args)
     today = []
     today_runs = {} if today_runs is None else today_runs
     for seed in seeds:
@@ -160,34 +198,41 @@ def compare(name: str, tricks: TricksConfig, combo: str, seeds, args, data, data
     # one of today's own last epochs (the lower middle one for an even count), so at least half of
     # today's runs reach it and today's median time is finite
     target = statistics.median_low(r.val[-1] for r in today)
-    print(f"  {name}: target val {target:.4f} (median of today's last epochs), fixed before the trick runs")
-    tricked = []
-    for seed in seeds:
-        tricked.append(run_one(arch.replace(tricks=tricks), trick_recipe, data, data_cfg, seed,
-                               stop_at=None if args.run_to_end else target))
-        totals.add(combo, tricked[-1], len(data.val_y))
-        print(f"  {name} {combo:<13} seed {seed}: val {' '.join(f'{v:.4f}' for v in tricked[-1].val)}  "
-              f"train {tricked[-1].seconds[-1]:.1f} s")
+    print(f"  {name}: target val {target:.4f} (median of today's last epochs), fixed before the other runs")
     today_t = [r.time_to(target) for r in today]
-    trick_t = [r.time_to(target) for r in tricked]
-    ratio = statistics.median(trick_t) / statistics.median(today_t)
-    print(f"  {name}: time to {target:.2%}: {TODAY} {median_spread(today_t)}; {combo} {median_spread(trick_t)}; "
-          f"ratio {ratio:.3f}")
-    return ratio, statistics.median(r.val[-1] for r in tricked)
+    found = {}
+    for tricks, schedule in combos:
+        combo = combination_name(tricks, schedule)
+        recipe = SCHEDULES[schedule].recipe(args)
+        runs = []
+        for seed in seeds:
+            runs.append(run_one(arch.replace(tricks=TRICK_SETS[tricks]), recipe, data, data_cfg, seed,
+                                stop_at=None if args.run_to_end else target))
+            totals.add(combo, runs[-1], len(data.val_y))
+            print(f"  {name} {combo:<13} seed {seed}: val {' '.join(f'{v:.4f}' for v in runs[-1].val)}  "
+                  f"train {runs[-1].seconds[-1]:.1f} s")
+        times = [r.time_to(target) for r in runs]
+        ratio = statistics.median(times) / statistics.median(today_t)
+        print(f"  {name}: time to {target:.2%}: {TODAY} {median_spread(today_t)}; {combo} {median_spread(times)}; "
+              f"ratio {ratio:.3f}")
+        found[combo] = (ratio, statistics.median(r.val[-1] for r in runs))
+    return found
 
 
-def choose(args, data, data_cfg, totals: Totals) -> str:
-    """The candidate with the lowest median time to today's accuracy on CHOOSE_ARCH, on selection seeds."""
+def choose(args, data, data_cfg) -> tuple[str, str]:
+    """The (trick set, schedule) with the lowest median time to today's accuracy on CHOOSE_ARCH,
+    on selection seeds."""
     seeds = [CHOOSE_SEED_BASE + i for i in range(args.choose_seeds)]
-    names = args.candidates or list(CANDIDATES)
-    print(f"choosing among {', '.join(names)} on {CHOOSE_ARCH}, seeds {seeds} (not reported below)")
-    ratios = {}
-    scratch = Totals()  # selection runs are not part of the reported images/s
-    today_runs: dict = {}  # one set of today's runs: every candidate is judged against the same target
-    for combo in names:
-        ratios[combo] = compare(CHOOSE_ARCH, CANDIDATES[combo], combo, seeds, args, data, data_cfg, scratch, today_runs)
-    best = min(ratios, key=lambda c: (ratios[c][0], -ratios[c][1]))  # the fastest; equal (inf): the most accurate
-    print(f"chosen: {best} ({', '.join(f'{c} ratio {r:.3f}, last val {a:.4f}' for c, (r, a) in ratios.items())})")
+    combos = [(t, s) for s in (args.schedules or list(SCHEDULES)) for t in (args.candidates or list(TRICK_SETS))
+              if (t, s) != (NO_TRICKS, TODAY)]
+    print(f"choosing among {', '.join(combination_name(*c) for c in combos)} on {CHOOSE_ARCH}, seeds {seeds} "
+          "(not reported below)")
+    # selection runs are not part of the reported images/s; one set of today's runs: every
+    # candidate is judged against the same target
+    ratios = compare(CHOOSE_ARCH, combos, seeds, args, data, data_cfg, Totals(), {})
+    best = min(combos, key=lambda c: (ratios[combination_name(*c)][0], -ratios[combination_name(*c)][1]))
+    print(f"chosen: {combination_name(*best)} "
+          f"({', '.join(f'{c} ratio {r:.3f}, last val {a:.4f}' for c, (r, a) in ratios.items())})")
     return best
 
 
@@ -196,41 +241,55 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--archs", nargs="+", default=list(ARCHS), help="short names, e.g. R:L1+L3 base")
     parser.add_argument("--seeds", type=int, default=3, help="reported seeds 0..N-1 per recipe and architecture")
     parser.add_argument("--epochs", type=int, default=4, help="today's recipe (the cpu budget's 4)")
-    parser.add_argument("--trick-epochs", type=int, default=None, help="the combination's schedule [default: --epochs]")
-    parser.add_argument("--combo", choices=sorted(CANDIDATES), default=DEFAULT_COMBO)
-    parser.add_argument("--choose", action="store_true", help="pick --combo among the candidates first")
-    parser.add_argument("--candidates", nargs="+", choices=sorted(CANDIDATES), default=None,
-                        help="those --choose compares [default: every one of CANDIDATES]")
+    parser.add_argument("--combo", choices=sorted(TRICK_SETS), default=DEFAULT_COMBO, help="the trick set")
+    parser.add_argument("--schedule", choices=sorted(SCHEDULES), default=DEFAULT_SCHEDULE)
+    parser.add_argument("--choose", action="store_true", help="pick --combo and --schedule first")
+    parser.add_argument("--candidates", nargs="+", choices=sorted(TRICK_SETS), default=None,
+                        help="the trick sets --choose compares [default: all]")
+    parser.add_argument("--schedules", nargs="+", choices=sorted(SCHEDULES), default=None,
+                        help="the schedules --choose compares [default: all]")
     parser.add_argument("--choose-seeds", type=int, default=2, help="selection seeds 1000.. per candidate")
-    parser.add_argument("--run-to-end", action="store_true", help="train trick runs past the target too")
+    parser.add_argument("--run-to-end", action="store_true", help="train every run past the target too")
     parser.add_argument("--width", type=float, default=0.25)
     parser.add_argument("--train-subset", type=int, default=5000)
     parser.add_argument("--val-size", type=int, default=5000)
-    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=512, help="today's recipe")
     parser.add_argument("--data-root", default=None)
     args = parser.parse_args(argv)
+    if (args.combo, args.schedule) == (NO_TRICKS, TODAY):
+        parser.error("--combo none --schedule today is today's recipe: name a trick set or a schedule")
 
     data_cfg = DataConfig(root=str(resolve_data_root(args.data_root)), train_subset=args.train_subset,
                           val_size=args.val_size)
     data = load_data(data_cfg)
     # the test split is not used: measured after the last epoch, it would only cost time
     data = type(data)(**{**data.__dict__, "test_x": data.test_x[:0], "test_y": data.test_y[:0]})
-    print(f"{len(data.train_y)} train / {len(data.val_y)} val images, width {args.width}, batch {args.batch_size}, "
-          f"today {args.epochs} epochs, tricks {args.trick_epochs or args.epochs}, {torch.get_num_threads()} threads")
-    totals = Totals()
-    combo = choose(args, data, data_cfg, totals) if args.choose else args.combo
-    print(f"combination {combo}: {parse_short_name('base').replace(tricks=CANDIDATES[combo]).short_name()}")
+    print(f"{len(data.train_y)} train / {len(data.val_y)} val images, width {args.width}, today {args.epochs} epochs "
+          f"of batch {args.batch_size}, {torch.get_num_threads()} threads")
+    tricks, schedule = choose(args, data, data_cfg) if args.choose else (args.combo, args.schedule)
+    combo = combination_name(tricks, schedule)
+    recipe = SCHEDULES[schedule].recipe(args)
+    print(f"combination {combo}: {parse_short_name('base').replace(tricks=TRICK_SETS[tricks]).short_name()}, "
+          f"{recipe.epochs} epochs of batch {recipe.batch_size}, lr {recipe.lr}")
+    # its halves alone, where the combination has two
+    halves = {"schedule": (NO_TRICKS, schedule), "tricks": (tricks, TODAY)}
+    halves = {half: c for half, c in halves.items() if tricks != NO_TRICKS and schedule != TODAY}
     print(f"targets fixed before the run: each architecture's from today's recipe on seeds 0..{args.seeds - 1}, "
-          "printed before its trick runs")
-    ratios = {name: compare(name, CANDIDATES[combo], combo, range(args.seeds), args, data, data_cfg, totals)[0]
-              for name in args.archs}
-    for recipe in (TODAY, combo):
-        print(f"{recipe}: {totals.images[recipe] / totals.seconds[recipe]:.1f} training images/s, "
-              f"{totals.eval_images[recipe] / totals.eval_seconds[recipe]:.1f} val images/s evaluated")
-    for name, ratio in ratios.items():
-        print(f"RESULT time_ratio_{slug(name)}={ratio:.3f} target<={TARGET_RATIO}")
-    for recipe in (TODAY, combo):
-        print(f"RESULT images_per_s_{recipe}={totals.images[recipe] / totals.seconds[recipe]:.1f}")
+          "printed before its other runs")
+    totals = Totals()
+    ratios = {name: compare(name, [(tricks, schedule), *halves.values()], range(args.seeds), args, data, data_cfg,
+                            totals) for name in args.archs}
+    recipes = [TODAY, combo, *(combination_name(*c) for c in halves.values())]
+    for name in recipes:
+        print(f"{name}: {totals.images[name] / totals.seconds[name]:.1f} training images/s, "
+              f"{totals.eval_images[name] / totals.eval_seconds[name]:.1f} val images/s evaluated")
+    for name, found in ratios.items():
+        print(f"RESULT time_ratio_{slug(name)}={found[combo][0]:.3f} target<={TARGET_RATIO}")
+    for half, c in halves.items():
+        for name, found in ratios.items():
+            print(f"RESULT time_ratio_{half}_only_{slug(name)}={found[combination_name(*c)][0]:.3f}")
+    for name in recipes:
+        print(f"RESULT images_per_s_{slug(name)}={totals.images[name] / totals.seconds[name]:.1f}")
 
 
 if __name__ == "__main__":
