@@ -137,6 +137,34 @@ def test_ghost_batch_norm_normalises_each_virtual_batch_by_its_own_statistics():
                                                   False, 0.0, bn.eps))
 
 
+@pytest.mark.parametrize("images", [10, 3, 1])
+def test_ghost_batch_norm_gives_a_batch_the_groups_do_not_divide_a_last_group_of_its_own(images):
+    """The images a per-sample drop kind keeps in a branch reach its BN as any count."""
+    torch.manual_seed(1)
+    bn = GhostBatchNorm2d(3, virtual_batch=4).train()
+    x = torch.randn(images, 3, 5, 5) * 2 - 1
+    out = bn(x)
+    starts = list(range(0, images, 4))
+    for start in starts:
+        part = x[start : start + 4]
+        torch.testing.assert_close(out[start : start + 4], F.batch_norm(part, None, None, training=True, eps=bn.eps))
+    means = torch.stack([x[s : s + 4].mean((0, 2, 3)) for s in starts]).mean(0)
+    torch.testing.assert_close(bn.running_mean, 0.1 * means)
+
+
+@pytest.mark.parametrize("kind", ["stochastic_depth", "depth_dropout", "drop_path", "width_dropout"])
+def test_ghost_batch_norm_trains_with_every_drop_kind(kind):
+    """A drop kind that runs a branch on the images it keeps hands its BNs a part of the batch."""
+    arch = ArchConfig.from_dict({"width": 0.125, "L1": {"residual": 1}, "L3": {"residual": 1},
+                                 "drop": {"kind": kind, "rate": 0.3}, "tricks": {"ghost_batch": 8}})
+    model = build_model(arch, seed=0).train()
+    torch.manual_seed(0)
+    for _ in range(3):
+        out = model(torch.randn(32, 3, 32, 32))
+        assert out.shape == (32, 10) and torch.isfinite(out).all()
+        out.sum().backward()
+
+
 def test_ghost_batch_norm_keeps_the_state_dict_keys_of_batch_norm():
     plain, ghost = build_model(arch_with()), build_model(arch_with(ghost_batch=8))
     assert plain.state_dict().keys() == ghost.state_dict().keys()

@@ -26,26 +26,33 @@ def make_activation(tricks: TricksConfig) -> nn.Module:
     return nn.ReLU(inplace=True)
 
 
-def ghost_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, virtual_batch: int) -> torch.Tensor:
-    """BatchNorm in training with each group of `virtual_batch` images normalised by its own
-    statistics (Page post 6, after Hoffer et al. 2017). The groups are folded into channels,
-    so one batch_norm call does it; the running statistics move by the mean of the groups'.
-    """
+def _grouped_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, size: int):
+    """`x` (a multiple of `size` images) normalised in groups of `size`, folded into channels
+    so that one batch_norm call does it; with each group's updated running mean and var, (groups, C)."""
     n, c, h, w = x.shape
-    groups = n // virtual_batch
-    if groups * virtual_batch != n:
-        raise ValueError(f"ghost batch norm: the virtual batch ({virtual_batch} images) must divide the batch, "
-                         f"but got a batch of {n}.")
-    folded = x.reshape(groups, virtual_batch, c, h, w).transpose(0, 1).reshape(virtual_batch, groups * c, h, w)
+    groups = n // size
+    folded = x.reshape(groups, size, c, h, w).transpose(0, 1).reshape(size, groups * c, h, w)
     mean, var = bn.running_mean.repeat(groups), bn.running_var.repeat(groups)
     weight = None if bn.weight is None else bn.weight.repeat(groups)
     bias = None if bn.bias is None else bn.bias.repeat(groups)
     out = F.batch_norm(folded, mean, var, weight, bias, True, bn.momentum, bn.eps)
+    return out.reshape(size, groups, c, h, w).transpose(0, 1).reshape(n, c, h, w), mean.view(groups, c), var.view(groups, c)
+
+
+def ghost_batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, virtual_batch: int) -> torch.Tensor:
+    """BatchNorm in training with each group of `virtual_batch` images normalised by its own
+    statistics (Page post 6, after Hoffer et al. 2017); the running statistics move by the mean
+    of the groups'. A batch the groups do not divide (the images a per-sample drop kind keeps in
+    a branch: stochastic depth, depth dropout, drop-path) ends in one smaller group of its own.
+    """
+    whole = len(x) - len(x) % virtual_batch
+    parts = [(x[:whole], virtual_batch), (x[whole:], len(x) - whole)]
+    outs, means, variances = zip(*(_grouped_batch_norm(bn, part, size) for part, size in parts if len(part)))
     with torch.no_grad():
-        bn.running_mean.copy_(mean.view(groups, c).mean(0))
-        bn.running_var.copy_(var.view(groups, c).mean(0))
+        bn.running_mean.copy_(torch.cat(means).mean(0))
+        bn.running_var.copy_(torch.cat(variances).mean(0))
         bn.num_batches_tracked += 1
-    return out.reshape(virtual_batch, groups, c, h, w).transpose(0, 1).reshape(n, c, h, w)
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
 class GhostBatchNorm2d(nn.BatchNorm2d):
