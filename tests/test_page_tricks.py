@@ -72,3 +72,35 @@ def test_a_tricks_integer_is_a_setting_not_a_count_that_moves_down():
 def test_a_cumulative_step_that_changes_nothing_is_refused():
     with pytest.raises(ConfigError, match="changes nothing"):
         cumulative_chain(parse_short_name("R:L1+L3"), [("tricks.whiten", True), ("tricks.whiten", True)])
+
+
+CIFAR_FAST = YAML.with_name("cifar_fast.yaml")
+
+
+def test_cifar_fasts_page26_budget_is_pages_last_configuration_in_every_sampled_trial():
+    """The full recipe's option (issue 28, item 4): Page's final set (his last step, EMA and flip
+    TTA included) on every architecture the search samples, 10 epochs; the rest as the full search."""
+    import optuna
+    import torch
+
+    from nas.models import build_model
+
+    full, spec = load_experiment(CIFAR_FAST), load_experiment(CIFAR_FAST, "page26")
+    assert spec.recipe.epochs == 10 and full.recipe.epochs == 24
+    assert spec.resources.gpus_per_trial == 1 and spec.dataset.train_subset is None  # a GPU budget
+    assert spec.recipe.batch_size % 32 == 0  # the ghost batches divide it
+    page = dict(page_order(0.998))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    searched = set()
+    for _ in range(40):
+        arch = spec.space.suggest(study.ask())
+        flat = arch.to_flat()
+        assert {k: flat[k] for k in page} == page
+        searched.add((arch.L1.residual, arch.L3.residual, arch.drop.kind))
+    assert len(searched) > 4  # the architecture is still searched
+    # every kind of block the search can sample builds and runs with the tricks on (width 1/8)
+    torch.manual_seed(0)
+    for _ in range(6):
+        arch = spec.space.suggest(study.ask()).replace(width=0.125)
+        model = build_model(arch).train()
+        assert model(torch.randn(64, 3, 32, 32)).shape == (64, 10)

@@ -161,7 +161,7 @@ def test_budget_replaces_a_space_entry_whole(tmp_path):
 
 
 def test_list_budgets_names_them_in_order():
-    assert list_budgets(CIFAR_FAST) == ["cpu"]
+    assert list_budgets(CIFAR_FAST) == ["cpu", "page26"]
 
 
 def test_resolved_is_json_and_reloads_to_the_same_space(tmp_path):
