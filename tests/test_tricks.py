@@ -247,7 +247,7 @@ def test_lookahead_moves_the_slow_weights_and_restarts_the_fast_ones():
     model = nn.Linear(1, 1, bias=False)
     with torch.no_grad():
         model.weight.fill_(0.0)
-    lookahead = Lookahead(model, decay=0.5, every=2)
+    lookahead = Lookahead(model, decay=0.5, every=2, total_steps=2)  # step 2 of 2: the whole decay
     with torch.no_grad():
         model.weight.fill_(4.0)
     lookahead.update(0)  # not a sync step
@@ -258,6 +258,30 @@ def test_lookahead_moves_the_slow_weights_and_restarts_the_fast_ones():
         model.weight.fill_(6.0)
     lookahead.finish()  # airbench94's last update, at decay 1: the network takes the slow weights
     assert model.weight.item() == 2.0
+
+
+def test_lookahead_ramps_its_decay_cubically_over_the_steps_as_airbench94():
+    """airbench94: decay 0.95**5 * (step / total)**3 at every 5th step: at half the steps an
+    eighth of it, so early syncs hardly hold the fast weights back."""
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    lookahead = Lookahead(model, decay=0.8, every=5, total_steps=10)
+    slow = 0.0
+    for step in range(10):
+        with torch.no_grad():
+            model.weight.add_(1.0)  # a training step
+        fast = model.weight.item()
+        lookahead.update(step)
+        if (step + 1) % 5 == 0:
+            d = 0.8 * ((step + 1) / 10) ** 3
+            slow = d * slow + (1 - d) * fast
+            assert model.weight.item() == pytest.approx(slow)
+        else:
+            assert model.weight.item() == fast
+    # by hand: step 5, d = 0.8 / 8 = 0.1: 0.9 * 5 = 4.5; step 10, d = 0.8: 0.8 * 4.5 + 0.2 * 9.5 = 5.5
+    # (a constant 0.8 would give 1.0, then 2.0)
+    assert model.weight.item() == pytest.approx(5.5)
 
 
 def test_bias_lr_multiplies_the_lr_of_bn_parameters_keeping_their_decay_per_step():

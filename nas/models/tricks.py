@@ -57,8 +57,9 @@ class TricksConfig:
     ema_decay: float = setting(0.0, _OFF_OR_DECAY, types="a number (per-step decay; 0 = off)")
     # epoch (from 0) the averaging starts; before it the average follows the weights
     ema_start: int = setting(0, at_least(0) & at_most(MAX_EPOCH))
-    # airbench94: every LOOKAHEAD_EVERY steps the slow weights move towards the fast ones by
-    # 1 - decay and the fast ones restart from them; decay in (0, 1), 0: off
+    # airbench94 (its 0.95**5): every LOOKAHEAD_EVERY steps the slow weights move towards the fast
+    # ones by 1 - decay * (step / steps)**3 (a cubic ramp) and the fast ones restart from them;
+    # decay in (0, 1), 0: off
     lookahead: float = setting(0.0, _OFF_OR_DECAY, types="a number (decay per sync; 0 = off)")
     # airbench94's bias_scaler: BatchNorm weights and biases learn this many times faster
     # (their weight decay per step unchanged); 1: as every weight

@@ -52,24 +52,28 @@ class WeightEMA:
 
 
 class Lookahead:
-    """Lookahead: slow weights that every `every` steps move towards the fast (trained) ones,
+    """Lookahead as airbench94 runs it: every `every` steps the slow weights move towards the
+    fast (trained) ones and the fast ones restart from them,
 
-        slow <- decay * slow + (1 - decay) * fast;  fast <- slow,
+        slow <- d * slow + (1 - d) * fast;  fast <- slow,  d = decay * (step / total_steps) ** 3,
 
-    and that the network ends with (`finish`), as airbench94 does.
+    so the averaging ramps up cubically (hardly any early, when the weights move far; `decay`
+    at the end), and the network ends with the slow weights (`finish`).
     """
 
-    def __init__(self, model: nn.Module, decay: float, every: int) -> None:
+    def __init__(self, model: nn.Module, decay: float, every: int, total_steps: int) -> None:
         self.decay = decay
         self.every = every
+        self.total_steps = max(1, total_steps)
         self._fast = _floats(model)
         self._slow = [t.detach().clone() for t in self._fast]
 
     @torch.no_grad()
     def update(self, step: int) -> None:
         """After optimiser step `step` (from 0): a sync every `every` steps."""
-        if (step + 1) % self.every == 0:
-            self._sync(self.decay)
+        done = step + 1
+        if done % self.every == 0:
+            self._sync(self.decay * min(1.0, done / self.total_steps) ** 3)
 
     @torch.no_grad()
     def finish(self) -> None:

@@ -181,7 +181,7 @@ def _train(arch, recipe, data, data_cfg, seed, device) -> Iterator[TrainResult]:
     if tricks.ema_decay:
         evaluated = build_model(arch, seed=seed).to(device, memory_format=torch.channels_last)
         ema = WeightEMA(model, evaluated, tricks.ema_decay, start_step=tricks.ema_start * steps_per_epoch)
-    lookahead = Lookahead(model, tricks.lookahead, LOOKAHEAD_EVERY) if tricks.lookahead else None
+    lookahead = Lookahead(model, tricks.lookahead, LOOKAHEAD_EVERY, total_steps) if tricks.lookahead else None
     # alternating flip (airbench94): image i is mirrored in epoch e iff first_flip[i] xor (e odd)
     first_flip = torch.rand(n_train, generator=generator) < 0.5 if tricks.alternating_flip else None
     if sandwich:
