@@ -76,6 +76,11 @@ CANDIDATES = {
 # BN and activation work), flip TTA costs evaluation only; no EMA, whitening or frozen scales
 CANDIDATES["pool_celu_tta"] = TricksConfig(activation="celu", pool_before_bn=True, tta="flip")
 CANDIDATES["page_no_ghost_no_ema"] = replace(PAGE, ghost_batch=0, ema_decay=0.0)
+# Keller Jordan's airbench94: GELU, BatchNorm without a trained scale, patch whitening, lookahead
+# (0.95**5 every 5 steps, ramped), BN parameters at 64x the lr, alternating flip, flip and
+# translate TTA (its label smoothing 0.2 is today's recipe)
+CANDIDATES["airbench"] = TricksConfig(activation="gelu", freeze_bn_scale=True, whiten=True, lookahead=0.95**5,
+                                      bias_lr=64.0, alternating_flip=True, tta="flip_translate")
 TRICK_SETS = {NO_TRICKS: TricksConfig(), **CANDIDATES}
 
 
@@ -251,6 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--schedules", nargs="+", choices=sorted(SCHEDULES), default=None,
                         help="the schedules --choose compares [default: all]")
     parser.add_argument("--choose-seeds", type=int, default=2, help="selection seeds 1000.. per candidate")
+    parser.add_argument("--choose-only", action="store_true", help="stop after choosing (nothing reported)")
     parser.add_argument("--run-to-end", action="store_true", help="train every run past the target too")
     parser.add_argument("--width", type=float, default=0.25)
     parser.add_argument("--train-subset", type=int, default=5000)
@@ -268,7 +274,9 @@ def main(argv: list[str] | None = None) -> None:
     data = type(data)(**{**data.__dict__, "test_x": data.test_x[:0], "test_y": data.test_y[:0]})
     print(f"{len(data.train_y)} train / {len(data.val_y)} val images, width {args.width}, today {args.epochs} epochs "
           f"of batch {args.batch_size}, {torch.get_num_threads()} threads")
-    tricks, schedule = choose(args, data, data_cfg) if args.choose else (args.combo, args.schedule)
+    tricks, schedule = choose(args, data, data_cfg) if args.choose or args.choose_only else (args.combo, args.schedule)
+    if args.choose_only:
+        return
     combo = combination_name(tricks, schedule)
     recipe = SCHEDULES[schedule].recipe(args)
     print(f"combination {combo}: {parse_short_name('base').replace(tricks=TRICK_SETS[tricks]).short_name()}, "

@@ -107,3 +107,12 @@ def test_today_against_itself_is_refused():
     with pytest.raises(SystemExit) as refused:
         bench.main(["--combo", "none", "--schedule", "today"])
     assert refused.value.code == 2
+
+
+def test_choose_only_stops_after_choosing(tiny_cifar_root, capsys):
+    bench = load_benchmark()
+    bench.main(["--data-root", str(tiny_cifar_root), *TINY, "--choose-only", "--choose-seeds", "1",
+                "--candidates", "airbench", "--schedules", "b64_e1"])
+    out = capsys.readouterr().out
+    assert "chosen: airbench@b64_e1 " in out
+    assert "RESULT" not in out and "targets fixed" not in out
