@@ -38,9 +38,10 @@ $(TV_VENV)/.installed:
 demo: install
 	$(BIN)/nas launch search_spaces/cifar_fast.yaml
 
-# Every test, slow ones included (real CIFAR-10, PostgreSQL when NAS_TEST_POSTGRES_URL is set).
+# Every test, slow ones included (real CIFAR-10, PostgreSQL when NAS_TEST_POSTGRES_URL is set);
+# the 30 slowest are listed at the end, so a run says where its time goes.
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=30
 
 # The quick loop while developing: skips tests marked slow.
 test-fast: install
