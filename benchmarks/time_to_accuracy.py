@@ -237,10 +237,11 @@ def choose(args, data, data_cfg) -> tuple[str, str]:
     # selection runs are not part of the reported images/s; one set of today's runs: every
     # candidate is judged against the same target
     ratios = compare(CHOOSE_ARCH, combos, seeds, args, data, data_cfg, Totals(), {})
-    best = min(combos, key=lambda c: (ratios[combination_name(*c)][0], -ratios[combination_name(*c)][1]))
-    print(f"chosen: {combination_name(*best)} "
+    by_name = {combination_name(*c): c for c in combos}
+    best = min(by_name, key=lambda name: (ratios[name][0], -ratios[name][1]))  # the fastest; equal: the most accurate
+    print(f"chosen: {best} "
           f"({', '.join(f'{c} ratio {r:.3f}, last val {a:.4f}' for c, (r, a) in ratios.items())})")
-    return best
+    return by_name[best]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -282,8 +283,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"combination {combo}: {parse_short_name('base').replace(tricks=TRICK_SETS[tricks]).short_name()}, "
           f"{recipe.epochs} epochs of batch {recipe.batch_size}, lr {recipe.lr}")
     # its halves alone, where the combination has two
-    halves = {"schedule": (NO_TRICKS, schedule), "tricks": (tricks, TODAY)}
-    halves = {half: c for half, c in halves.items() if tricks != NO_TRICKS and schedule != TODAY}
+    halves = ({"schedule": (NO_TRICKS, schedule), "tricks": (tricks, TODAY)}
+              if tricks != NO_TRICKS and schedule != TODAY else {})
     print(f"targets fixed before the run: each architecture's from today's recipe on seeds 0..{args.seeds - 1}, "
           "printed before its other runs")
     totals = Totals()
